@@ -1,0 +1,157 @@
+package abi
+
+import "time"
+
+// Control messages cross the boundary as JSON (UTF-8, no BOM). They are small and rare
+// (once per run or per call); the hot path, the batch, is binary.
+
+// Manifest is what sluice_describe returns.
+type Manifest struct {
+	Name         string   `json:"name"`         // [a-z0-9_-]{1,64}
+	Version      string   `json:"version"`      // semantic version of the plugin
+	ABIVersion   string   `json:"abi_version"`  // "1.0"; must match the marker export
+	Description  string   `json:"description"`  // one line
+	Capabilities []string `json:"capabilities"` // capabilities requested, e.g. ["object"]
+	Config       []Field  `json:"config"`       // config schema, in display order
+	Formats      []string `json:"formats,omitempty"`
+}
+
+// Field describes one config key.
+type Field struct {
+	Name        string   `json:"name"`
+	Type        string   `json:"type"` // string | integer | number | boolean | string_list | object
+	Description string   `json:"description,omitempty"`
+	Required    bool     `json:"required,omitempty"`
+	Secret      bool     `json:"secret,omitempty"` // never given to the plugin; bound to capabilities by the host
+	Default     any      `json:"default,omitempty"`
+	Enum        []string `json:"enum,omitempty"`
+	// Binding names the capability parameter the host fills from this field,
+	// e.g. "object.bucket", "object.secret_access_key". Empty: the plugin's own.
+	Binding string `json:"binding,omitempty"`
+}
+
+// Field types.
+const (
+	TypeString     = "string"
+	TypeInteger    = "integer"
+	TypeNumber     = "number"
+	TypeBoolean    = "boolean"
+	TypeStringList = "string_list"
+	TypeObject     = "object"
+)
+
+// ValidateRequest is the input of sluice_validate.
+type ValidateRequest struct {
+	Config     map[string]any `json:"config"`      // non-secret keys, defaults applied
+	SecretsSet []string       `json:"secrets_set"` // names of secret fields that have a value
+}
+
+// OpenRequest is the input of sluice_open.
+type OpenRequest struct {
+	RunID         string         `json:"run_id"`
+	ExportID      string         `json:"export_id"`
+	ExportName    string         `json:"export_name"`
+	IntervalStart time.Time      `json:"interval_start"` // RFC 3339, UTC, inclusive
+	IntervalEnd   time.Time      `json:"interval_end"`   // RFC 3339, UTC, exclusive
+	Attempt       int            `json:"attempt"`        // 1 for the first try
+	Backfill      bool           `json:"backfill"`
+	Config        map[string]any `json:"config"`  // non-secret keys, defaults applied
+	Columns       []Column       `json:"columns"` // the schema every batch of this run carries
+	Checkpoint    string         `json:"checkpoint,omitempty"`
+}
+
+// Result is what sluice_finish returns.
+type Result struct {
+	Records int64    `json:"records"`
+	Bytes   int64    `json:"bytes"`
+	Outputs []Output `json:"outputs,omitempty"`
+}
+
+// Output names one thing a run wrote (an object key, a table, a stage file).
+type Output struct {
+	Kind    string `json:"kind"` // object | table | file
+	Name    string `json:"name"`
+	Records int64  `json:"records,omitempty"`
+	Bytes   int64  `json:"bytes,omitempty"`
+}
+
+// Error is how an export reports failure: {"error": {...}}.
+type Error struct {
+	Message string `json:"message"`
+	// Status, when the failure came from a host call, is that call's status name.
+	Status string `json:"status,omitempty"`
+	// Field names the config key at fault (validate).
+	Field string `json:"field,omitempty"`
+	// Code is a destination-specific code (S3 error code, Snowflake error number...).
+	Code string `json:"code,omitempty"`
+}
+
+// ErrorEnvelope wraps an Error in a response.
+type ErrorEnvelope struct {
+	Error *Error `json:"error"`
+}
+
+// ClassifyRequest is the input of sluice_classify.
+type ClassifyRequest struct {
+	Error   Error `json:"error"`
+	Attempt int   `json:"attempt"`
+}
+
+// Outcomes of sluice_classify.
+const (
+	OutcomeOK         = "ok"
+	OutcomeRetry      = "retry"
+	OutcomeRetryAfter = "retry_after"
+	OutcomeFail       = "fail"
+)
+
+// Classification is what sluice_classify returns.
+type Classification struct {
+	Outcome      string `json:"outcome"`
+	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
+	Reason       string `json:"reason,omitempty"`
+}
+
+// TestReport is what sluice_test returns: one entry per step checked.
+type TestReport struct {
+	Steps []TestStep `json:"steps"`
+}
+
+// TestStep is one step of a destination test.
+type TestStep struct {
+	Name    string `json:"name"`
+	OK      bool   `json:"ok"`
+	Message string `json:"message,omitempty"`
+}
+
+// UploadSpec is the input of upload_open.
+type UploadSpec struct {
+	// Sink selects where bytes go: "object" (the bound bucket/prefix or directory),
+	// "bigquery_load", "snowflake_stage". Empty means "object".
+	Sink            string            `json:"sink,omitempty"`
+	Key             string            `json:"key"` // relative to the bound prefix
+	ContentType     string            `json:"content_type,omitempty"`
+	ContentEncoding string            `json:"content_encoding,omitempty"`
+	Metadata        map[string]string `json:"metadata,omitempty"`
+	Options         map[string]any    `json:"options,omitempty"` // sink-specific
+}
+
+// CommitInfo is the response of upload_commit.
+type CommitInfo struct {
+	Key   string `json:"key"`
+	Bytes int64  `json:"bytes"`
+	ETag  string `json:"etag,omitempty"`
+}
+
+// EncoderSpec is the input of encoder_open.
+type EncoderSpec struct {
+	Format      string         `json:"format"`                // jsonl | parquet | csv
+	Compression string         `json:"compression,omitempty"` // "" | gzip | zstd | brotli | snappy | lz4
+	Columns     []ColumnSelect `json:"columns,omitempty"`     // empty: every column, own names
+}
+
+// ColumnSelect picks a batch column and names it in the output.
+type ColumnSelect struct {
+	Name string `json:"name"`
+	As   string `json:"as,omitempty"`
+}
