@@ -1,0 +1,35 @@
+# Sluice: batch exports of analytics events to sandboxed WebAssembly destination plugins.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin
+export AWS_EC2_METADATA_DISABLED := true
+export GCE_METADATA_HOST := 127.0.0.1:1
+export SNOWFLAKE_DISABLE_PLATFORM_DETECTION := true
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+build: ## build bin/sluice
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/sluice ./cmd/sluice
+
+include plugins/plugins.mk
+
+run: build plugins ## start Sluice on embedded defaults (API on 127.0.0.1:8080, data in ./data)
+	$(BIN)/sluice serve --plugins-dir $(BIN)/plugins --demo
+
+test: plugins ## run every test with the race detector
+	$(GO) test -race -count=1 ./...
+
+lint: ## go vet and gofmt
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+bench: plugins ## run the Go benchmarks once each
+	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
+
+verify-plugins: plugins build ## fail if a built plugin differs from plugins.lock
+	$(BIN)/sluice plugins verify --plugins-dir $(BIN)/plugins --lock plugins.lock
+
+.PHONY: help build run test lint bench verify-plugins

@@ -1,0 +1,535 @@
+package objstore
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+)
+
+const (
+	// DefaultPartSize is the multipart part size used when S3Config.PartSize is 0.
+	DefaultPartSize = 50 << 20
+	// MinPartSize is S3's smallest part (every part but the last).
+	MinPartSize = 5 << 20
+	// MaxPartSize is S3's largest part.
+	MaxPartSize = 5 << 30
+	// DefaultConcurrency is the number of parts in flight when S3Config.Concurrency is 0.
+	DefaultConcurrency = 5
+	// DefaultMaxRetries is the retry count for a failed part when S3Config.MaxRetries is 0.
+	DefaultMaxRetries = 3
+	maxParts          = 10000
+	maxBackoff        = 20 * time.Second
+	cleanupTimeout    = 30 * time.Second
+)
+
+// S3Config binds a Store to one bucket and prefix. It comes from the
+// export's destination config and is never shown to the plugin.
+type S3Config struct {
+	Bucket string
+	Prefix string // keys are written under Prefix + "/"; may be empty
+	Region string // default "us-east-1"
+	// EndpointURL selects an S3-compatible server (R2, GCS HMAC, versitygw, ...).
+	// When set, requests go to it with path-style addressing.
+	EndpointURL string
+	// Static credentials. If both are empty the SDK's default chain is used.
+	AccessKeyID     string
+	SecretAccessKey string
+	// Encryption is "", "AES256" or "aws:kms" (with an optional KMSKeyID).
+	Encryption string
+	KMSKeyID   string
+	// PartSize is the multipart part size: default 50 MiB, at least 5 MiB.
+	PartSize int64
+	// Concurrency is the number of parts uploaded at once (default 5).
+	// One Upload holds at most (Concurrency+1)*PartSize bytes of buffers.
+	Concurrency int
+	// MaxRetries is how many times a failed part (or single PutObject) is
+	// retried with exponential backoff and jitter; 0 means 3, negative none.
+	MaxRetries int
+	// RetryBaseDelay is the first backoff delay (default 200ms); each retry doubles it.
+	RetryBaseDelay time.Duration
+	// HTTPClient, if set, sends every request (e.g. a custom transport).
+	HTTPClient interface {
+		Do(*http.Request) (*http.Response, error)
+	}
+}
+
+type s3Store struct {
+	client     *s3.Client
+	bucket     string
+	prefix     string
+	sse        types.ServerSideEncryption
+	kmsKeyID   *string
+	partSize   int64
+	conc       int
+	maxRetries int
+	baseDelay  time.Duration
+	pool       sync.Pool // *[]byte with cap partSize
+}
+
+// NewS3 returns a Store bound to cfg.Bucket and cfg.Prefix.
+func NewS3(ctx context.Context, cfg S3Config) (Store, error) {
+	if cfg.Bucket == "" {
+		return nil, configErr("bucket is required")
+	}
+	prefix, err := validatePrefix(cfg.Prefix)
+	if err != nil {
+		return nil, &Error{Op: "s3 config", Err: err, class: Fatal}
+	}
+	s := &s3Store{
+		bucket:     cfg.Bucket,
+		prefix:     prefix,
+		partSize:   cfg.PartSize,
+		conc:       cfg.Concurrency,
+		maxRetries: cfg.MaxRetries,
+		baseDelay:  cfg.RetryBaseDelay,
+	}
+	switch {
+	case s.partSize == 0:
+		s.partSize = DefaultPartSize
+	case s.partSize < MinPartSize || s.partSize > MaxPartSize:
+		return nil, configErr(fmt.Sprintf("part size %d outside [%d, %d]", s.partSize, MinPartSize, MaxPartSize))
+	}
+	switch {
+	case s.conc == 0:
+		s.conc = DefaultConcurrency
+	case s.conc < 0:
+		return nil, configErr("negative concurrency")
+	}
+	switch {
+	case s.maxRetries == 0:
+		s.maxRetries = DefaultMaxRetries
+	case s.maxRetries < 0:
+		s.maxRetries = 0
+	}
+	if s.baseDelay <= 0 {
+		s.baseDelay = 200 * time.Millisecond
+	}
+	switch cfg.Encryption {
+	case "":
+		if cfg.KMSKeyID != "" {
+			return nil, configErr("KMSKeyID needs Encryption aws:kms")
+		}
+	case string(types.ServerSideEncryptionAes256):
+		if cfg.KMSKeyID != "" {
+			return nil, configErr("KMSKeyID needs Encryption aws:kms")
+		}
+		s.sse = types.ServerSideEncryptionAes256
+	case string(types.ServerSideEncryptionAwsKms):
+		s.sse = types.ServerSideEncryptionAwsKms
+		if cfg.KMSKeyID != "" {
+			s.kmsKeyID = aws.String(cfg.KMSKeyID)
+		}
+	default:
+		return nil, configErr(fmt.Sprintf("unsupported encryption %q (want \"\", AES256 or aws:kms)", cfg.Encryption))
+	}
+	if cfg.EndpointURL != "" {
+		u, err := url.Parse(cfg.EndpointURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, configErr(fmt.Sprintf("invalid endpoint URL %q", cfg.EndpointURL))
+		}
+	}
+	if (cfg.AccessKeyID == "") != (cfg.SecretAccessKey == "") {
+		return nil, configErr("access key id and secret access key go together")
+	}
+
+	region := cfg.Region
+	if region == "" {
+		region = "us-east-1"
+	}
+	opts := []func(*config.LoadOptions) error{
+		config.WithRegion(region),
+		// Plain SigV4 payload hashing; no flexible checksums, which several
+		// S3-compatible servers do not implement.
+		config.WithRequestChecksumCalculation(aws.RequestChecksumCalculationWhenRequired),
+		config.WithResponseChecksumValidation(aws.ResponseChecksumValidationWhenRequired),
+	}
+	if cfg.AccessKeyID != "" {
+		opts = append(opts, config.WithCredentialsProvider(
+			credentials.NewStaticCredentialsProvider(cfg.AccessKeyID, cfg.SecretAccessKey, "")))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, &Error{Op: "s3 config", Err: err, class: Fatal}
+	}
+	s.client = s3.NewFromConfig(awsCfg, func(o *s3.Options) {
+		if cfg.HTTPClient != nil {
+			// Set here rather than through LoadDefaultConfig, which refuses
+			// a custom client when AWS_CA_BUNDLE is set.
+			o.HTTPClient = cfg.HTTPClient
+		}
+		if cfg.EndpointURL != "" {
+			o.BaseEndpoint = aws.String(cfg.EndpointURL)
+			o.UsePathStyle = true
+		}
+	})
+	partSize := s.partSize
+	s.pool.New = func() any {
+		b := make([]byte, 0, partSize)
+		return &b
+	}
+	return s, nil
+}
+
+func configErr(msg string) error {
+	return &Error{Op: "s3 config", Err: errors.New(msg), class: Fatal}
+}
+
+func (s *s3Store) Check(ctx context.Context) error {
+	_, err := s.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.bucket)})
+	return wrapS3("HeadBucket", "", err)
+}
+
+func (s *s3Store) Create(ctx context.Context, key string, opts ObjectOptions) (Upload, error) {
+	full, err := fullKey(s.prefix, key)
+	if err != nil {
+		return nil, &Error{Op: "s3 create", Key: key, Err: err, class: Fatal}
+	}
+	uctx, cancel := context.WithCancel(ctx)
+	return &s3Upload{
+		s:      s,
+		key:    full,
+		opts:   opts,
+		ctx:    uctx,
+		cancel: cancel,
+		sem:    make(chan struct{}, s.conc),
+	}, nil
+}
+
+// retry runs fn until it succeeds, fails with a non-retryable error, the
+// retries are used up or ctx ends, sleeping with exponential backoff and
+// full jitter in between.
+func (s *s3Store) retry(ctx context.Context, op, key string, fn func(context.Context) error) error {
+	for attempt := 0; ; attempt++ {
+		err := fn(ctx)
+		if err == nil {
+			return nil
+		}
+		err = wrapS3(op, key, err)
+		if attempt >= s.maxRetries || Classify(err) != Retryable || ctx.Err() != nil {
+			return err
+		}
+		d := s.baseDelay << attempt
+		if d > maxBackoff || d <= 0 {
+			d = maxBackoff
+		}
+		d = d/2 + rand.N(d/2+1)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+// oneAttempt turns off the SDK's own retries for calls that retry() drives.
+func oneAttempt(o *s3.Options) { o.RetryMaxAttempts = 1 }
+
+type uploadState int
+
+const (
+	stateOpen uploadState = iota
+	stateCommitted
+	stateAborted
+	stateFailed
+)
+
+type s3Upload struct {
+	s      *s3Store
+	key    string
+	opts   ObjectOptions
+	ctx    context.Context // bounds background part uploads
+	cancel context.CancelFunc
+
+	state    uploadState
+	buf      *[]byte // part being filled; nil until the first byte
+	uploadID string  // "" until the first part is dispatched
+	partNum  int32
+	written  atomic.Int64
+	sem      chan struct{} // one token per part in flight
+	wg       sync.WaitGroup
+	finalErr error // the error that failed the upload
+
+	mu    sync.Mutex
+	parts []types.CompletedPart
+	err   error // first background failure
+}
+
+func (u *s3Upload) Written() int64 { return u.written.Load() }
+
+func (u *s3Upload) setErr(err error) {
+	u.mu.Lock()
+	if u.err == nil {
+		u.err = err
+	}
+	u.mu.Unlock()
+}
+
+func (u *s3Upload) bgErr() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.err
+}
+
+func (u *s3Upload) closed() error {
+	if u.state == stateFailed && u.finalErr != nil {
+		return u.finalErr
+	}
+	return ErrClosed
+}
+
+func (u *s3Upload) Write(p []byte) (int, error) {
+	if u.state != stateOpen {
+		return 0, u.closed()
+	}
+	if err := u.bgErr(); err != nil {
+		return 0, u.fail(err)
+	}
+	n := 0
+	for len(p) > 0 {
+		if u.buf == nil {
+			u.buf = u.s.pool.Get().(*[]byte)
+			*u.buf = (*u.buf)[:0]
+		}
+		b := *u.buf
+		c := copy(b[len(b):cap(b)], p)
+		*u.buf = b[:len(b)+c]
+		p = p[c:]
+		n += c
+		u.written.Add(int64(c))
+		if len(*u.buf) == cap(*u.buf) {
+			if err := u.dispatch(); err != nil {
+				return n, u.fail(err)
+			}
+		}
+	}
+	return n, nil
+}
+
+// dispatch hands the full part buffer to a background upload, blocking while
+// Concurrency parts are already in flight.
+func (u *s3Upload) dispatch() error {
+	if err := u.ensureMultipart(u.ctx); err != nil {
+		return err
+	}
+	if u.partNum >= maxParts {
+		return &Error{Op: "s3 UploadPart", Key: u.key, class: Fatal,
+			Err: fmt.Errorf("object exceeds %d parts of %d bytes", maxParts, u.s.partSize)}
+	}
+	select {
+	case u.sem <- struct{}{}:
+	case <-u.ctx.Done():
+		if err := u.bgErr(); err != nil {
+			return err
+		}
+		return wrapS3("UploadPart", u.key, u.ctx.Err())
+	}
+	u.partNum++
+	num, buf := u.partNum, u.buf
+	u.buf = nil
+	u.wg.Add(1)
+	go func() {
+		defer func() {
+			u.s.pool.Put(buf)
+			<-u.sem
+			u.wg.Done()
+		}()
+		if err := u.uploadPart(u.ctx, num, *buf); err != nil {
+			u.setErr(err)
+			u.cancel() // stop the other parts; fail() aborts the upload
+		}
+	}()
+	return nil
+}
+
+func (u *s3Upload) ensureMultipart(ctx context.Context) error {
+	if u.uploadID != "" {
+		return nil
+	}
+	out, err := u.s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+		Bucket:               aws.String(u.s.bucket),
+		Key:                  aws.String(u.key),
+		ContentType:          optString(u.opts.ContentType),
+		ContentEncoding:      optString(u.opts.ContentEncoding),
+		Metadata:             u.opts.Metadata,
+		ServerSideEncryption: u.s.sse,
+		SSEKMSKeyId:          u.s.kmsKeyID,
+	})
+	if err != nil {
+		return wrapS3("CreateMultipartUpload", u.key, err)
+	}
+	if out.UploadId == nil || *out.UploadId == "" {
+		return &Error{Op: "s3 CreateMultipartUpload", Key: u.key, class: Retryable, Err: errors.New("no upload id in response")}
+	}
+	u.uploadID = *out.UploadId
+	return nil
+}
+
+func (u *s3Upload) uploadPart(ctx context.Context, num int32, data []byte) error {
+	return u.s.retry(ctx, "UploadPart", u.key, func(ctx context.Context) error {
+		out, err := u.s.client.UploadPart(ctx, &s3.UploadPartInput{
+			Bucket:        aws.String(u.s.bucket),
+			Key:           aws.String(u.key),
+			UploadId:      aws.String(u.uploadID),
+			PartNumber:    aws.Int32(num),
+			Body:          bytes.NewReader(data),
+			ContentLength: aws.Int64(int64(len(data))),
+		}, oneAttempt)
+		if err != nil {
+			return err
+		}
+		u.mu.Lock()
+		u.parts = append(u.parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num)})
+		u.mu.Unlock()
+		return nil
+	})
+}
+
+func (u *s3Upload) Commit(ctx context.Context) (ObjectInfo, error) {
+	if u.state != stateOpen {
+		return ObjectInfo{}, u.closed()
+	}
+	if err := u.bgErr(); err != nil {
+		return ObjectInfo{}, u.fail(err)
+	}
+	var etag *string
+	if u.uploadID == "" {
+		// The whole object fits in one part: a single PutObject.
+		var data []byte
+		if u.buf != nil {
+			data = *u.buf
+		}
+		err := u.s.retry(ctx, "PutObject", u.key, func(ctx context.Context) error {
+			out, err := u.s.client.PutObject(ctx, &s3.PutObjectInput{
+				Bucket:               aws.String(u.s.bucket),
+				Key:                  aws.String(u.key),
+				Body:                 bytes.NewReader(data),
+				ContentLength:        aws.Int64(int64(len(data))),
+				ContentType:          optString(u.opts.ContentType),
+				ContentEncoding:      optString(u.opts.ContentEncoding),
+				Metadata:             u.opts.Metadata,
+				ServerSideEncryption: u.s.sse,
+				SSEKMSKeyId:          u.s.kmsKeyID,
+			}, oneAttempt)
+			if err == nil {
+				etag = out.ETag
+			}
+			return err
+		})
+		if err != nil {
+			return ObjectInfo{}, u.fail(err)
+		}
+	} else {
+		if u.buf != nil && len(*u.buf) > 0 {
+			if u.partNum >= maxParts {
+				return ObjectInfo{}, u.fail(&Error{Op: "s3 UploadPart", Key: u.key, class: Fatal,
+					Err: fmt.Errorf("object exceeds %d parts of %d bytes", maxParts, u.s.partSize)})
+			}
+			u.partNum++
+			if err := u.uploadPart(ctx, u.partNum, *u.buf); err != nil {
+				return ObjectInfo{}, u.fail(err)
+			}
+		}
+		u.wg.Wait()
+		if err := u.bgErr(); err != nil {
+			return ObjectInfo{}, u.fail(err)
+		}
+		parts := slices.Clone(u.parts)
+		slices.SortFunc(parts, func(a, b types.CompletedPart) int { return int(*a.PartNumber - *b.PartNumber) })
+		out, err := u.s.client.CompleteMultipartUpload(ctx, &s3.CompleteMultipartUploadInput{
+			Bucket:          aws.String(u.s.bucket),
+			Key:             aws.String(u.key),
+			UploadId:        aws.String(u.uploadID),
+			MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
+		})
+		if err != nil {
+			return ObjectInfo{}, u.fail(wrapS3("CompleteMultipartUpload", u.key, err))
+		}
+		etag = out.ETag
+	}
+	u.state = stateCommitted
+	u.release()
+	return ObjectInfo{Key: u.key, Bytes: u.written.Load(), ETag: strings.Trim(aws.ToString(etag), `"`)}, nil
+}
+
+// fail ends the upload after an error: stops the parts in flight and aborts
+// the multipart upload so that nothing incomplete is left. It returns err.
+func (u *s3Upload) fail(err error) error {
+	if u.state != stateOpen {
+		return err
+	}
+	if bg := u.bgErr(); bg != nil {
+		err = bg // the root cause, not the cancellation it led to
+	}
+	u.state = stateFailed
+	u.finalErr = err
+	if aerr := u.cleanup(u.ctx); aerr != nil {
+		u.finalErr = errors.Join(err, aerr)
+	}
+	return u.finalErr
+}
+
+func (u *s3Upload) Abort(ctx context.Context) error {
+	if u.state != stateOpen {
+		return nil
+	}
+	u.state = stateAborted
+	return u.cleanup(ctx)
+}
+
+// cleanup cancels and waits for the parts in flight, then aborts the
+// multipart upload, even when ctx is already cancelled.
+func (u *s3Upload) cleanup(ctx context.Context) error {
+	u.cancel()
+	u.wg.Wait()
+	u.release()
+	if u.uploadID == "" {
+		return nil
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+	defer cancel()
+	_, err := u.s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
+		Bucket:   aws.String(u.s.bucket),
+		Key:      aws.String(u.key),
+		UploadId: aws.String(u.uploadID),
+	})
+	if err != nil {
+		var nsu *types.NoSuchUpload
+		if errors.As(err, &nsu) {
+			return nil
+		}
+		return wrapS3("AbortMultipartUpload", u.key, err)
+	}
+	return nil
+}
+
+func (u *s3Upload) release() {
+	u.cancel()
+	if u.buf != nil {
+		u.s.pool.Put(u.buf)
+		u.buf = nil
+	}
+}
+
+func optString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

@@ -1,0 +1,281 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// exportColumns are written by CreateExport and UpdateExport.
+var exportColumns = []string{
+	"name", "plugin_id", "destination_type", "interval", "timezone", "interval_offset",
+	"start_at", "end_at", "paused", "last_paused_at", "model", "filters", "config",
+	"secret_config", "updated_at",
+}
+
+// prepareExport validates e, fills defaults and seals SecretConfig into SealedSecret.
+func (db *DB) prepareExport(e *BatchExport) error {
+	if strings.TrimSpace(e.Name) == "" {
+		return fmt.Errorf("%w: export name is required", ErrInvalid)
+	}
+	if e.PluginID == "" {
+		return fmt.Errorf("%w: export plugin id is required", ErrInvalid)
+	}
+	if !ValidInterval(e.Interval) {
+		return fmt.Errorf("%w: unknown interval %q", ErrInvalid, e.Interval)
+	}
+	if e.Timezone == "" {
+		e.Timezone = "UTC"
+	}
+	if _, err := time.LoadLocation(e.Timezone); err != nil {
+		return fmt.Errorf("%w: unknown timezone %q", ErrInvalid, e.Timezone)
+	}
+	if e.Model == "" {
+		e.Model = "events"
+	}
+	e.StartAt, e.EndAt, e.LastPausedAt = normTimePtr(e.StartAt), normTimePtr(e.EndAt), normTimePtr(e.LastPausedAt)
+	if e.StartAt != nil && e.EndAt != nil && !e.StartAt.Before(*e.EndAt) {
+		return fmt.Errorf("%w: start_at must be before end_at", ErrInvalid)
+	}
+	var err error
+	if e.Filters, err = jsonText("filters", e.Filters, "{}"); err != nil {
+		return err
+	}
+	if e.Config, err = jsonText("config", e.Config, "{}"); err != nil {
+		return err
+	}
+	secret := e.SecretConfig
+	if secret == nil {
+		secret = map[string]any{}
+	}
+	pt, err := json.Marshal(secret)
+	if err != nil {
+		return fmt.Errorf("%w: secret config: %v", ErrInvalid, err)
+	}
+	if e.SealedSecret, err = db.keys.Seal(pt); err != nil {
+		return err
+	}
+	return nil
+}
+
+// openExport decrypts SealedSecret into SecretConfig.
+func (db *DB) openExport(e *BatchExport) error {
+	e.SecretConfig = map[string]any{}
+	if e.SealedSecret == "" {
+		return nil
+	}
+	pt, err := db.keys.Open(e.SealedSecret)
+	if err != nil {
+		return fmt.Errorf("export %s secret config: %w", e.ID, err)
+	}
+	if err := json.Unmarshal(pt, &e.SecretConfig); err != nil {
+		return fmt.Errorf("export %s secret config: %w", e.ID, err)
+	}
+	return nil
+}
+
+// lockPlugin checks that the plugin exists, holding a share lock on PostgreSQL
+// until the transaction ends (see DeletePlugin).
+func lockPlugin(tx *gorm.DB, id string) error {
+	var p Plugin
+	err := tx.Clauses(clause.Locking{Strength: "SHARE"}).Select("id").Where("id = ?", id).Take(&p).Error
+	return mapErr(err, "plugin "+id)
+}
+
+// CreateExport stores e (ID, CreatedAt, UpdatedAt set by the repository),
+// sealing e.SecretConfig. The plugin must exist (ErrNotFound otherwise).
+func (db *DB) CreateExport(ctx context.Context, e BatchExport) (BatchExport, error) {
+	if err := db.prepareExport(&e); err != nil {
+		return BatchExport{}, err
+	}
+	if e.ID == "" {
+		e.ID = uuid.NewString()
+	}
+	e.CreatedAt, e.UpdatedAt, e.DeletedAt = now(), now(), nil
+	if e.Paused && e.LastPausedAt == nil {
+		e.LastPausedAt = &e.CreatedAt
+	}
+	err := db.inTx(ctx, func(tx *gorm.DB) error {
+		if err := lockPlugin(tx, e.PluginID); err != nil {
+			return err
+		}
+		return mapErr(tx.Create(&e).Error, "create export "+e.Name)
+	})
+	if err != nil {
+		return BatchExport{}, err
+	}
+	if e.SecretConfig == nil {
+		e.SecretConfig = map[string]any{}
+	}
+	return e, nil
+}
+
+// GetExport returns a live export with its SecretConfig decrypted; a missing or
+// soft-deleted export is ErrNotFound.
+func (db *DB) GetExport(ctx context.Context, id string) (BatchExport, error) {
+	return db.getExport(ctx, db.gdb.WithContext(ctx), id, false)
+}
+
+// GetExportIncludingDeleted is GetExport that also returns soft-deleted exports
+// (for runs still in flight when their export was deleted).
+func (db *DB) GetExportIncludingDeleted(ctx context.Context, id string) (BatchExport, error) {
+	return db.getExport(ctx, db.gdb.WithContext(ctx), id, true)
+}
+
+func (db *DB) getExport(_ context.Context, q *gorm.DB, id string, deleted bool) (BatchExport, error) {
+	var e BatchExport
+	q = q.Where("id = ?", id)
+	if !deleted {
+		q = q.Where("deleted_at IS NULL")
+	}
+	if err := q.Take(&e).Error; err != nil {
+		return BatchExport{}, mapErr(err, "export "+id)
+	}
+	return e, db.openExport(&e)
+}
+
+// ExportFilter narrows ListExports.
+type ExportFilter struct {
+	PluginID       string // only exports of this plugin
+	IncludeDeleted bool
+}
+
+// ListExports returns exports (live ones unless IncludeDeleted), oldest first,
+// with SecretConfig decrypted.
+func (db *DB) ListExports(ctx context.Context, f ExportFilter) ([]BatchExport, error) {
+	q := db.gdb.WithContext(ctx).Order("created_at").Order("id")
+	if !f.IncludeDeleted {
+		q = q.Where("deleted_at IS NULL")
+	}
+	if f.PluginID != "" {
+		q = q.Where("plugin_id = ?", f.PluginID)
+	}
+	var out []BatchExport
+	if err := q.Find(&out).Error; err != nil {
+		return nil, mapErr(err, "list exports")
+	}
+	for i := range out {
+		if err := db.openExport(&out[i]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// UpdateExport writes every mutable field of e (all but ID, CreatedAt,
+// DeletedAt) and returns the stored export. A nil e.SecretConfig keeps the
+// stored secrets; a non-nil one (even empty) replaces them. Pausing through
+// Update sets LastPausedAt like SetExportPaused.
+func (db *DB) UpdateExport(ctx context.Context, e BatchExport) (BatchExport, error) {
+	var out BatchExport
+	err := db.inTx(ctx, func(tx *gorm.DB) error {
+		cur, err := db.getExport(ctx, tx.Clauses(clause.Locking{Strength: "UPDATE"}), e.ID, false)
+		if err != nil {
+			return err
+		}
+		if e.SecretConfig == nil {
+			e.SecretConfig = cur.SecretConfig
+		}
+		if err := db.prepareExport(&e); err != nil {
+			return err
+		}
+		if e.PluginID != cur.PluginID {
+			if err := lockPlugin(tx, e.PluginID); err != nil {
+				return err
+			}
+		}
+		if e.Paused && !cur.Paused && e.LastPausedAt == nil {
+			t := now()
+			e.LastPausedAt = &t
+		}
+		e.CreatedAt, e.DeletedAt, e.UpdatedAt = cur.CreatedAt, nil, now()
+		res := tx.Model(&BatchExport{}).Where("id = ? AND deleted_at IS NULL", e.ID).Select(exportColumns).Updates(&e)
+		if res.Error != nil {
+			return mapErr(res.Error, "update export "+e.ID)
+		}
+		if res.RowsAffected == 0 {
+			return fmt.Errorf("update export %s: %w", e.ID, ErrNotFound)
+		}
+		out, err = db.getExport(ctx, tx, e.ID, false)
+		return err
+	})
+	return out, err
+}
+
+// SoftDeleteExport marks the export deleted; ErrNotFound if missing or already deleted.
+func (db *DB) SoftDeleteExport(ctx context.Context, id string) error {
+	t := now()
+	res := db.gdb.WithContext(ctx).Model(&BatchExport{}).Where("id = ? AND deleted_at IS NULL", id).
+		Updates(map[string]any{"deleted_at": t, "updated_at": t})
+	if res.Error != nil {
+		return mapErr(res.Error, "delete export "+id)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("delete export %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
+// SetExportPaused pauses or unpauses a live export. Pausing an unpaused export
+// records LastPausedAt; setting the current state again changes nothing.
+func (db *DB) SetExportPaused(ctx context.Context, id string, paused bool) (BatchExport, error) {
+	var out BatchExport
+	err := db.inTx(ctx, func(tx *gorm.DB) error {
+		cur, err := db.getExport(ctx, tx.Clauses(clause.Locking{Strength: "UPDATE"}), id, false)
+		if err != nil {
+			return err
+		}
+		if cur.Paused == paused {
+			out = cur
+			return nil
+		}
+		t := now()
+		set := map[string]any{"paused": paused, "updated_at": t}
+		if paused {
+			set["last_paused_at"] = t
+		}
+		if err := tx.Model(&BatchExport{}).Where("id = ?", id).Updates(set).Error; err != nil {
+			return mapErr(err, "pause export "+id)
+		}
+		out, err = db.getExport(ctx, tx, id, false)
+		return err
+	})
+	return out, err
+}
+
+// RotateSecrets re-seals with the current key every export secret sealed with
+// an older key (deleted exports included) and returns how many it rewrote.
+// Keep the old key in the keyring until this has run on every database.
+func (db *DB) RotateSecrets(ctx context.Context) (int, error) {
+	var rows []BatchExport
+	if err := db.gdb.WithContext(ctx).Select("id", "secret_config").Find(&rows).Error; err != nil {
+		return 0, mapErr(err, "rotate secrets")
+	}
+	n := 0
+	for _, r := range rows {
+		if !db.keys.NeedsReseal(r.SealedSecret) {
+			continue
+		}
+		pt, err := db.keys.Open(r.SealedSecret)
+		if err != nil {
+			return n, fmt.Errorf("rotate secrets: export %s: %w", r.ID, err)
+		}
+		sealed, err := db.keys.Seal(pt)
+		if err != nil {
+			return n, err
+		}
+		res := db.gdb.WithContext(ctx).Model(&BatchExport{}).
+			Where("id = ? AND secret_config = ?", r.ID, r.SealedSecret).Update("secret_config", sealed)
+		if res.Error != nil {
+			return n, mapErr(res.Error, "rotate secrets: export "+r.ID)
+		}
+		n += int(res.RowsAffected)
+	}
+	return n, nil
+}

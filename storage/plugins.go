@@ -1,0 +1,87 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/google/uuid"
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+)
+
+// CreatePlugin stores p. ID and CreatedAt are set when empty. A second plugin
+// with the same (Name, Version) is ErrConflict.
+func (db *DB) CreatePlugin(ctx context.Context, p Plugin) (Plugin, error) {
+	if strings.TrimSpace(p.Name) == "" || strings.TrimSpace(p.Version) == "" {
+		return Plugin{}, fmt.Errorf("%w: plugin name and version are required", ErrInvalid)
+	}
+	var err error
+	if p.Manifest, err = jsonText("manifest", p.Manifest, "{}"); err != nil {
+		return Plugin{}, err
+	}
+	if p.ID == "" {
+		p.ID = uuid.NewString()
+	}
+	if p.Capabilities == nil {
+		p.Capabilities = StringList{}
+	}
+	p.CreatedAt = normTime(p.CreatedAt)
+	if p.CreatedAt.IsZero() {
+		p.CreatedAt = now()
+	}
+	if err := db.gdb.WithContext(ctx).Create(&p).Error; err != nil {
+		return Plugin{}, mapErr(err, "create plugin "+p.Name+"@"+p.Version)
+	}
+	return p, nil
+}
+
+// GetPlugin returns the plugin with the id.
+func (db *DB) GetPlugin(ctx context.Context, id string) (Plugin, error) {
+	var p Plugin
+	err := db.gdb.WithContext(ctx).Where("id = ?", id).Take(&p).Error
+	return p, mapErr(err, "plugin "+id)
+}
+
+// GetLatestPluginByName returns the most recently installed plugin of the name.
+func (db *DB) GetLatestPluginByName(ctx context.Context, name string) (Plugin, error) {
+	var p Plugin
+	err := db.gdb.WithContext(ctx).Where("name = ?", name).
+		Order("created_at DESC").Order("id DESC").Take(&p).Error
+	return p, mapErr(err, "plugin "+name)
+}
+
+// ListPlugins returns every plugin, by name then newest first.
+func (db *DB) ListPlugins(ctx context.Context) ([]Plugin, error) {
+	var out []Plugin
+	err := db.gdb.WithContext(ctx).Order("name").Order("created_at DESC").Order("id").Find(&out).Error
+	return out, mapErr(err, "list plugins")
+}
+
+// DeletePlugin removes the plugin; ErrConflict while a live (not soft-deleted)
+// export uses it.
+func (db *DB) DeletePlugin(ctx context.Context, id string) error {
+	return db.inTx(ctx, func(tx *gorm.DB) error {
+		// Lock the plugin row so that no export can start using it meanwhile
+		// (CreateExport takes a share lock; SQLite write transactions are serial).
+		var p Plugin
+		if err := tx.Clauses(clause.Locking{Strength: "UPDATE"}).Where("id = ?", id).Take(&p).Error; err != nil {
+			return mapErr(err, "delete plugin "+id)
+		}
+		var n int64
+		if err := tx.Model(&BatchExport{}).Where("plugin_id = ? AND deleted_at IS NULL", id).Count(&n).Error; err != nil {
+			return mapErr(err, "delete plugin "+id)
+		}
+		if n > 0 {
+			return fmt.Errorf("delete plugin %s: used by %d export(s): %w", id, n, ErrConflict)
+		}
+		res := tx.Where("id = ?", id).Delete(&Plugin{})
+		if res.Error != nil {
+			return mapErr(res.Error, "delete plugin "+id)
+		}
+		if res.RowsAffected == 0 {
+			return fmt.Errorf("delete plugin %s: %w", id, ErrNotFound)
+		}
+		return nil
+	})
+}

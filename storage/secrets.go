@@ -1,0 +1,246 @@
+package storage
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// Secret encryption at rest: AES-256-GCM with a random 96-bit nonce.
+//
+// Sealed format (one ASCII string, safe in a TEXT column):
+//
+//	sluice.v1.<keyid>.<base64url-raw(nonce || ciphertext || tag)>
+//
+// The additional authenticated data is "sluice.v1.<keyid>", so a ciphertext
+// cannot be moved to another key id. Open picks the key by id, which lets keys
+// rotate: the keyring's first key seals, every key opens.
+//
+// Keyring text (Config.SecretKey, SLUICE_SECRET_KEY, or the key file):
+//
+//	[id:]key[,id:key...]
+//
+// The first entry is the current key. An id is 1-32 characters of
+// [A-Za-z0-9_-]; an entry without "id:" gets the id "default". Each key is, in
+// this order of precedence: 64 hex digits (32 bytes); base64 (standard or URL
+// alphabet, padded or not) of exactly 32 bytes; otherwise a passphrase, used as
+// SHA-256(passphrase). A passphrase may contain ':' only when an id prefix is
+// given, and never ','.
+
+// SecretKeyFileName is the key file created under Config.DataDir when no
+// SecretKey is configured.
+const SecretKeyFileName = "secret.key"
+
+// DefaultKeyID is the id of a keyring entry written without "id:".
+const DefaultKeyID = "default"
+
+const sealPrefix = "sluice.v1."
+
+var keyIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,32}$`)
+
+// ErrDecrypt is returned by (*Keyring).Open when a ciphertext is malformed,
+// tampered with, or sealed with a key the keyring lacks.
+var ErrDecrypt = errors.New("storage: cannot decrypt secret")
+
+// Keyring holds the current key and older keys kept for decryption.
+type Keyring struct {
+	current string
+	order   []string
+	aeads   map[string]cipher.AEAD
+}
+
+// ParseKeyring parses keyring text (see the package comment in secrets.go).
+func ParseKeyring(s string) (*Keyring, error) {
+	k := &Keyring{aeads: map[string]cipher.AEAD{}}
+	for _, entry := range strings.Split(strings.TrimSpace(s), ",") {
+		entry = strings.TrimSpace(entry)
+		if entry == "" {
+			continue
+		}
+		id, key := DefaultKeyID, entry
+		if before, after, ok := strings.Cut(entry, ":"); ok && keyIDPattern.MatchString(before) {
+			id, key = before, after
+		}
+		if key == "" {
+			return nil, fmt.Errorf("%w: secret key %q is empty", ErrInvalid, id)
+		}
+		if _, dup := k.aeads[id]; dup {
+			return nil, fmt.Errorf("%w: secret key id %q appears twice", ErrInvalid, id)
+		}
+		block, err := aes.NewCipher(decodeKey(key))
+		if err != nil {
+			return nil, err
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, err
+		}
+		k.aeads[id] = aead
+		k.order = append(k.order, id)
+	}
+	if len(k.order) == 0 {
+		return nil, fmt.Errorf("%w: empty secret keyring", ErrInvalid)
+	}
+	k.current = k.order[0]
+	return k, nil
+}
+
+// decodeKey turns one key string into 32 bytes: hex, base64, or SHA-256 of a passphrase.
+func decodeKey(s string) []byte {
+	if len(s) == 64 {
+		if b, err := hex.DecodeString(s); err == nil {
+			return b
+		}
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == 32 {
+			return b
+		}
+	}
+	sum := sha256.Sum256([]byte(s))
+	return sum[:]
+}
+
+// GenerateKeyringEntry returns "id:base64key" with a random key and the given id.
+func GenerateKeyringEntry(id string) (string, error) {
+	if !keyIDPattern.MatchString(id) {
+		return "", fmt.Errorf("%w: bad key id %q", ErrInvalid, id)
+	}
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		return "", err
+	}
+	return id + ":" + base64.StdEncoding.EncodeToString(key[:]), nil
+}
+
+// CurrentKeyID is the id of the key that seals.
+func (k *Keyring) CurrentKeyID() string { return k.current }
+
+// KeyIDs lists the ids, current first.
+func (k *Keyring) KeyIDs() []string { return append([]string(nil), k.order...) }
+
+// Seal encrypts plaintext with the current key.
+func (k *Keyring) Seal(plaintext []byte) (string, error) {
+	aead := k.aeads[k.current]
+	buf := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plaintext)+aead.Overhead())
+	if _, err := rand.Read(buf); err != nil {
+		return "", fmt.Errorf("storage: nonce: %w", err)
+	}
+	buf = aead.Seal(buf, buf[:aead.NonceSize()], plaintext, []byte(sealPrefix+k.current))
+	return sealPrefix + k.current + "." + base64.RawURLEncoding.EncodeToString(buf), nil
+}
+
+// Open decrypts a string made by Seal with any key of the keyring.
+func (k *Keyring) Open(sealed string) ([]byte, error) {
+	id, payload, err := splitSealed(sealed)
+	if err != nil {
+		return nil, err
+	}
+	aead, ok := k.aeads[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: unknown key id %q", ErrDecrypt, id)
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(payload)
+	if err != nil || len(raw) < aead.NonceSize()+aead.Overhead() {
+		return nil, fmt.Errorf("%w: malformed payload", ErrDecrypt)
+	}
+	pt, err := aead.Open(nil, raw[:aead.NonceSize()], raw[aead.NonceSize():], []byte(sealPrefix+id))
+	if err != nil {
+		return nil, fmt.Errorf("%w: authentication failed (key %q)", ErrDecrypt, id)
+	}
+	return pt, nil
+}
+
+// SealedKeyID returns the key id a sealed string names.
+func SealedKeyID(sealed string) (string, error) {
+	id, _, err := splitSealed(sealed)
+	return id, err
+}
+
+// NeedsReseal reports whether sealed was made with a key other than the current one.
+func (k *Keyring) NeedsReseal(sealed string) bool {
+	id, _, err := splitSealed(sealed)
+	return err == nil && id != k.current
+}
+
+func splitSealed(s string) (id, payload string, err error) {
+	rest, ok := strings.CutPrefix(s, sealPrefix)
+	if !ok {
+		return "", "", fmt.Errorf("%w: not a sealed secret", ErrDecrypt)
+	}
+	id, payload, ok = strings.Cut(rest, ".")
+	if !ok || !keyIDPattern.MatchString(id) || payload == "" {
+		return "", "", fmt.Errorf("%w: malformed sealed secret", ErrDecrypt)
+	}
+	return id, payload, nil
+}
+
+// loadKeyring returns the keyring from cfg.SecretKey, or from the key file in
+// cfg.DataDir, creating that file (mode 0600) with a fresh random key if absent.
+func loadKeyring(cfg Config) (*Keyring, error) {
+	if strings.TrimSpace(cfg.SecretKey) != "" {
+		return ParseKeyring(cfg.SecretKey)
+	}
+	if cfg.DataDir == "" {
+		return nil, fmt.Errorf("%w: no SecretKey and no DataDir for %s", ErrInvalid, SecretKeyFileName)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("storage: create data dir: %w", err)
+	}
+	path := filepath.Join(cfg.DataDir, SecretKeyFileName)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		b, err = createKeyFile(cfg.DataDir, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("storage: key file %s: %w", path, err)
+	}
+	return ParseKeyring(string(b))
+}
+
+// createKeyFile writes a new random keyring entry to path (mode 0600) unless
+// the file appeared meanwhile, and returns the file's content. A temporary file
+// is written completely, then hard-linked into place: the link fails if another
+// process created the key file first, and no reader sees a half-written key.
+func createKeyFile(dir, path string) ([]byte, error) {
+	var idb [4]byte
+	if _, err := rand.Read(idb[:]); err != nil {
+		return nil, err
+	}
+	entry, err := GenerateKeyringEntry("k" + hex.EncodeToString(idb[:]))
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp(dir, ".secret.key.*")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	_, werr := tmp.WriteString(entry + "\n")
+	if werr == nil {
+		werr = tmp.Chmod(0o600)
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return nil, werr
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return os.ReadFile(path)
+		}
+		return nil, err
+	}
+	return []byte(entry), nil
+}
