@@ -1,0 +1,82 @@
+// Command sluice runs the Sluice host (`sluice serve`) and its tools.
+//
+//	sluice serve                 API + scheduler + workers on embedded defaults
+//	sluice plugins verify        check built plugins against plugins.lock
+//	sluice plugins lock          rewrite plugins.lock from the built plugins
+//	sluice plugins test X.wasm   run a plugin through the conformance suite
+//	sluice demo                  seed synthetic events into the embedded store
+//	sluice version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+var version = "0.1.0-dev"
+
+func main() {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	slog.SetDefault(logger)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:]); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "sluice:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usage()
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:])
+	case "plugins":
+		if len(args) < 2 {
+			return usage()
+		}
+		switch args[1] {
+		case "verify":
+			return pluginsVerify(args[2:])
+		case "lock":
+			return pluginsLock(ctx, args[2:])
+		case "test":
+			return pluginsTest(ctx, args[2:])
+		}
+	case "demo":
+		return demo(ctx, args[1:])
+	case "version":
+		fmt.Println("sluice", version)
+		return nil
+	}
+	return usage()
+}
+
+func usage() error {
+	fmt.Fprintln(os.Stderr, `usage:
+  sluice serve [flags]                    run the API, the scheduler and the workers
+  sluice plugins verify [--plugins-dir D] [--lock F]
+  sluice plugins lock [--plugins-dir D] [--lock F]
+  sluice plugins test PATH.wasm           run a plugin through the conformance suite
+  sluice demo [--data-dir D] [--events N] seed synthetic events into the embedded store
+  sluice version`)
+	return flag.ErrHelp
+}
+
+// env returns the variable's value or def.
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}

@@ -1,0 +1,129 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/api"
+	"github.com/sluicehq/sluice/host/capture"
+	"github.com/sluicehq/sluice/host/control"
+)
+
+func serve(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	addr := fs.String("addr", env("SLUICE_HTTP_ADDR", "127.0.0.1:8080"), "API and capture listen address (SLUICE_HTTP_ADDR)")
+	dataDir := fs.String("data-dir", env("SLUICE_DATA_DIR", "data"), "data directory (SLUICE_DATA_DIR)")
+	dbURL := fs.String("database-url", env("SLUICE_DATABASE_URL", ""), "empty: SQLite in the data dir; postgres://... (SLUICE_DATABASE_URL)")
+	token := fs.String("api-token", env("SLUICE_API_TOKEN", ""), "admin API token; empty: generated into DATA_DIR/api-token (SLUICE_API_TOKEN)")
+	secretKey := fs.String("secret-key", env("SLUICE_SECRET_KEY", ""), "key(s) encrypting destination secrets (SLUICE_SECRET_KEY)")
+	chDSN := fs.String("clickhouse-dsn", env("SLUICE_CLICKHOUSE_DSN", ""), "ClickHouse source; empty: embedded store (SLUICE_CLICKHOUSE_DSN)")
+	captureKey := fs.String("capture-key", env("SLUICE_CAPTURE_KEY", "phc_sluice_dev"), "project key for /capture and /batch (SLUICE_CAPTURE_KEY)")
+	pluginsDir := fs.String("plugins-dir", env("SLUICE_PLUGINS_DIR", "bin/plugins"), "built first-party plugins (SLUICE_PLUGINS_DIR)")
+	lock := fs.String("lock", env("SLUICE_PLUGINS_LOCK", "plugins.lock"), "plugins.lock pinning the first-party plugins")
+	workers := fs.Int("workers", 4, "runs executed at once by this host")
+	settle := fs.Duration("settle-delay", 30*time.Second, "wait after an interval ends before exporting it")
+	demoFlag := fs.Bool("demo", false, "seed synthetic events and a demo export writing files under DATA_DIR/exports/demo")
+	debug := fs.Bool("debug", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(logger)
+
+	if err := os.MkdirAll(*dataDir, 0o750); err != nil {
+		return err
+	}
+	if *token == "" {
+		t, err := tokenFile(filepath.Join(*dataDir, "api-token"))
+		if err != nil {
+			return err
+		}
+		*token = t
+		logger.Info("admin API token (set SLUICE_API_TOKEN to choose it)", "file", filepath.Join(*dataDir, "api-token"))
+	}
+
+	h, err := control.New(ctx, control.Config{
+		DataDir: *dataDir, DatabaseURL: *dbURL, SecretKey: *secretKey, ClickHouseDSN: *chDSN,
+		PluginsDir: *pluginsDir, LockFile: *lock, Workers: *workers, SettleDelay: *settle, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	if err := h.Start(ctx); err != nil {
+		_ = h.Stop(context.Background())
+		return err
+	}
+	srv := api.New(api.Config{AdminToken: *token}, api.Deps{DB: h.DB(), Control: h, Logger: logger})
+	if ev := h.Events(); ev != nil {
+		capture.Register(srv.Echo(), ev, capture.StaticKeys{*captureKey: 1}, nil)
+	}
+	if *demoFlag {
+		if err := startDemo(ctx, h, srv.Handler(), *token, logger); err != nil {
+			logger.Error("demo setup failed", "err", err)
+		}
+	}
+	hs := &http.Server{Addr: *addr, Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.ListenAndServe() }()
+	logger.Info("sluice serving", "addr", "http://"+*addr, "data_dir", *dataDir, "database", dbKind(*dbURL), "source", sourceKind(*chDSN))
+
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: letting running batches finish (up to 30s)")
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	if serr := h.Stop(sctx); serr != nil && err == nil {
+		err = serr
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// tokenFile returns the token stored at path, creating a random one (mode 0600) if absent.
+func tokenFile(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	var raw [24]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	t := "sluice_admin_" + hex.EncodeToString(raw[:])
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write api token: %w", err)
+	}
+	return t, nil
+}
+
+func dbKind(url string) string {
+	if url == "" {
+		return "sqlite"
+	}
+	return "postgres"
+}
+
+func sourceKind(dsn string) string {
+	if dsn == "" {
+		return "embedded"
+	}
+	return "clickhouse"
+}

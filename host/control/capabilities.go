@@ -1,0 +1,115 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"slices"
+
+	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/host/encode"
+	"github.com/sluicehq/sluice/host/objstore"
+	"github.com/sluicehq/sluice/host/runtime"
+	"github.com/sluicehq/sluice/storage"
+)
+
+var errNoBucket = errors.New("the destination config binds no bucket")
+
+// bindings binds the plugin's granted capabilities to one export's destination config: the
+// object capability to its bucket and prefix (or local directory) with its credentials.
+// This is the security boundary: the plugin only ever sees handles.
+func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExport, m abi.Manifest, public map[string]any) (runtime.Bindings, error) {
+	pluginSource := "plugin:" + e.DestinationType
+	b := runtime.Bindings{
+		Encoders: newEncoder,
+		Log: func(level slog.Level, msg string) {
+			h.runLog(ctx, run, pluginSource, level, msg)
+		},
+		Metric: func(name string, v int64) {
+			h.log.Debug("plugin metric", "run_id", run.ID, "plugin", e.DestinationType, "name", name, "value", v)
+		},
+	}
+	if slices.Contains(m.Capabilities, abi.CapObject) {
+		params := objectBinding(m.Config, public, e.SecretConfig)
+		if params["bucket"] == "" {
+			return b, errNoBucket
+		}
+		store, err := openObjectStore(ctx, h.cfg.DataDir, params)
+		if err != nil {
+			return b, err
+		}
+		b.Objects = objectStore{store}
+	}
+	return b, nil
+}
+
+func newEncoder(w io.Writer, spec abi.EncoderSpec, cols []abi.Column) (runtime.BatchEncoder, error) {
+	enc, err := encode.New(w, spec, cols)
+	if err != nil {
+		return nil, &statusError{err: err, status: abi.StatusBadArgument}
+	}
+	return enc, nil
+}
+
+// objectStore adapts objstore.Store to the runtime's ObjectStore, carrying each error's
+// class into the ABI status the plugin sees (retryable_io, fatal_io, denied...).
+type objectStore struct{ s objstore.Store }
+
+func (o objectStore) Create(ctx context.Context, key string, opts runtime.ObjectOptions) (runtime.Upload, error) {
+	u, err := o.s.Create(ctx, key, objstore.ObjectOptions{ContentType: opts.ContentType, ContentEncoding: opts.ContentEncoding, Metadata: opts.Metadata})
+	if err != nil {
+		return nil, objError(err)
+	}
+	return upload{u}, nil
+}
+
+type upload struct{ u objstore.Upload }
+
+func (u upload) Write(p []byte) (int, error) {
+	n, err := u.u.Write(p)
+	return n, objError(err)
+}
+func (u upload) Written() int64 { return u.u.Written() }
+func (u upload) Commit(ctx context.Context) (runtime.ObjectInfo, error) {
+	info, err := u.u.Commit(ctx)
+	return runtime.ObjectInfo{Key: info.Key, Bytes: info.Bytes, ETag: info.ETag}, objError(err)
+}
+func (u upload) Abort(ctx context.Context) error { return objError(u.u.Abort(ctx)) }
+
+// statusError gives a capability error its ABI status and destination code.
+type statusError struct {
+	err    error
+	status abi.Status
+	code   string
+}
+
+func (e *statusError) Error() string         { return e.err.Error() }
+func (e *statusError) Unwrap() error         { return e.err }
+func (e *statusError) ABIStatus() abi.Status { return e.status }
+func (e *statusError) ABICode() string       { return e.code }
+
+func objError(err error) error {
+	if err == nil {
+		return nil
+	}
+	se := &statusError{err: err, status: abi.StatusRetryableIO}
+	var oe *objstore.Error
+	if errors.As(err, &oe) {
+		se.code = oe.Code
+	}
+	switch {
+	case errors.Is(err, objstore.ErrInvalidKey):
+		se.status = abi.StatusBadArgument
+	default:
+		switch objstore.Classify(err) {
+		case objstore.Fatal, objstore.Denied, objstore.NotFound:
+			// Authentication, permissions, a missing bucket: the destination refuses,
+			// retrying cannot help (SPEC section 4: fatal_io; the S3 code says which).
+			se.status = abi.StatusFatalIO
+		case objstore.Cancelled:
+			se.status = abi.StatusCancelled
+		}
+	}
+	return se
+}

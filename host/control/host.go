@@ -1,0 +1,212 @@
+// Package control is Sluice's control plane: it wires storage, the plugin runtime, the
+// event source, the scheduler and the run queue, executes runs, and implements the
+// operations the REST API needs (install plugins, backfills, retries, tests).
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+
+	"github.com/sluicehq/sluice/host/queue"
+	"github.com/sluicehq/sluice/host/runtime"
+	"github.com/sluicehq/sluice/host/schedule"
+	"github.com/sluicehq/sluice/host/source"
+	"github.com/sluicehq/sluice/storage"
+)
+
+// Config configures a Host. Zero values take the defaults in WithDefaults.
+type Config struct {
+	DataDir       string // default ./data
+	DatabaseURL   string // empty: SQLite in DataDir; postgres://...: PostgreSQL
+	SecretKey     string // SLUICE_SECRET_KEY; empty: a key file in DataDir
+	ClickHouseDSN string // empty: the embedded event store in DataDir/events.db
+
+	PluginsDir string // first-party plugins built by `make plugins`; installed at start if LockFile pins them
+	LockFile   string // plugins.lock
+
+	Workers             int           // runs executed at once by this host (default 4)
+	MaxAttempts         int           // attempts per run before it ends Failed (default 8)
+	RunTimeout          time.Duration // per-attempt deadline (default 1h)
+	RescueAfter         time.Duration // a run of a dead host is picked up after this (default RunTimeout + 1m)
+	SettleDelay         time.Duration // wait after an interval ends before querying it (default 30s)
+	CatchUpWindow       time.Duration // on start, enqueue intervals missed within this window (default 7 days)
+	BackfillParallelism int           // runs of one backfill at once (default 1: sequential)
+	AutoPauseFailures   int           // pause an export after this many Failed runs... (default 10)
+	AutoPauseWindow     time.Duration // ...within this window (default 24h)
+	BatchRecords        int           // source batch size in rows (default 10k)
+	BatchBytes          int           // source batch size in bytes (default 8 MiB)
+
+	Runtime runtime.Config
+	Clock   clockwork.Clock // default the real clock; tests drive a fake one
+	Logger  *slog.Logger
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() Config {
+	def := func(p *time.Duration, d time.Duration) {
+		if *p == 0 {
+			*p = d
+		}
+	}
+	if c.DataDir == "" {
+		c.DataDir = "data"
+	}
+	if c.Workers <= 0 {
+		c.Workers = 4
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 8
+	}
+	def(&c.RunTimeout, time.Hour)
+	def(&c.RescueAfter, c.RunTimeout+time.Minute)
+	def(&c.SettleDelay, 30*time.Second)
+	def(&c.CatchUpWindow, 7*24*time.Hour)
+	def(&c.AutoPauseWindow, 24*time.Hour)
+	if c.BackfillParallelism <= 0 {
+		c.BackfillParallelism = 1
+	}
+	if c.AutoPauseFailures <= 0 {
+		c.AutoPauseFailures = 10
+	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Runtime.CacheDir == "" {
+		c.Runtime.CacheDir = filepath.Join(c.DataDir, "cache", "wazero")
+	}
+	if c.Runtime.Logger == nil {
+		c.Runtime.Logger = c.Logger
+	}
+	return c
+}
+
+// Host is one Sluice process's control plane. Start and Stop bound its background work.
+type Host struct {
+	cfg    Config
+	log    *slog.Logger
+	db     *storage.DB
+	rt     *runtime.Runtime
+	src    source.Source
+	events *source.SQLite // the embedded store, nil when ClickHouse is the source
+	sched  *schedule.Scheduler
+	q      *queue.Queue
+
+	mu      sync.Mutex
+	plugins map[string]*runtime.Plugin    // by storage plugin ID
+	running map[string]context.CancelFunc // runs executing on this host
+}
+
+// New opens storage, the runtime, the source and the queue. Nothing runs until Start.
+func New(ctx context.Context, cfg Config) (h *Host, err error) {
+	cfg = cfg.WithDefaults()
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	h = &Host{cfg: cfg, log: cfg.Logger, plugins: map[string]*runtime.Plugin{}, running: map[string]context.CancelFunc{}}
+	defer func() {
+		if err != nil {
+			h.close(context.Background())
+		}
+	}()
+	if h.db, err = storage.Open(ctx, storage.Config{DatabaseURL: cfg.DatabaseURL, DataDir: cfg.DataDir, SecretKey: cfg.SecretKey}); err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	if h.rt, err = runtime.New(ctx, cfg.Runtime); err != nil {
+		return nil, fmt.Errorf("plugin runtime: %w", err)
+	}
+	if cfg.ClickHouseDSN != "" {
+		if h.src, err = source.NewClickHouse(ctx, source.ClickHouseConfig{DSN: cfg.ClickHouseDSN}); err != nil {
+			return nil, fmt.Errorf("clickhouse source: %w", err)
+		}
+	} else {
+		if h.events, err = source.NewSQLite(filepath.Join(cfg.DataDir, "events.db")); err != nil {
+			return nil, fmt.Errorf("embedded event store: %w", err)
+		}
+		h.src = h.events
+	}
+	if h.sched, err = schedule.New(cfg.Clock, h.log, schedule.WithSettleDelay(cfg.SettleDelay)); err != nil {
+		return nil, fmt.Errorf("scheduler: %w", err)
+	}
+	qcfg := queue.Config{
+		Dialect:     h.db.Dialect(),
+		SQL:         h.db.SQL(),
+		PostgresURL: cfg.DatabaseURL,
+		Workers:     cfg.Workers,
+		MaxAttempts: cfg.MaxAttempts,
+		JobTimeout:  cfg.RunTimeout,
+		RescueAfter: cfg.RescueAfter,
+		Logger:      h.log,
+		Handler:     h.runJob,
+	}
+	if h.q, err = queue.New(ctx, qcfg); err != nil {
+		return nil, fmt.Errorf("run queue: %w", err)
+	}
+	return h, nil
+}
+
+// DB is the host's storage.
+func (h *Host) DB() *storage.DB { return h.db }
+
+// Events is the embedded event store the capture endpoint writes to; nil when the source
+// is ClickHouse.
+func (h *Host) Events() *source.SQLite { return h.events }
+
+// Start installs the locked first-party plugins, schedules every active export, enqueues
+// the intervals missed while the host was down, and starts the scheduler and the workers.
+func (h *Host) Start(ctx context.Context) error {
+	if err := h.installLocked(ctx); err != nil {
+		return err
+	}
+	exports, err := h.db.ListExports(ctx, storage.ExportFilter{})
+	if err != nil {
+		return fmt.Errorf("list exports: %w", err)
+	}
+	for _, e := range exports {
+		if err := h.schedule(ctx, e, true); err != nil {
+			h.log.Error("cannot schedule export", "export_id", e.ID, "err", err)
+		}
+	}
+	if err := h.q.Start(ctx); err != nil {
+		return fmt.Errorf("start run queue: %w", err)
+	}
+	h.sched.Start()
+	return nil
+}
+
+// Stop stops scheduling, lets running batches finish until ctx ends, then cancels them.
+func (h *Host) Stop(ctx context.Context) error {
+	var errs []error
+	if h.sched != nil {
+		errs = append(errs, h.sched.Stop(ctx))
+	}
+	if h.q != nil {
+		errs = append(errs, h.q.Stop(ctx))
+	}
+	errs = append(errs, h.close(ctx))
+	return errors.Join(errs...)
+}
+
+func (h *Host) close(ctx context.Context) error {
+	var errs []error
+	if h.src != nil {
+		errs = append(errs, h.src.Close())
+	}
+	if h.rt != nil {
+		errs = append(errs, h.rt.Close(ctx))
+	}
+	if h.db != nil {
+		errs = append(errs, h.db.Close())
+	}
+	return errors.Join(errs...)
+}

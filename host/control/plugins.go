@@ -1,0 +1,179 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/google/uuid"
+
+	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/host/runtime"
+	"github.com/sluicehq/sluice/internal/lockfile"
+	"github.com/sluicehq/sluice/storage"
+)
+
+// ErrPluginConflict is returned when a name and version are already installed with
+// different bytes: a new build must carry a new version.
+var ErrPluginConflict = errors.New("plugin version already installed with different content")
+
+// InstallPlugin validates a module (ABI, exports, manifest, capabilities against the
+// grants), stores it under DATA_DIR/plugins/<sha256>.wasm and records it. Installing the
+// same bytes again is a no-op. Older versions stay until no export uses them.
+func (h *Host) InstallPlugin(ctx context.Context, wasm []byte, granted []string) (*storage.Plugin, error) {
+	v, err := h.rt.Validate(ctx, wasm, granted)
+	if err != nil {
+		return nil, err
+	}
+	m := v.Manifest
+	sha := v.SHA256
+	existing, err := h.db.ListPlugins(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range existing {
+		if p.Name == m.Name && p.Version == m.Version {
+			if p.SHA256 == sha && slices.Equal(sortedCopy(p.Capabilities), sortedCopy(granted)) {
+				return &p, nil
+			}
+			if p.SHA256 != sha {
+				return nil, fmt.Errorf("%w: %s %s is installed with sha256 %s, this module is %s; bump the plugin version", ErrPluginConflict, m.Name, m.Version, p.SHA256[:12], sha[:12])
+			}
+		}
+	}
+	dir := filepath.Join(h.cfg.DataDir, "plugins")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, sha+".wasm")
+	if err := writeFileAtomic(path, wasm); err != nil {
+		return nil, err
+	}
+	manifest, _ := json.Marshal(m)
+	p, err := h.db.CreatePlugin(ctx, storage.Plugin{ID: uuid.NewString(), Name: m.Name, Version: m.Version, ABIVersion: m.ABIVersion,
+		SHA256: sha, Manifest: string(manifest), Capabilities: sortedCopy(granted), ModulePath: path})
+	if err != nil {
+		return nil, err
+	}
+	h.log.Info("plugin installed", "plugin", p.Name, "version", p.Version, "sha256", p.SHA256, "capabilities", p.Capabilities)
+	h.pruneUnusedVersions(ctx, p)
+	return &p, nil
+}
+
+// pruneUnusedVersions removes older versions of a plugin that no export uses.
+func (h *Host) pruneUnusedVersions(ctx context.Context, latest storage.Plugin) {
+	all, err := h.db.ListPlugins(ctx)
+	if err != nil {
+		return
+	}
+	for _, p := range all {
+		if p.Name != latest.Name || p.ID == latest.ID {
+			continue
+		}
+		if err := h.db.DeletePlugin(ctx, p.ID); err == nil {
+			h.log.Info("removed unused plugin version", "plugin", p.Name, "version", p.Version)
+		}
+	}
+}
+
+func sortedCopy(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return slices.Compact(c)
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp-" + uuid.NewString()
+	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// PluginManifest returns the stored manifest of a plugin.
+func (h *Host) PluginManifest(_ context.Context, p *storage.Plugin) (abi.Manifest, error) {
+	var m abi.Manifest
+	if err := json.Unmarshal([]byte(p.Manifest), &m); err != nil {
+		return m, fmt.Errorf("stored manifest of %s: %w", p.Name, err)
+	}
+	return m, nil
+}
+
+// ValidateDestination asks the plugin to validate a config (secrets withheld).
+func (h *Host) ValidateDestination(ctx context.Context, sp *storage.Plugin, public map[string]any, secretsSet []string) error {
+	p, _, err := h.pluginFor(ctx, sp.ID)
+	if err != nil {
+		return err
+	}
+	return p.Validate(ctx, abi.ValidateRequest{Config: public, SecretsSet: secretsSet})
+}
+
+// pluginFor returns the loaded runtime plugin of a stored plugin, loading and checking its
+// module on first use.
+func (h *Host) pluginFor(ctx context.Context, pluginID string) (*runtime.Plugin, abi.Manifest, error) {
+	sp, err := h.db.GetPlugin(ctx, pluginID)
+	if err != nil {
+		return nil, abi.Manifest{}, fmt.Errorf("plugin %s: %w", pluginID, err)
+	}
+	m, err := h.PluginManifest(ctx, &sp)
+	if err != nil {
+		return nil, m, err
+	}
+	h.mu.Lock()
+	p := h.plugins[pluginID]
+	h.mu.Unlock()
+	if p != nil {
+		return p, m, nil
+	}
+	wasm, err := os.ReadFile(sp.ModulePath)
+	if err != nil {
+		return nil, m, fmt.Errorf("plugin %s module: %w", sp.Name, err)
+	}
+	if got := runtime.SHA256(wasm); got != sp.SHA256 {
+		return nil, m, fmt.Errorf("plugin %s module at %s has sha256 %s, installed %s: refusing to run it", sp.Name, sp.ModulePath, got, sp.SHA256)
+	}
+	p, err = h.rt.Load(ctx, wasm, sp.Capabilities, runtime.Limits{})
+	if err != nil {
+		return nil, m, fmt.Errorf("load plugin %s: %w", sp.Name, err)
+	}
+	h.mu.Lock()
+	h.plugins[pluginID] = p
+	h.mu.Unlock()
+	return p, m, nil
+}
+
+// installLocked installs the first-party plugins pinned in the lock file from PluginsDir,
+// refusing any module whose sha256 differs from the lock.
+func (h *Host) installLocked(ctx context.Context) error {
+	if h.cfg.LockFile == "" || h.cfg.PluginsDir == "" {
+		return nil
+	}
+	lock, err := lockfile.Read(h.cfg.LockFile)
+	if err != nil {
+		return err
+	}
+	for _, e := range lock.Plugins {
+		path := filepath.Join(h.cfg.PluginsDir, e.Name+".wasm")
+		wasm, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			h.log.Warn("locked plugin not built; run `make plugins`", "plugin", e.Name, "path", path)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if got := runtime.SHA256(wasm); got != e.SHA256 {
+			h.log.Error("refusing plugin: sha256 differs from plugins.lock", slog.String("plugin", e.Name), slog.String("want", e.SHA256), slog.String("got", got))
+			continue
+		}
+		if _, err := h.InstallPlugin(ctx, wasm, e.Capabilities); err != nil && !errors.Is(err, ErrPluginConflict) {
+			return fmt.Errorf("install locked plugin %s: %w", e.Name, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,297 @@
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/host/queue"
+	"github.com/sluicehq/sluice/host/runtime"
+	"github.com/sluicehq/sluice/host/source"
+	"github.com/sluicehq/sluice/storage"
+)
+
+// Run state transitions (docs/runs.md):
+//
+//	Starting ──worker picks it──▶ Running ──finish ok──▶ Completed
+//	Running ──plugin says retry / host I/O retryable──▶ FailedRetryable ──backoff──▶ Running
+//	Running ──plugin says fail / attempts exhausted──▶ Failed
+//	Starting|Running|FailedRetryable ──cancel──▶ Cancelled
+//	Completed|Failed|Cancelled|FailedRetryable ──retry (API)──▶ Starting
+//
+// A host killed mid-run leaves the run Running; the queue's rescuer hands the job to
+// another worker, which takes the run from Running again with the next attempt number.
+
+var errCancelledByUser = errors.New("run cancelled")
+
+// runJob is the queue's handler: one attempt of one run.
+func (h *Host) runJob(ctx context.Context, j queue.Job) error {
+	run, err := h.db.GetRun(ctx, j.RunID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return queue.Cancel(fmt.Errorf("run %s no longer exists", j.RunID))
+	}
+	if err != nil {
+		return err
+	}
+	if run.Status.Terminal() {
+		return nil // a duplicate delivery of a finished run
+	}
+	export, err := h.db.GetExport(ctx, run.ExportID)
+	if errors.Is(err, storage.ErrNotFound) {
+		h.finishRun(ctx, run, storage.StatusCancelled, 0, 0, errExportGone.Error())
+		return queue.Cancel(errExportGone)
+	}
+	if err != nil {
+		return err
+	}
+	now := h.cfg.Clock.Now().UTC()
+	run, err = h.db.TransitionRun(ctx, run.ID,
+		[]storage.RunStatus{storage.StatusStarting, storage.StatusFailedRetryable, storage.StatusRunning},
+		storage.StatusRunning, func(r *storage.Run) { r.Attempt++; r.StartedAt = &now })
+	if errors.Is(err, storage.ErrConflict) {
+		return nil // cancelled or finished meanwhile
+	}
+	if err != nil {
+		return err
+	}
+	log := h.log.With("run_id", run.ID, "export_id", export.ID, "plugin", export.DestinationType, "attempt", run.Attempt)
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	h.mu.Lock()
+	h.running[run.ID] = func() { cancel(errCancelledByUser) }
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		delete(h.running, run.ID)
+		h.mu.Unlock()
+		cancel(nil)
+	}()
+
+	h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("attempt %d: exporting [%s, %s)", run.Attempt,
+		run.IntervalStart.Format(time.RFC3339), run.IntervalEnd.Format(time.RFC3339)))
+	started := time.Now()
+	res, class, runErr := h.execute(ctx, run, export)
+	if runErr == nil {
+		log.Info("run completed", "records", res.Records, "bytes", res.Bytes, "duration", time.Since(started))
+		h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("completed: %d records, %d bytes in %s", res.Records, res.Bytes, time.Since(started).Round(time.Millisecond)))
+		h.finishRun(ctx, run, storage.StatusCompleted, res.Records, res.Bytes, "")
+		return nil
+	}
+	bg := context.WithoutCancel(ctx)
+	if errors.Is(context.Cause(ctx), errCancelledByUser) {
+		h.runLog(bg, run, "host", slog.LevelWarn, "cancelled")
+		h.finishRun(bg, run, storage.StatusCancelled, 0, 0, "cancelled")
+		return queue.Cancel(errCancelledByUser)
+	}
+	msg := runErr.Error()
+	attemptsLeft := run.Attempt-j.Attempt < h.cfg.MaxAttempts
+	if info, ok := queue.JobInfo(ctx); ok {
+		attemptsLeft = info.Attempt < info.MaxAttempts
+	}
+	switch {
+	case class.Outcome == abi.OutcomeFail || !attemptsLeft:
+		reason := "not retryable"
+		if class.Outcome != abi.OutcomeFail {
+			reason = fmt.Sprintf("gave up after %d attempts", h.cfg.MaxAttempts)
+		}
+		log.Error("run failed", "err", runErr, "reason", reason)
+		h.runLog(bg, run, "host", slog.LevelError, fmt.Sprintf("failed (%s): %s", reason, msg))
+		h.finishRun(bg, run, storage.StatusFailed, 0, 0, msg)
+		h.maybeAutoPause(bg, export)
+		return queue.Cancel(runErr)
+	case class.Outcome == abi.OutcomeOK:
+		h.finishRun(bg, run, storage.StatusCompleted, res.Records, res.Bytes, "")
+		return nil
+	default:
+		h.setRetryable(bg, run, msg)
+		if class.Outcome == abi.OutcomeRetryAfter && class.RetryAfterMS > 0 {
+			d := time.Duration(class.RetryAfterMS) * time.Millisecond
+			h.runLog(bg, run, "host", slog.LevelWarn, fmt.Sprintf("retrying in %s: %s", d, msg))
+			return queue.Snooze(d)
+		}
+		h.runLog(bg, run, "host", slog.LevelWarn, "will retry: "+msg)
+		return runErr
+	}
+}
+
+// execute streams the run's interval from the source into the plugin. On failure it
+// also returns the classification, asked of the plugin while its session is still open.
+func (h *Host) execute(ctx context.Context, run storage.Run, export storage.BatchExport) (abi.Result, abi.Classification, error) {
+	fail := func(err error) (abi.Result, abi.Classification, error) {
+		return abi.Result{}, hostClassify(err), err
+	}
+	p, manifest, err := h.pluginFor(ctx, export.PluginID)
+	if err != nil {
+		return fail(err)
+	}
+	public, err := decodeConfig(export.Config)
+	if err != nil {
+		return fail(err)
+	}
+	bind, err := h.bindings(ctx, run, export, manifest, public)
+	if err != nil {
+		return fail(err)
+	}
+	q, err := queryFor(run, export)
+	if err != nil {
+		return abi.Result{}, abi.Classification{Outcome: abi.OutcomeFail}, err
+	}
+	sess, err := p.Open(ctx, abi.OpenRequest{
+		RunID: run.ID, ExportID: export.ID, ExportName: export.Name,
+		IntervalStart: run.IntervalStart, IntervalEnd: run.IntervalEnd,
+		Attempt: run.Attempt, Backfill: run.BackfillID != nil,
+		Config: public, Columns: abi.EventColumns,
+	}, bind)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() {
+		if cerr := sess.Close(context.WithoutCancel(ctx)); cerr != nil {
+			h.log.Warn("plugin close failed", "run_id", run.ID, "err", cerr)
+		}
+	}()
+	var records int64
+	err = h.src.Stream(ctx, q, source.BatchOptions{MaxRecords: h.cfg.BatchRecords, MaxBytes: h.cfg.BatchBytes},
+		func(batch []byte, n int, _ source.Position) error {
+			if err := sess.WriteBatch(ctx, batch, n); err != nil {
+				return err
+			}
+			records += int64(n)
+			return nil
+		})
+	var res abi.Result
+	if err == nil {
+		res, err = sess.Finish(ctx)
+		if res.Records == 0 {
+			res.Records = records
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return res, abi.Classification{Outcome: abi.OutcomeRetry}, err
+		}
+		return res, sess.Classify(context.WithoutCancel(ctx), err), err
+	}
+	return res, abi.Classification{}, nil
+}
+
+// hostClassify decides on failures that happen outside a plugin session.
+func hostClassify(err error) abi.Classification {
+	var re *runtime.TrapError
+	switch {
+	case errors.Is(err, storage.ErrNotFound), errors.Is(err, errNoBucket):
+		return abi.Classification{Outcome: abi.OutcomeFail, Reason: "configuration"}
+	case errors.As(err, &re):
+		return abi.Classification{Outcome: abi.OutcomeRetry, Reason: "plugin trapped"}
+	}
+	return abi.Classification{Outcome: abi.OutcomeRetry}
+}
+
+func (h *Host) finishRun(ctx context.Context, run storage.Run, to storage.RunStatus, records, bytes int64, msg string) {
+	now := h.cfg.Clock.Now().UTC()
+	from := []storage.RunStatus{storage.StatusStarting, storage.StatusRunning, storage.StatusFailedRetryable}
+	_, err := h.db.TransitionRun(ctx, run.ID, from, to, func(r *storage.Run) {
+		r.FinishedAt = &now
+		r.LatestError = msg
+		if to == storage.StatusCompleted {
+			r.RecordsCompleted, r.BytesExported = records, bytes
+		}
+	})
+	if err != nil {
+		h.log.Error("cannot record run status", "run_id", run.ID, "status", to, "err", err)
+		return
+	}
+	if run.BackfillID != nil {
+		h.advanceBackfill(ctx, *run.BackfillID)
+	}
+}
+
+func (h *Host) setRetryable(ctx context.Context, run storage.Run, msg string) {
+	_, err := h.db.TransitionRun(ctx, run.ID, []storage.RunStatus{storage.StatusRunning}, storage.StatusFailedRetryable,
+		func(r *storage.Run) { r.LatestError = msg })
+	if err != nil {
+		h.log.Error("cannot record run status", "run_id", run.ID, "err", err)
+	}
+}
+
+// maybeAutoPause pauses an export after AutoPauseFailures failed runs within
+// AutoPauseWindow, and says so in its log.
+func (h *Host) maybeAutoPause(ctx context.Context, e storage.BatchExport) {
+	since := h.cfg.Clock.Now().Add(-h.cfg.AutoPauseWindow)
+	runs, err := h.db.ListRuns(ctx, e.ID, storage.RunFilter{Statuses: []storage.RunStatus{storage.StatusFailed}, Limit: h.cfg.AutoPauseFailures})
+	if err != nil {
+		return
+	}
+	n := 0
+	for _, r := range runs {
+		if r.FinishedAt != nil && r.FinishedAt.After(since) {
+			n++
+		}
+	}
+	if n < h.cfg.AutoPauseFailures {
+		return
+	}
+	if _, err := h.db.SetExportPaused(ctx, e.ID, true); err != nil {
+		h.log.Error("cannot auto-pause export", "export_id", e.ID, "err", err)
+		return
+	}
+	h.sched.Remove(e.ID)
+	h.exportLog(ctx, e.ID, slog.LevelError, fmt.Sprintf("export paused automatically: %d runs failed within %s; fix the destination and unpause it", n, h.cfg.AutoPauseWindow))
+}
+
+func decodeConfig(s string) (map[string]any, error) {
+	m := map[string]any{}
+	if s == "" {
+		return m, nil
+	}
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return nil, fmt.Errorf("stored config: %w", err)
+	}
+	return m, nil
+}
+
+// exportFilters is the JSON shape of BatchExport.Filters.
+type exportFilters struct {
+	IncludeEvents []string `json:"include_events"`
+	ExcludeEvents []string `json:"exclude_events"`
+	Properties    []struct {
+		Key      string `json:"key"`
+		Operator string `json:"operator"`
+		Op       string `json:"op"`
+		Value    any    `json:"value"`
+	} `json:"properties"`
+	TeamID *int64 `json:"team_id"`
+}
+
+func queryFor(run storage.Run, e storage.BatchExport) (source.Query, error) {
+	q := source.Query{Start: run.IntervalStart, End: run.IntervalEnd}
+	if e.Filters == "" {
+		return q, nil
+	}
+	var f exportFilters
+	if err := json.Unmarshal([]byte(e.Filters), &f); err != nil {
+		return q, fmt.Errorf("export filters: %w", err)
+	}
+	q.IncludeEvents, q.ExcludeEvents, q.TeamID = f.IncludeEvents, f.ExcludeEvents, f.TeamID
+	for _, p := range f.Properties {
+		op := p.Operator
+		if op == "" {
+			op = p.Op
+		}
+		v := ""
+		switch x := p.Value.(type) {
+		case nil:
+		case string:
+			v = x
+		default:
+			b, _ := json.Marshal(x)
+			v = string(b)
+		}
+		q.PropertyFilters = append(q.PropertyFilters, source.PropertyFilter{Key: p.Key, Op: op, Value: v})
+	}
+	return q, nil
+}
