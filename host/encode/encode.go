@@ -1,0 +1,333 @@
+// Package encode holds the host's streaming encoders: they turn SLB1 batches (see package abi)
+// into the bytes of a JSON Lines, CSV or Parquet file, optionally compressed, written into an
+// io.Writer (an upload handle). A plugin drives them through the encoder capability; the
+// byte-heavy work runs here, natively.
+//
+// One Encoder writes one file. Every batch given to it must carry the schema given to New.
+// Memory stays bounded whatever the number of batches: JSON Lines and CSV keep one output
+// buffer (about 64 KiB, more only while a single row is larger), Parquet flushes a row group
+// every RowGroupRows rows or RowGroupBytes bytes of input. See docs/encoders.md.
+package encode
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/sluicehq/sluice/abi"
+)
+
+// Formats.
+const (
+	FormatJSONL   = "jsonl"
+	FormatParquet = "parquet"
+	FormatCSV     = "csv"
+)
+
+// Compressions. "" is no compression.
+const (
+	CompressionNone   = ""
+	CompressionGzip   = "gzip"
+	CompressionZstd   = "zstd"
+	CompressionBrotli = "brotli"
+	CompressionSnappy = "snappy"
+	CompressionLZ4    = "lz4"
+)
+
+// Defaults of the options.
+const (
+	DefaultRowGroupRows  = 128 * 1024
+	DefaultRowGroupBytes = 64 << 20
+)
+
+// ErrUnsupported is wrapped by the errors of ValidatePair.
+var ErrUnsupported = errors.New("encode: unsupported")
+
+// ErrSchema is wrapped by schema errors: unknown or duplicate columns, a batch whose schema
+// is not the one given to New.
+var ErrSchema = errors.New("encode: schema mismatch")
+
+var formats = []string{FormatJSONL, FormatParquet, FormatCSV}
+
+var compressions = []string{CompressionNone, CompressionGzip, CompressionZstd,
+	CompressionBrotli, CompressionSnappy, CompressionLZ4}
+
+// Formats lists the supported formats.
+func Formats() []string { return slices.Clone(formats) }
+
+// Compressions lists the supported compressions ("" is none).
+func Compressions() []string { return slices.Clone(compressions) }
+
+// ValidatePair reports whether a format and compression can be combined. Every format takes
+// every compression: for jsonl and csv it is a stream compression around the whole file
+// (gzip member, zstd frame, brotli stream, snappy framing format, lz4 frame); for parquet it
+// is the codec of the pages inside the file (GZIP, ZSTD, BROTLI, SNAPPY, LZ4_RAW), and the
+// file itself stays a plain .parquet.
+func ValidatePair(format, compression string) error {
+	if !slices.Contains(formats, format) {
+		return fmt.Errorf("%w format %q (want one of jsonl, parquet, csv)", ErrUnsupported, format)
+	}
+	if !slices.Contains(compressions, compression) {
+		return fmt.Errorf("%w compression %q (want none or one of gzip, zstd, brotli, snappy, lz4)",
+			ErrUnsupported, compression)
+	}
+	return nil
+}
+
+// Extension returns the file name suffix of a format and compression: ".jsonl.gz",
+// ".csv.zst", ".parquet" (parquet compresses inside the file). The compression suffixes are
+// PostHog's: gz, br, zst, lz4, sz. An unsupported pair gives "".
+func Extension(format, compression string) string {
+	if ValidatePair(format, compression) != nil {
+		return ""
+	}
+	if format == FormatParquet {
+		return ".parquet"
+	}
+	return "." + format + compressionSuffix[compression]
+}
+
+var compressionSuffix = map[string]string{
+	CompressionNone: "", CompressionGzip: ".gz", CompressionZstd: ".zst", CompressionBrotli: ".br",
+	CompressionSnappy: ".sz", CompressionLZ4: ".lz4",
+}
+
+// ContentType returns the media type of a format's bytes (before any stream compression).
+func ContentType(format string) string {
+	switch format {
+	case FormatJSONL:
+		return "application/jsonl"
+	case FormatCSV:
+		return "text/csv"
+	case FormatParquet:
+		return "application/vnd.apache.parquet"
+	}
+	return "application/octet-stream"
+}
+
+// ContentEncoding returns the HTTP Content-Encoding of a stream compression, or "" when the
+// compression is none, internal to the format (parquet), or has no registered token.
+func ContentEncoding(format, compression string) string {
+	if format == FormatParquet {
+		return ""
+	}
+	switch compression {
+	case CompressionGzip:
+		return "gzip"
+	case CompressionZstd:
+		return "zstd"
+	case CompressionBrotli:
+		return "br"
+	}
+	return ""
+}
+
+// Option tunes an Encoder.
+type Option func(*options)
+
+type options struct {
+	level         int
+	levelSet      bool
+	rowGroupRows  int
+	rowGroupBytes int64
+}
+
+// Level sets the compression level, in the codec's own scale: gzip 1-9, zstd 1-4 (fastest,
+// default, better, best), brotli 0-11, lz4 0 (fast) or 1-9 (HC levels); snappy has none.
+// Without it: gzip 5, zstd 1 (fastest), brotli 4, lz4 fast.
+func Level(level int) Option {
+	return func(o *options) { o.level, o.levelSet = level, true }
+}
+
+// RowGroupRows sets how many rows a Parquet row group holds at most (default 131072).
+func RowGroupRows(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.rowGroupRows = n
+		}
+	}
+}
+
+// RowGroupBytes sets how many bytes of input values a Parquet row group holds at most before
+// it is flushed (default 64 MiB).
+func RowGroupBytes(n int64) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.rowGroupBytes = n
+		}
+	}
+}
+
+// outCol is one output column: which batch column feeds it and under which name.
+type outCol struct {
+	src  int
+	name string
+	col  abi.Column // the batch column, Name as in the batch
+}
+
+// rowEncoder is the per-format part of an Encoder.
+type rowEncoder interface {
+	writeRow(vals []abi.Value) error
+	endBatch() error // called after every batch
+	close() error    // footer; flushes into the (compressed) stream
+}
+
+// Encoder writes one file. It is not safe for concurrent use.
+type Encoder struct {
+	cols    []abi.Column
+	out     []outCol
+	stream  *compressStream // nil for parquet and for no compression
+	rows    rowEncoder
+	reader  abi.BatchReader
+	vals    []abi.Value
+	records int64
+	closed  bool
+	err     error
+}
+
+// New returns an encoder writing spec.Format, compressed with spec.Compression, into w. cols
+// is the schema of the batches that will follow; spec.Columns selects and renames columns
+// (empty: all, own names). Unknown or duplicate output columns are an error.
+func New(w io.Writer, spec abi.EncoderSpec, cols []abi.Column, opts ...Option) (*Encoder, error) {
+	if err := ValidatePair(spec.Format, spec.Compression); err != nil {
+		return nil, err
+	}
+	o := options{rowGroupRows: DefaultRowGroupRows, rowGroupBytes: DefaultRowGroupBytes}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	out, err := selectColumns(cols, spec.Columns)
+	if err != nil {
+		return nil, err
+	}
+	e := &Encoder{cols: slices.Clone(cols), out: out, vals: make([]abi.Value, len(cols))}
+	if spec.Format == FormatParquet {
+		e.rows, err = newParquetEncoder(w, out, spec.Compression, o)
+		if err != nil {
+			return nil, err
+		}
+		return e, nil
+	}
+	dst := w
+	if spec.Compression != CompressionNone {
+		e.stream, err = newCompressStream(w, spec.Compression, o)
+		if err != nil {
+			return nil, err
+		}
+		dst = e.stream
+	}
+	switch spec.Format {
+	case FormatJSONL:
+		e.rows = newJSONLEncoder(dst, out)
+	case FormatCSV:
+		e.rows, err = newCSVEncoder(dst, out)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+func selectColumns(cols []abi.Column, sel []abi.ColumnSelect) ([]outCol, error) {
+	if len(cols) == 0 {
+		return nil, fmt.Errorf("%w: no columns", ErrSchema)
+	}
+	var out []outCol
+	if len(sel) == 0 {
+		for i, c := range cols {
+			out = append(out, outCol{src: i, name: c.Name, col: c})
+		}
+	} else {
+		for _, s := range sel {
+			i := slices.IndexFunc(cols, func(c abi.Column) bool { return c.Name == s.Name })
+			if i < 0 {
+				return nil, fmt.Errorf("%w: unknown column %q", ErrSchema, s.Name)
+			}
+			name := s.As
+			if name == "" {
+				name = s.Name
+			}
+			out = append(out, outCol{src: i, name: name, col: cols[i]})
+		}
+	}
+	seen := make(map[string]bool, len(out))
+	for _, c := range out {
+		if seen[c.name] {
+			return nil, fmt.Errorf("%w: output column %q appears twice", ErrSchema, c.name)
+		}
+		seen[c.name] = true
+	}
+	return out, nil
+}
+
+// Columns returns the output column names, in order.
+func (e *Encoder) Columns() []string {
+	names := make([]string, len(e.out))
+	for i, c := range e.out {
+		names[i] = c.name
+	}
+	return names
+}
+
+// Records is the number of rows encoded so far.
+func (e *Encoder) Records() int64 { return e.records }
+
+// WriteBatch decodes one SLB1 batch and encodes its rows. The batch is not retained. After an
+// error the encoder is unusable (the file is incomplete) and every later call returns it.
+func (e *Encoder) WriteBatch(batch []byte) (records int, err error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	if e.closed {
+		return 0, errors.New("encode: WriteBatch after Close")
+	}
+	if err := e.reader.Reset(batch); err != nil {
+		return 0, err
+	}
+	if !slices.Equal(e.reader.Columns(), e.cols) {
+		return 0, fmt.Errorf("%w: the batch's columns differ from the encoder's", ErrSchema)
+	}
+	for {
+		err := e.reader.Next(e.vals)
+		if err == io.EOF {
+			break
+		}
+		if err == nil {
+			err = e.rows.writeRow(e.vals)
+		}
+		if err != nil {
+			e.err = err
+			return records, err
+		}
+		records++
+		e.records++
+	}
+	if err := e.rows.endBatch(); err != nil {
+		e.err = err
+		return records, err
+	}
+	return records, nil
+}
+
+// Close writes the format's footer and flushes the compressor. It does not close w.
+func (e *Encoder) Close() error {
+	if e.closed {
+		return e.err
+	}
+	e.closed = true
+	if e.err != nil {
+		return e.err
+	}
+	if err := e.rows.close(); err != nil {
+		e.err = err
+		return err
+	}
+	if e.stream != nil {
+		if err := e.stream.Close(); err != nil {
+			e.err = err
+			return err
+		}
+	}
+	return nil
+}
