@@ -20,7 +20,7 @@ import (
 )
 
 // demo seeds synthetic events into a data dir's embedded store.
-func demo(ctx context.Context, args []string) error {
+func demoSeed(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	dataDir := fs.String("data-dir", env("SLUICE_DATA_DIR", "data"), "data directory")
 	n := fs.Int("events", 20_000, "events to insert, spread over the last --span")

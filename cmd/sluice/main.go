@@ -54,7 +54,7 @@ func run(ctx context.Context, args []string) error {
 			return pluginsTest(ctx, args[2:])
 		}
 	case "demo":
-		return demo(ctx, args[1:])
+		return demoSeed(ctx, args[1:])
 	case "version":
 		fmt.Println("sluice", version)
 		return nil

@@ -67,7 +67,7 @@ func serve(ctx context.Context, args []string) error {
 		_ = h.Stop(context.Background())
 		return err
 	}
-	srv := api.New(api.Config{AdminToken: *token}, api.Deps{DB: h.DB(), Control: h, Logger: logger})
+	srv := api.New(api.Config{AdminToken: *token, Logger: logger}, api.Deps{DB: h.DB(), Control: control.API{Host: h}})
 	if ev := h.Events(); ev != nil {
 		capture.Register(srv.Echo(), ev, capture.StaticKeys{*captureKey: 1}, nil)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -51,7 +52,11 @@ func openObjectStore(ctx context.Context, dataDir string, b map[string]string) (
 		if !bucketDirName.MatchString(bucket) {
 			return nil, fmt.Errorf("bucket %q is not a valid local directory name", bucket)
 		}
-		return objstore.NewLocalDir(filepath.Join(dataDir, "exports", bucket), b["prefix"])
+		root := filepath.Join(dataDir, "exports", bucket)
+		if err := os.MkdirAll(root, 0o750); err != nil {
+			return nil, err
+		}
+		return objstore.NewLocalDir(root, b["prefix"])
 	}
 	return objstore.NewS3(ctx, objstore.S3Config{
 		Bucket:          bucket,

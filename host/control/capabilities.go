@@ -39,7 +39,7 @@ func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExp
 		if err != nil {
 			return b, err
 		}
-		b.Objects = objectStore{store}
+		b.Objects = objectStore{s: store, runCtx: ctx}
 	}
 	return b, nil
 }
@@ -54,10 +54,17 @@ func newEncoder(w io.Writer, spec abi.EncoderSpec, cols []abi.Column) (runtime.B
 
 // objectStore adapts objstore.Store to the runtime's ObjectStore, carrying each error's
 // class into the ABI status the plugin sees (retryable_io, fatal_io, denied...).
-type objectStore struct{ s objstore.Store }
+//
+// An upload outlives the guest call that opened it (a plugin opens a file in one
+// write_batch and commits it in finish), so it is bound to the run's context, not to the
+// call's.
+type objectStore struct {
+	s      objstore.Store
+	runCtx context.Context
+}
 
-func (o objectStore) Create(ctx context.Context, key string, opts runtime.ObjectOptions) (runtime.Upload, error) {
-	u, err := o.s.Create(ctx, key, objstore.ObjectOptions{ContentType: opts.ContentType, ContentEncoding: opts.ContentEncoding, Metadata: opts.Metadata})
+func (o objectStore) Create(_ context.Context, key string, opts runtime.ObjectOptions) (runtime.Upload, error) {
+	u, err := o.s.Create(o.runCtx, key, objstore.ObjectOptions{ContentType: opts.ContentType, ContentEncoding: opts.ContentEncoding, Metadata: opts.Metadata})
 	if err != nil {
 		return nil, objError(err)
 	}

@@ -43,6 +43,7 @@ type Config struct {
 	AutoPauseWindow     time.Duration // ...within this window (default 24h)
 	BatchRecords        int           // source batch size in rows (default 10k)
 	BatchBytes          int           // source batch size in bytes (default 8 MiB)
+	RetryBase           time.Duration // first retry delay, doubled each try (default 10s)
 
 	Runtime runtime.Config
 	Clock   clockwork.Clock // default the real clock; tests drive a fake one
@@ -146,6 +147,7 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 		MaxAttempts: cfg.MaxAttempts,
 		JobTimeout:  cfg.RunTimeout,
 		RescueAfter: cfg.RescueAfter,
+		RetryBase:   cfg.RetryBase,
 		Logger:      h.log,
 		Handler:     h.runJob,
 	}

@@ -1,0 +1,45 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/api"
+	"github.com/sluicehq/sluice/host/runtime"
+	"github.com/sluicehq/sluice/storage"
+)
+
+// API is the Host as the REST API sees it: the same operations, with the errors a client
+// must understand turned into api errors (status, code, field).
+type API struct{ *Host }
+
+var _ api.Controller = API{}
+
+// InstallPlugin refuses bad modules with a 422 naming what is wrong.
+func (a API) InstallPlugin(ctx context.Context, wasm []byte, granted []string) (*storage.Plugin, error) {
+	p, err := a.Host.InstallPlugin(ctx, wasm, granted)
+	switch {
+	case errors.Is(err, runtime.ErrInvalidPlugin):
+		return nil, api.InvalidPlugin(err.Error())
+	case errors.Is(err, ErrPluginConflict):
+		return nil, fmt.Errorf("%w: %w", storage.ErrConflict, err)
+	}
+	return p, err
+}
+
+// ValidateDestination reports the plugin's refusal as a 422 naming the config field.
+func (a API) ValidateDestination(ctx context.Context, p *storage.Plugin, public map[string]any, secretsSet []string) error {
+	err := a.Host.ValidateDestination(ctx, p, public, secretsSet)
+	var pe *runtime.PluginError
+	if errors.As(err, &pe) {
+		return api.InvalidDestination(pe.Err.Message, pe.Err.Field)
+	}
+	return err
+}
+
+// TestDestination reports a config the host cannot bind as a failed step, not a 500.
+func (a API) TestDestination(ctx context.Context, exportID string) (abi.TestReport, error) {
+	return a.Host.TestDestination(ctx, exportID)
+}
