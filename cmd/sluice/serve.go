@@ -63,11 +63,13 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	metrics := api.NewMetrics()
+	h.UseMetrics(metrics)
 	if err := h.Start(ctx); err != nil {
 		_ = h.Stop(context.Background())
 		return err
 	}
-	srv := api.New(api.Config{AdminToken: *token, Logger: logger}, api.Deps{DB: h.DB(), Control: control.API{Host: h}})
+	srv := api.New(api.Config{AdminToken: *token, Logger: logger}, api.Deps{DB: h.DB(), Control: control.API{Host: h}, Metrics: metrics})
 	if ev := h.Events(); ev != nil {
 		capture.Register(srv.Echo(), ev, capture.StaticKeys{*captureKey: 1}, nil)
 	}

@@ -103,6 +103,8 @@ type Host struct {
 	sched  *schedule.Scheduler
 	q      *queue.Queue
 
+	metrics Metrics
+
 	mu      sync.Mutex
 	plugins map[string]*runtime.Plugin    // by storage plugin ID
 	running map[string]context.CancelFunc // runs executing on this host
@@ -114,7 +116,7 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	h = &Host{cfg: cfg, log: cfg.Logger, plugins: map[string]*runtime.Plugin{}, running: map[string]context.CancelFunc{}}
+	h = &Host{cfg: cfg, log: cfg.Logger, metrics: noMetrics{}, plugins: map[string]*runtime.Plugin{}, running: map[string]context.CancelFunc{}}
 	defer func() {
 		if err != nil {
 			h.close(context.Background())
@@ -156,6 +158,20 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 	}
 	return h, nil
 }
+
+// Metrics receives run outcomes (the API's Prometheus collectors implement it).
+type Metrics interface {
+	RunFinished(destination string, status storage.RunStatus, d time.Duration, records, bytes int64)
+	RunRetried(destination string)
+}
+
+type noMetrics struct{}
+
+func (noMetrics) RunFinished(string, storage.RunStatus, time.Duration, int64, int64) {}
+func (noMetrics) RunRetried(string)                                                  {}
+
+// UseMetrics sends run outcomes to m. Call it before Start.
+func (h *Host) UseMetrics(m Metrics) { h.metrics = m }
 
 // DB is the host's storage.
 func (h *Host) DB() *storage.DB { return h.db }

@@ -79,6 +79,7 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 		log.Info("run completed", "records", res.Records, "bytes", res.Bytes, "duration", time.Since(started))
 		h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("completed: %d records, %d bytes in %s", res.Records, res.Bytes, time.Since(started).Round(time.Millisecond)))
 		h.finishRun(ctx, run, storage.StatusCompleted, res.Records, res.Bytes, "")
+		h.metrics.RunFinished(export.DestinationType, storage.StatusCompleted, time.Since(started), res.Records, res.Bytes)
 		return nil
 	}
 	bg := context.WithoutCancel(ctx)
@@ -101,6 +102,7 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 		log.Error("run failed", "err", runErr, "reason", reason)
 		h.runLog(bg, run, "host", slog.LevelError, fmt.Sprintf("failed (%s): %s", reason, msg))
 		h.finishRun(bg, run, storage.StatusFailed, 0, 0, msg)
+		h.metrics.RunFinished(export.DestinationType, storage.StatusFailed, time.Since(started), 0, 0)
 		h.maybeAutoPause(bg, export)
 		return queue.Cancel(runErr)
 	case class.Outcome == abi.OutcomeOK:
@@ -108,6 +110,7 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 		return nil
 	default:
 		h.setRetryable(bg, run, msg)
+		h.metrics.RunRetried(export.DestinationType)
 		if class.Outcome == abi.OutcomeRetryAfter && class.RetryAfterMS > 0 {
 			d := time.Duration(class.RetryAfterMS) * time.Millisecond
 			h.runLog(bg, run, "host", slog.LevelWarn, fmt.Sprintf("retrying in %s: %s", d, msg))
