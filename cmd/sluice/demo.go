@@ -9,6 +9,7 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -24,8 +25,12 @@ func demoSeed(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	dataDir := fs.String("data-dir", env("SLUICE_DATA_DIR", "data"), "data directory")
 	n := fs.Int("events", 20_000, "events to insert, spread over the last --span")
-	span := fs.Duration("span", 2*time.Hour, "insertion times cover [now-span, now)")
+	span := fs.Duration("span", 2*time.Hour, "insertion times cover [end-span, end)")
+	endFlag := fs.String("end", "", "RFC 3339 end of the insertion times (default now)")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dataDir, 0o750); err != nil {
 		return err
 	}
 	store, err := source.NewSQLite(filepath.Join(*dataDir, "events.db"))
@@ -34,7 +39,13 @@ func demoSeed(ctx context.Context, args []string) error {
 	}
 	defer store.Close()
 	now := time.Now().UTC()
-	if err := insertChunks(ctx, store, demo.Events(*n, now.Add(-*span), now, uint64(now.UnixNano()))); err != nil {
+	end := now
+	if *endFlag != "" {
+		if end, err = time.Parse(time.RFC3339, *endFlag); err != nil {
+			return fmt.Errorf("--end: %w", err)
+		}
+	}
+	if err := insertChunks(ctx, store, demo.Events(*n, end.Add(-*span), end, uint64(now.UnixNano()))); err != nil {
 		return err
 	}
 	fmt.Printf("inserted %d events into %s\n", *n, filepath.Join(*dataDir, "events.db"))
