@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/sluicehq/sluice/abi"
 	"github.com/sluicehq/sluice/host/runtime"
+	"github.com/sluicehq/sluice/host/runtime/conformance"
 	"github.com/sluicehq/sluice/internal/lockfile"
 )
 
@@ -95,14 +97,35 @@ func requested(caps []string) []string {
 	return out
 }
 
-// pluginsTest runs a module through the conformance suite.
+// pluginsTest runs a module through the conformance suite with in-memory capabilities.
 func pluginsTest(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("plugins test", flag.ContinueOnError)
+	config := fs.String("config", "", "JSON object overriding the config's defaults")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("usage: sluice plugins test PATH.wasm")
+		return fmt.Errorf("usage: sluice plugins test [--config JSON] PATH.wasm")
 	}
-	return fmt.Errorf("not wired yet")
+	wasm, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	var opts conformance.Options
+	if *config != "" {
+		if err := json.Unmarshal([]byte(*config), &opts.Config); err != nil {
+			return fmt.Errorf("--config: %w", err)
+		}
+	}
+	rt, err := runtime.New(ctx, runtime.Config{CacheDir: filepath.Join(os.TempDir(), "sluice-conformance-cache")})
+	if err != nil {
+		return err
+	}
+	defer rt.Close(ctx)
+	rep := conformance.Run(ctx, rt, wasm, opts)
+	fmt.Print(rep.String())
+	if !rep.OK() {
+		return fmt.Errorf("%s fails the conformance suite", fs.Arg(0))
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -242,8 +243,78 @@ func localConfig(bucket string) map[string]any {
 		"file_format": "JSONLines", "compression": "gzip"}
 }
 
+func (e *env) install(path string, wasm []byte, caps string) (int, string) {
+	e.t.Helper()
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	fw, _ := mw.CreateFormFile("module", filepath.Base(path))
+	_, _ = fw.Write(wasm)
+	_ = mw.WriteField("capabilities", caps)
+	_ = mw.Close()
+	req, _ := http.NewRequest("POST", e.url+"/api/v1/plugins", &body)
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(raw)
+}
+
 func TestEndToEnd(t *testing.T) {
 	e := newEnv(t)
+
+	t.Run("plugins install through the API; hostile modules get a precise 4xx", func(t *testing.T) {
+		e.t = t
+		root := repoRoot(t)
+		for _, name := range []string{"example", "rust-jsonl"} {
+			path := filepath.Join(root, "bin", "plugins", name+".wasm")
+			wasm, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, body := e.install(path, wasm, "object")
+			if code != http.StatusCreated || !strings.Contains(body, `"sha256"`) || !strings.Contains(body, `"abi_version":"1.0"`) {
+				t.Errorf("install %s: HTTP %d %s", name, code, body)
+			}
+		}
+		cases := []struct {
+			file, caps, want string
+			status           int
+		}{
+			{"badimport.wasm", "", "open_socket", http.StatusUnprocessableEntity},
+			{"future.wasm", "", "needs Sluice plugin ABI 1.9; this host provides 1.0", http.StatusUnprocessableEntity},
+			{"nomarker.wasm", "", "marker", http.StatusUnprocessableEntity},
+			{"badsig.wasm", "", "sluice_write_batch has signature", http.StatusUnprocessableEntity},
+			{"badptr.wasm", "", "outside its", http.StatusUnprocessableEntity},
+		}
+		before, _ := json.Marshal(e.do("GET", "/api/v1/plugins", nil, http.StatusOK))
+		for _, c := range cases {
+			wasm, err := os.ReadFile(filepath.Join(root, "host", "runtime", "testdata", c.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			code, body := e.install(c.file, wasm, c.caps)
+			if code != c.status || !strings.Contains(body, c.want) {
+				t.Errorf("%s: HTTP %d %s; want %d mentioning %q", c.file, code, body, c.status, c.want)
+			}
+		}
+		// The s3 plugin asks for "object": installing it without the grant is refused.
+		s3wasm, _ := os.ReadFile(filepath.Join(root, "bin", "plugins", "s3.wasm"))
+		if code, body := e.install("s3.wasm", s3wasm, ""); code != http.StatusUnprocessableEntity || !strings.Contains(body, "object") {
+			t.Errorf("s3 without grants: HTTP %d %s", code, body)
+		}
+		if code, body := e.install("x.wasm", []byte("not wasm at all"), ""); code != http.StatusBadRequest {
+			t.Errorf("not wasm: HTTP %d %s", code, body)
+		}
+		after, _ := json.Marshal(e.do("GET", "/api/v1/plugins", nil, http.StatusOK))
+		if !bytes.Equal(before, after) {
+			t.Errorf("refused installs changed the plugin list:\n%s\n%s", before, after)
+		}
+		e.do("GET", "/readyz", nil, http.StatusOK)
+	})
 
 	t.Run("scheduled runs on a fake clock export their intervals", func(t *testing.T) {
 		e.t = t

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/sluicehq/sluice/internal/lockfile"
+)
+
+// Every first-party plugin pinned in plugins.lock matches its pin and passes the
+// conformance suite (`sluice plugins test`), the Rust one included: proof that the spec
+// is enough to write a plugin without the Go SDK.
+func TestLockedPluginsPassConformance(t *testing.T) {
+	root, _ := filepath.Abs("../..")
+	dir := filepath.Join(root, "bin", "plugins")
+	lock, err := lockfile.Read(filepath.Join(root, "plugins.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lockfile.Verify(lock, dir); err != nil {
+		t.Fatalf("built plugins differ from plugins.lock (run `make plugins`): %v", err)
+	}
+	for _, p := range lock.Plugins {
+		t.Run(p.Name, func(t *testing.T) {
+			err := pluginsTest(context.Background(), []string{"--config", `{"bucket_name": "conformance"}`, filepath.Join(dir, p.Name+".wasm")})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
