@@ -1,0 +1,206 @@
+package api
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/labstack/echo/v4"
+)
+
+// decodeJSON reads the body (bounded by bodyLimit) into v strictly: one JSON object,
+// unknown fields rejected, numbers kept as json.Number in maps (UseNumber). The
+// Content-Type is not checked, so `curl -d` works as is.
+func decodeJSON(c echo.Context, v any) error {
+	body, err := io.ReadAll(c.Request().Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return BadRequest("cannot read the request body")
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return BadRequest("the request body is empty; expected a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return jsonError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return BadRequest("malformed JSON: unexpected data after the top-level object")
+	}
+	return nil
+}
+
+// jsonError turns a decoding error into a 400 naming the field when there is one.
+func jsonError(err error) error {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return BadRequest(fmt.Sprintf("malformed JSON at byte %d: %s", se.Offset, strings.TrimPrefix(se.Error(), "json: ")))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return BadRequest("malformed JSON: unexpected end of input")
+	case errors.As(err, &te):
+		if te.Field == "" {
+			return BadRequest("the request body must be a JSON object, got " + te.Value)
+		}
+		return BadRequest("invalid field", fieldErr(te.Field, "must be "+expected(te.Type)+", got "+te.Value))
+	}
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		name = strings.Trim(name, `"`)
+		return BadRequest("unknown field", fieldErr(name, "unknown field"))
+	}
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	return BadRequest("malformed JSON: " + strings.TrimPrefix(err.Error(), "json: "))
+}
+
+func expected(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	case reflect.Struct, reflect.Map:
+		return "an object"
+	}
+	return "a " + t.Kind().String()
+}
+
+const timeHint = `must be an RFC 3339 date-time with a time zone, e.g. "2026-01-01T00:00:00Z"`
+
+// parseTime parses an RFC 3339 date-time that names its zone ("Z" or an offset); naive
+// date-times and bare dates are refused.
+func parseTime(s string) (time.Time, bool) {
+	t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(s))
+	if err != nil {
+		return time.Time{}, false
+	}
+	return t, true
+}
+
+// optTime is a nullable date-time in a body: absent, null, or a string.
+type optTime struct {
+	set  bool // present in the body (null included)
+	null bool
+	t    time.Time
+}
+
+// timeField parses raw (absent, null or a JSON string) for field name.
+func timeField(name string, raw json.RawMessage, errs *[]FieldError) optTime {
+	if raw == nil {
+		return optTime{}
+	}
+	if string(raw) == "null" {
+		return optTime{set: true, null: true}
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		*errs = append(*errs, fieldErr(name, timeHint))
+		return optTime{}
+	}
+	t, ok := parseTime(s)
+	if !ok {
+		*errs = append(*errs, fieldErr(name, timeHint+", got "+strconv.Quote(s)))
+		return optTime{}
+	}
+	return optTime{set: true, t: t.UTC()}
+}
+
+// pathID returns the path parameter if it is a UUID; otherwise a 404 for what.
+func pathID(c echo.Context, param, what string) (string, error) {
+	id := c.Param(param)
+	u, err := uuid.Parse(id)
+	if err != nil || len(id) != 36 {
+		return "", notFound(what)
+	}
+	return u.String(), nil
+}
+
+// queryInt reads an integer query parameter within [lo, hi]; def when absent.
+func queryInt(c echo.Context, name string, def, lo, hi int, errs *[]FieldError) int {
+	v := c.QueryParam(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		*errs = append(*errs, fieldErr(name, fmt.Sprintf("must be an integer from %d to %d", lo, hi)))
+		return def
+	}
+	return n
+}
+
+// queryTime reads an RFC 3339 query parameter; zero when absent.
+func queryTime(c echo.Context, name string, errs *[]FieldError) time.Time {
+	v := c.QueryParam(name)
+	if v == "" {
+		return time.Time{}
+	}
+	t, ok := parseTime(v)
+	if !ok {
+		*errs = append(*errs, fieldErr(name, timeHint))
+		return time.Time{}
+	}
+	return t.UTC()
+}
+
+// queryList reads a parameter given repeated and/or as a comma list.
+func queryList(c echo.Context, name string) []string {
+	var out []string
+	for _, v := range c.QueryParams()[name] {
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				out = append(out, p)
+			}
+		}
+	}
+	return out
+}
+
+// Cursors are opaque to clients: base64url of a small text.
+func encodeCursor(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+func decodeCursor(s string) (string, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	return string(b), err == nil
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// badFields returns a 400 if errs is not empty.
+func badFields(errs []FieldError) error {
+	if len(errs) == 0 {
+		return nil
+	}
+	msg := "invalid input"
+	if len(errs) == 1 {
+		msg = errs[0].Field + ": " + errs[0].Message
+	}
+	return BadRequest(msg, errs...)
+}

@@ -1,0 +1,512 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/internal/configschema"
+	"github.com/sluicehq/sluice/storage"
+)
+
+// Intervals and their periods.
+var intervals = map[string]time.Duration{
+	storage.IntervalHour:       time.Hour,
+	storage.IntervalDay:        24 * time.Hour,
+	storage.IntervalWeek:       7 * 24 * time.Hour,
+	storage.IntervalEvery5Min:  5 * time.Minute,
+	storage.IntervalEvery15Min: 15 * time.Minute,
+}
+
+var intervalNames = []string{storage.IntervalHour, storage.IntervalDay, storage.IntervalWeek, storage.IntervalEvery5Min, storage.IntervalEvery15Min}
+
+// Property filter operators.
+var operators = []string{"exact", "is_not", "is_set", "is_not_set", "icontains"}
+
+// Filters select the events an export sends.
+type Filters struct {
+	IncludeEvents []string         `json:"include_events,omitempty"`
+	ExcludeEvents []string         `json:"exclude_events,omitempty"`
+	Properties    []PropertyFilter `json:"properties,omitempty"`
+}
+
+// PropertyFilter matches an event property.
+type PropertyFilter struct {
+	Key      string `json:"key"`
+	Operator string `json:"operator"`
+	Value    any    `json:"value,omitempty"`
+}
+
+type destinationBody struct {
+	Type   *string        `json:"type"`
+	Config map[string]any `json:"config"`
+}
+
+// exportBody is the body of POST (every required field) and PATCH (any subset).
+type exportBody struct {
+	Name           *string          `json:"name"`
+	Destination    *destinationBody `json:"destination"`
+	Interval       *string          `json:"interval"`
+	Timezone       *string          `json:"timezone"`
+	IntervalOffset *int64           `json:"interval_offset"`
+	StartAt        json.RawMessage  `json:"start_at"`
+	EndAt          json.RawMessage  `json:"end_at"`
+	Paused         *bool            `json:"paused"`
+	Model          *string          `json:"model"`
+	Filters        *Filters         `json:"filters"`
+}
+
+type destinationView struct {
+	Type          string         `json:"type"`
+	PluginVersion string         `json:"plugin_version"`
+	Config        map[string]any `json:"config"`
+	// SecretsSet names the secret config keys that have a value (values never leave).
+	SecretsSet []string `json:"secrets_set"`
+}
+
+type exportView struct {
+	ID             string          `json:"id"`
+	Name           string          `json:"name"`
+	Destination    destinationView `json:"destination"`
+	Interval       string          `json:"interval"`
+	Timezone       string          `json:"timezone"`
+	IntervalOffset int             `json:"interval_offset"`
+	StartAt        *time.Time      `json:"start_at"`
+	EndAt          *time.Time      `json:"end_at"`
+	Paused         bool            `json:"paused"`
+	LastPausedAt   *time.Time      `json:"last_paused_at"`
+	Model          string          `json:"model"`
+	Filters        Filters         `json:"filters"`
+	CreatedAt      time.Time       `json:"created_at"`
+	UpdatedAt      time.Time       `json:"updated_at"`
+}
+
+// manifestCache memoises manifests by plugin ID within one request.
+type manifestCache map[string]*abi.Manifest
+
+func (s *Server) manifestFor(ctx context.Context, mc manifestCache, p *storage.Plugin) (*abi.Manifest, error) {
+	if m, ok := mc[p.ID]; ok {
+		return m, nil
+	}
+	m, err := s.ctl.PluginManifest(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	mc[p.ID] = &m
+	return &m, nil
+}
+
+func (s *Server) exportView(ctx context.Context, mc manifestCache, e storage.BatchExport) (exportView, error) {
+	public := map[string]any{}
+	if e.Config != "" {
+		if err := json.Unmarshal([]byte(e.Config), &public); err != nil {
+			return exportView{}, fmt.Errorf("export %s config: %w", e.ID, err)
+		}
+	}
+	var filters Filters
+	if e.Filters != "" {
+		if err := json.Unmarshal([]byte(e.Filters), &filters); err != nil {
+			return exportView{}, fmt.Errorf("export %s filters: %w", e.ID, err)
+		}
+	}
+	dv := destinationView{Type: e.DestinationType}
+	p, err := s.db.GetPlugin(ctx, e.PluginID)
+	if err != nil {
+		return exportView{}, err
+	}
+	dv.PluginVersion = p.Version
+	m, err := s.manifestFor(ctx, mc, &p)
+	if err != nil {
+		return exportView{}, err
+	}
+	dv.Config = configschema.Redact(m.Config, public)
+	dv.SecretsSet = configschema.SecretsSet(m.Config, e.SecretConfig)
+	return exportView{
+		ID: e.ID, Name: e.Name, Destination: dv, Interval: e.Interval, Timezone: e.Timezone,
+		IntervalOffset: e.IntervalOffset, StartAt: e.StartAt, EndAt: e.EndAt, Paused: e.Paused,
+		LastPausedAt: e.LastPausedAt, Model: e.Model, Filters: filters, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
+	}, nil
+}
+
+// loadExport reads the export of the :id path parameter (404 for a bad UUID).
+func (s *Server) loadExport(c echo.Context) (storage.BatchExport, error) {
+	id, err := pathID(c, "id", "batch export")
+	if err != nil {
+		return storage.BatchExport{}, err
+	}
+	e, err := s.db.GetExport(c.Request().Context(), id)
+	if err != nil {
+		return storage.BatchExport{}, notFoundAs(err, "batch export")
+	}
+	return e, nil
+}
+
+// notFoundAs names what was not found in a storage.ErrNotFound.
+func notFoundAs(err error, what string) error {
+	if isNotFound(err) {
+		return notFound(what)
+	}
+	return err
+}
+
+func (s *Server) createExport(c echo.Context) error {
+	var body exportBody
+	if err := decodeJSON(c, &body); err != nil {
+		return err
+	}
+	e := storage.BatchExport{Timezone: "UTC", Model: "events"}
+	var errs []FieldError
+	if body.Name == nil {
+		errs = append(errs, fieldErr("name", "required"))
+	}
+	if body.Destination == nil {
+		errs = append(errs, fieldErr("destination", "required: {\"type\": <plugin name>, \"config\": {...}}"))
+	}
+	if body.Interval == nil {
+		errs = append(errs, fieldErr("interval", "required: one of "+strings.Join(intervalNames, ", ")))
+	}
+	return s.saveExport(c, e, body, errs, true)
+}
+
+func (s *Server) updateExport(c echo.Context) error {
+	cur, err := s.loadExport(c)
+	if err != nil {
+		return err
+	}
+	var body exportBody
+	if err := decodeJSON(c, &body); err != nil {
+		return err
+	}
+	return s.saveExport(c, cur, body, nil, false)
+}
+
+// saveExport applies body to e (a new export when create), validates everything it can
+// before answering (all field errors at once), resolves the destination config against
+// the plugin's manifest, asks the plugin to validate it, stores and reschedules.
+func (s *Server) saveExport(c echo.Context, e storage.BatchExport, body exportBody, errs []FieldError, create bool) error {
+	ctx := c.Request().Context()
+	if body.Name != nil {
+		name := strings.TrimSpace(*body.Name)
+		switch {
+		case name == "":
+			errs = append(errs, fieldErr("name", "must not be empty"))
+		case len(name) > 200:
+			errs = append(errs, fieldErr("name", "must be at most 200 characters"))
+		}
+		e.Name = name
+	}
+	if body.Interval != nil {
+		if _, ok := intervals[*body.Interval]; !ok {
+			errs = append(errs, fieldErr("interval", fmt.Sprintf("unknown interval %q: want one of %s", *body.Interval, strings.Join(intervalNames, ", "))))
+		}
+		e.Interval = *body.Interval
+	}
+	if body.Timezone != nil {
+		if _, err := time.LoadLocation(*body.Timezone); err != nil || *body.Timezone == "" || *body.Timezone == "Local" {
+			errs = append(errs, fieldErr("timezone", fmt.Sprintf("unknown time zone %q: want an IANA name such as UTC or Europe/Paris", *body.Timezone)))
+		}
+		e.Timezone = *body.Timezone
+	}
+	if body.IntervalOffset != nil {
+		e.IntervalOffset = int(*body.IntervalOffset)
+	}
+	if period, ok := intervals[e.Interval]; ok && (body.IntervalOffset != nil || body.Interval != nil) {
+		if e.IntervalOffset < 0 || time.Duration(e.IntervalOffset)*time.Second >= period {
+			errs = append(errs, fieldErr("interval_offset", fmt.Sprintf("must be from 0 to %d seconds for interval %q", int64(period/time.Second)-1, e.Interval)))
+		}
+	}
+	if st := timeField("start_at", body.StartAt, &errs); st.set {
+		e.StartAt = nil
+		if !st.null {
+			e.StartAt = &st.t
+		}
+	}
+	if et := timeField("end_at", body.EndAt, &errs); et.set {
+		e.EndAt = nil
+		if !et.null {
+			e.EndAt = &et.t
+		}
+	}
+	if e.StartAt != nil && e.EndAt != nil && !e.StartAt.Before(*e.EndAt) {
+		errs = append(errs, fieldErr("end_at", "must be after start_at"))
+	}
+	if body.Paused != nil {
+		e.Paused = *body.Paused
+	}
+	if body.Model != nil {
+		if *body.Model != "events" {
+			errs = append(errs, fieldErr("model", fmt.Sprintf("unknown model %q: only \"events\" is supported", *body.Model)))
+		}
+		e.Model = *body.Model
+	}
+	if body.Filters != nil {
+		errs = append(errs, validateFilters(*body.Filters)...)
+		b, _ := json.Marshal(body.Filters)
+		e.Filters = string(b)
+	}
+
+	// The destination: resolve the plugin (latest version of the type) and its config.
+	var plugin *storage.Plugin
+	var resolved configschema.Stored
+	var configChanged bool
+	if d := body.Destination; d != nil {
+		typ := e.DestinationType
+		if d.Type != nil {
+			typ = *d.Type
+		}
+		if typ == "" {
+			errs = append(errs, fieldErr("destination.type", "required: the name of an installed plugin"))
+		} else if p, err := s.db.GetLatestPluginByName(ctx, typ); isNotFound(err) {
+			errs = append(errs, fieldErr("destination.type", fmt.Sprintf("unknown plugin %q: install it first (GET /api/v1/plugins lists them)", typ)))
+		} else if err != nil {
+			return err
+		} else {
+			plugin = &p
+			m, err := s.ctl.PluginManifest(ctx, plugin)
+			if err != nil {
+				return err
+			}
+			// PATCH merges into the stored config, unless the type changes (another schema).
+			var prev *configschema.Stored
+			if !create && typ == e.DestinationType {
+				prev = &configschema.Stored{Public: map[string]any{}, Secret: e.SecretConfig}
+				if e.Config != "" {
+					if err := json.Unmarshal([]byte(e.Config), &prev.Public); err != nil {
+						return fmt.Errorf("export %s config: %w", e.ID, err)
+					}
+				}
+			}
+			input := d.Config
+			if input == nil {
+				input = map[string]any{}
+			}
+			st, ferrs := configschema.Resolve(m.Config, input, prev)
+			errs = append(errs, ferrs.Prefix("destination.config")...)
+			resolved, configChanged = st, true
+		}
+	}
+	if err := badFields(errs); err != nil {
+		return err
+	}
+	if configChanged {
+		m, err := s.ctl.PluginManifest(ctx, plugin)
+		if err != nil {
+			return err
+		}
+		secretsSet := configschema.SecretsSet(m.Config, resolved.Secret)
+		if err := s.ctl.ValidateDestination(ctx, plugin, resolved.Public, secretsSet); err != nil {
+			return err
+		}
+		pub, err := json.Marshal(resolved.Public)
+		if err != nil {
+			return err
+		}
+		e.PluginID, e.DestinationType, e.Config, e.SecretConfig = plugin.ID, plugin.Name, string(pub), resolved.Secret
+	}
+
+	var saved storage.BatchExport
+	var err error
+	if create {
+		saved, err = s.db.CreateExport(ctx, e)
+	} else {
+		if !configChanged {
+			e.SecretConfig = nil // keep the stored secrets as they are
+		}
+		saved, err = s.db.UpdateExport(ctx, e)
+	}
+	if err != nil {
+		return notFoundAs(err, "batch export")
+	}
+	s.exportChanged(ctx, saved.ID)
+	v, err := s.exportView(ctx, manifestCache{}, saved)
+	if err != nil {
+		return err
+	}
+	status := http.StatusOK
+	if create {
+		status = http.StatusCreated
+	}
+	return c.JSON(status, v)
+}
+
+// exportChanged tells the host to reschedule. The change is already stored, so a
+// failure is logged rather than returned: answering 500 would invite a client to
+// repeat a change that happened; the host reschedules every export when it starts.
+func (s *Server) exportChanged(ctx context.Context, id string) {
+	if err := s.ctl.ExportChanged(ctx, id); err != nil {
+		s.log.Error("api: reschedule export", "export_id", id, "err", err)
+	}
+}
+
+func validateFilters(f Filters) []FieldError {
+	var errs []FieldError
+	for i, ev := range f.IncludeEvents {
+		if ev == "" {
+			errs = append(errs, fieldErr(fmt.Sprintf("filters.include_events[%d]", i), "must not be empty"))
+		}
+	}
+	for i, ev := range f.ExcludeEvents {
+		if ev == "" {
+			errs = append(errs, fieldErr(fmt.Sprintf("filters.exclude_events[%d]", i), "must not be empty"))
+		}
+	}
+	for i, p := range f.Properties {
+		at := fmt.Sprintf("filters.properties[%d]", i)
+		if strings.TrimSpace(p.Key) == "" {
+			errs = append(errs, fieldErr(at+".key", "required"))
+		}
+		if !slices.Contains(operators, p.Operator) {
+			errs = append(errs, fieldErr(at+".operator", fmt.Sprintf("unknown operator %q: want one of %s", p.Operator, strings.Join(operators, ", "))))
+			continue
+		}
+		switch p.Operator {
+		case "is_set", "is_not_set":
+			if p.Value != nil {
+				errs = append(errs, fieldErr(at+".value", "must be absent for operator "+p.Operator))
+			}
+		case "icontains":
+			if _, ok := p.Value.(string); !ok {
+				errs = append(errs, fieldErr(at+".value", "must be a string for operator icontains"))
+			}
+		default: // exact, is_not: a scalar or an array of scalars
+			if !scalarOrList(p.Value) {
+				errs = append(errs, fieldErr(at+".value", "must be a string, number, boolean or an array of them for operator "+p.Operator))
+			}
+		}
+	}
+	return errs
+}
+
+func scalarOrList(v any) bool {
+	scalar := func(x any) bool {
+		switch x.(type) {
+		case string, bool, json.Number, float64:
+			return true
+		}
+		return false
+	}
+	if l, ok := v.([]any); ok {
+		if len(l) == 0 {
+			return false
+		}
+		for _, x := range l {
+			if !scalar(x) {
+				return false
+			}
+		}
+		return true
+	}
+	return scalar(v)
+}
+
+func (s *Server) listExports(c echo.Context) error {
+	ctx := c.Request().Context()
+	var errs []FieldError
+	typ := c.QueryParam("destination_type")
+	paused := c.QueryParam("paused")
+	if paused != "" && paused != "true" && paused != "false" {
+		errs = append(errs, fieldErr("paused", "must be true or false"))
+	}
+	if err := badFields(errs); err != nil {
+		return err
+	}
+	all, err := s.db.ListExports(ctx, storage.ExportFilter{})
+	if err != nil {
+		return err
+	}
+	mc := manifestCache{}
+	out := []exportView{}
+	for _, e := range all {
+		if typ != "" && e.DestinationType != typ {
+			continue
+		}
+		if paused != "" && e.Paused != (paused == "true") {
+			continue
+		}
+		v, err := s.exportView(ctx, mc, e)
+		if err != nil {
+			return err
+		}
+		out = append(out, v)
+	}
+	return c.JSON(http.StatusOK, list(out, ""))
+}
+
+func (s *Server) getExport(c echo.Context) error {
+	e, err := s.loadExport(c)
+	if err != nil {
+		return err
+	}
+	v, err := s.exportView(c.Request().Context(), manifestCache{}, e)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+func (s *Server) deleteExport(c echo.Context) error {
+	e, err := s.loadExport(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	if err := s.db.SoftDeleteExport(ctx, e.ID); err != nil {
+		return notFoundAs(err, "batch export")
+	}
+	s.exportChanged(ctx, e.ID)
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) pauseExport(c echo.Context) error   { return s.setPaused(c, true) }
+func (s *Server) unpauseExport(c echo.Context) error { return s.setPaused(c, false) }
+
+func (s *Server) setPaused(c echo.Context, paused bool) error {
+	e, err := s.loadExport(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	saved, err := s.db.SetExportPaused(ctx, e.ID, paused)
+	if err != nil {
+		return notFoundAs(err, "batch export")
+	}
+	if saved.Paused != e.Paused {
+		s.exportChanged(ctx, e.ID)
+	}
+	v, err := s.exportView(ctx, manifestCache{}, saved)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+type testReportView struct {
+	OK    bool           `json:"ok"`
+	Steps []abi.TestStep `json:"steps"`
+}
+
+func (s *Server) testExport(c echo.Context) error {
+	e, err := s.loadExport(c)
+	if err != nil {
+		return err
+	}
+	rep, err := s.ctl.TestDestination(c.Request().Context(), e.ID)
+	if err != nil {
+		return err
+	}
+	v := testReportView{OK: true, Steps: rep.Steps}
+	if v.Steps == nil {
+		v.Steps = []abi.TestStep{}
+	}
+	for _, st := range v.Steps {
+		v.OK = v.OK && st.OK
+	}
+	return c.JSON(http.StatusOK, v)
+}

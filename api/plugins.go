@@ -1,0 +1,255 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/internal/configschema"
+	"github.com/sluicehq/sluice/storage"
+)
+
+var pluginNameRE = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
+
+type pluginView struct {
+	ID           string        `json:"id"`
+	Name         string        `json:"name"`
+	Version      string        `json:"version"`
+	ABIVersion   string        `json:"abi_version"`
+	SHA256       string        `json:"sha256"`
+	Capabilities []string      `json:"capabilities"`
+	Description  string        `json:"description"`
+	CreatedAt    time.Time     `json:"created_at"`
+	Manifest     abi.Manifest  `json:"manifest"`
+	Versions     []versionView `json:"versions,omitempty"`
+}
+
+type versionView struct {
+	ID        string    `json:"id"`
+	Version   string    `json:"version"`
+	SHA256    string    `json:"sha256"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func (s *Server) pluginView(c echo.Context, p storage.Plugin) (pluginView, error) {
+	m, err := s.ctl.PluginManifest(c.Request().Context(), &p)
+	if err != nil {
+		return pluginView{}, err
+	}
+	caps := []string(p.Capabilities)
+	if caps == nil {
+		caps = []string{}
+	}
+	if m.Config == nil {
+		m.Config = []abi.Field{}
+	}
+	if m.Capabilities == nil {
+		m.Capabilities = []string{}
+	}
+	return pluginView{ID: p.ID, Name: p.Name, Version: p.Version, ABIVersion: p.ABIVersion, SHA256: p.SHA256,
+		Capabilities: caps, Description: m.Description, CreatedAt: p.CreatedAt, Manifest: m}, nil
+}
+
+// installPlugin: multipart/form-data with a "module" file and "capabilities" (a comma
+// list, repeated, or both).
+func (s *Server) installPlugin(c echo.Context) error {
+	r := c.Request()
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != "multipart/form-data" {
+		return &Error{Status: http.StatusUnsupportedMediaType, Code: CodeUnsupportedMedia,
+			Message: "expected multipart/form-data with a \"module\" file (curl -F module=@plugin.wasm)"}
+	}
+	if err := r.ParseMultipartForm(8 << 20); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return BadRequest("malformed multipart body: " + err.Error())
+	}
+	defer r.MultipartForm.RemoveAll()
+	for k := range r.MultipartForm.Value {
+		if k != "capabilities" {
+			return BadRequest("unknown field", fieldErr(k, "unknown field; expected module and capabilities"))
+		}
+	}
+	for k := range r.MultipartForm.File {
+		if k != "module" {
+			return BadRequest("unknown field", fieldErr(k, "unknown file field; expected module"))
+		}
+	}
+	files := r.MultipartForm.File["module"]
+	if len(files) != 1 {
+		return BadRequest("module: exactly one module file is required", fieldErr("module", "exactly one WebAssembly module file is required"))
+	}
+	f, err := files[0].Open()
+	if err != nil {
+		return err
+	}
+	wasm, err := io.ReadAll(f)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" {
+		return BadRequest("module: not a WebAssembly binary", fieldErr("module", "not a WebAssembly binary (missing the \\0asm magic)"))
+	}
+	granted := []string{}
+	for _, v := range r.MultipartForm.Value["capabilities"] {
+		for _, cap := range strings.Split(v, ",") {
+			cap = strings.TrimSpace(cap)
+			if cap == "" {
+				continue
+			}
+			if !pluginNameRE.MatchString(cap) {
+				return BadRequest("capabilities: invalid name", fieldErr("capabilities", "invalid capability name "+quote(cap)))
+			}
+			if !contains(granted, cap) {
+				granted = append(granted, cap)
+			}
+		}
+	}
+	p, err := s.ctl.InstallPlugin(r.Context(), wasm, granted)
+	if err != nil {
+		return err
+	}
+	v, err := s.pluginView(c, *p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, v)
+}
+
+func (s *Server) listPlugins(c echo.Context) error {
+	all, err := s.db.ListPlugins(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	out := []pluginView{}
+	for _, group := range groupByName(all) {
+		v, err := s.pluginView(c, group[0])
+		if err != nil {
+			return err
+		}
+		v.Versions = versions(group)
+		out = append(out, v)
+	}
+	return c.JSON(http.StatusOK, list(out, ""))
+}
+
+// groupByName splits ListPlugins' output (by name, newest first) into one slice per name.
+func groupByName(all []storage.Plugin) [][]storage.Plugin {
+	var out [][]storage.Plugin
+	for _, p := range all {
+		if n := len(out); n > 0 && out[n-1][0].Name == p.Name {
+			out[n-1] = append(out[n-1], p)
+			continue
+		}
+		out = append(out, []storage.Plugin{p})
+	}
+	return out
+}
+
+func versions(group []storage.Plugin) []versionView {
+	out := make([]versionView, len(group))
+	for i, p := range group {
+		out[i] = versionView{ID: p.ID, Version: p.Version, SHA256: p.SHA256, CreatedAt: p.CreatedAt}
+	}
+	return out
+}
+
+// pluginVersions returns every installed version of a name, newest first; 404 if none.
+func (s *Server) pluginVersions(c echo.Context) ([]storage.Plugin, error) {
+	name := c.Param("name")
+	if !pluginNameRE.MatchString(name) {
+		return nil, notFound("plugin")
+	}
+	all, err := s.db.ListPlugins(c.Request().Context())
+	if err != nil {
+		return nil, err
+	}
+	var out []storage.Plugin
+	for _, p := range all {
+		if p.Name == name {
+			out = append(out, p)
+		}
+	}
+	if len(out) == 0 {
+		return nil, notFound("plugin " + quote(name))
+	}
+	return out, nil
+}
+
+func (s *Server) getPlugin(c echo.Context) error {
+	group, err := s.pluginVersions(c)
+	if err != nil {
+		return err
+	}
+	v, err := s.pluginView(c, group[0])
+	if err != nil {
+		return err
+	}
+	v.Versions = versions(group)
+	return c.JSON(http.StatusOK, v)
+}
+
+func (s *Server) pluginConfigDoc(c echo.Context) error {
+	group, err := s.pluginVersions(c)
+	if err != nil {
+		return err
+	}
+	m, err := s.ctl.PluginManifest(c.Request().Context(), &group[0])
+	if err != nil {
+		return err
+	}
+	return c.Blob(http.StatusOK, "text/markdown; charset=utf-8", []byte(configschema.Markdown(m)))
+}
+
+// deletePlugin removes every version of a plugin; 409 while a (live) export uses one.
+func (s *Server) deletePlugin(c echo.Context) error {
+	ctx := c.Request().Context()
+	group, err := s.pluginVersions(c)
+	if err != nil {
+		return err
+	}
+	var users []string
+	for _, p := range group {
+		exports, err := s.db.ListExports(ctx, storage.ExportFilter{PluginID: p.ID})
+		if err != nil {
+			return err
+		}
+		for _, e := range exports {
+			users = append(users, e.ID)
+		}
+	}
+	if len(users) > 0 {
+		return &Error{Status: http.StatusConflict, Code: CodeConflict,
+			Message: fmt.Sprintf("plugin %q is used by %d batch export(s) (%s); delete them first", group[0].Name, len(users), strings.Join(users, ", "))}
+	}
+	for _, p := range group {
+		if err := s.db.DeletePlugin(ctx, p.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
+			if errors.Is(err, storage.ErrConflict) {
+				return &Error{Status: http.StatusConflict, Code: CodeConflict,
+					Message: fmt.Sprintf("plugin %q is used by a batch export", p.Name)}
+			}
+			return err
+		}
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func contains(xs []string, x string) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
