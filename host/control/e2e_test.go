@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib"
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/jonboulle/clockwork"
@@ -57,7 +60,7 @@ func repoRoot(t *testing.T) string {
 
 // newEnv starts a whole host (storage, runtime, embedded source, scheduler on a fake
 // clock, River queue) behind the real HTTP API, with the locked first-party plugins.
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T, databaseURL string) *env {
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	root := repoRoot(t)
 	dataDir := t.TempDir()
@@ -68,7 +71,7 @@ func newEnv(t *testing.T) *env {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	h, err := control.New(ctx, control.Config{
-		DataDir: dataDir, PluginsDir: filepath.Join(root, "bin", "plugins"), LockFile: filepath.Join(root, "plugins.lock"),
+		DataDir: dataDir, DatabaseURL: databaseURL, PluginsDir: filepath.Join(root, "bin", "plugins"), LockFile: filepath.Join(root, "plugins.lock"),
 		Clock: clock, SettleDelay: time.Second, Workers: 2, MaxAttempts: 3, RetryBase: 200 * time.Millisecond,
 		BatchRecords: 500, Logger: logger,
 	})
@@ -263,8 +266,44 @@ func (e *env) install(path string, wasm []byte, caps string) (int, string) {
 	return resp.StatusCode, string(raw)
 }
 
-func TestEndToEnd(t *testing.T) {
-	e := newEnv(t)
+func TestEndToEnd(t *testing.T) { exercise(t, newEnv(t, "")) }
+
+// The same scenarios with PostgreSQL as the metadata store and River on riverpgxv5.
+func TestEndToEndPostgres(t *testing.T) {
+	url := os.Getenv("SLUICE_TEST_POSTGRES_URL")
+	if url == "" {
+		t.Skip("SLUICE_TEST_POSTGRES_URL is not set (eval \"$(bash .ci/services/postgres.sh)\")")
+	}
+	exercise(t, newEnv(t, freshDatabase(t, url)))
+}
+
+// freshDatabase creates an empty database for one test and drops it afterwards.
+func freshDatabase(t *testing.T, url string) string {
+	admin, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	name := fmt.Sprintf("sluice_e2e_%d", time.Now().UnixNano())
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		a, err := sql.Open("pgx", url)
+		if err == nil {
+			_, _ = a.Exec("DROP DATABASE IF EXISTS " + name + " WITH (FORCE)")
+			a.Close()
+		}
+	})
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+func exercise(t *testing.T, e *env) {
 
 	t.Run("plugins install through the API; hostile modules get a precise 4xx", func(t *testing.T) {
 		e.t = t
