@@ -44,13 +44,13 @@ func (e *Error) Error() string {
 
 // Error codes.
 const (
-	CodeInvalidRequest   = "invalid_request"   // 400: malformed JSON, bad field values
-	CodeUnauthorized     = "unauthorized"      // 401
-	CodeForbidden        = "forbidden"         // 403: the token lacks the scope
-	CodeNotFound         = "not_found"         // 404
+	CodeInvalidRequest   = "invalid_request"    // 400: malformed JSON, bad field values
+	CodeUnauthorized     = "unauthorized"       // 401
+	CodeForbidden        = "forbidden"          // 403: the token lacks the scope
+	CodeNotFound         = "not_found"          // 404
 	CodeMethodNotAllowed = "method_not_allowed" // 405
-	CodeConflict         = "conflict"          // 409
-	CodeTooLarge         = "request_too_large" // 413
+	CodeConflict         = "conflict"           // 409
+	CodeTooLarge         = "request_too_large"  // 413
 	CodeUnsupportedMedia = "unsupported_media_type"
 	CodeInvalidPlugin    = "invalid_plugin"      // 422: a module the host refuses (Controller)
 	CodeInvalidConfig    = "invalid_destination" // 422: the plugin's sluice_validate refused the config
