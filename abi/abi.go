@@ -124,5 +124,12 @@ const (
 	CapSnowflake = "snowflake" // warehouse operations on one account/database/schema
 )
 
+// Upload sink names (UploadSpec.Sink). Each belongs to the capability that serves it.
+const (
+	SinkObject         = "object"          // capability object
+	SinkBigQueryLoad   = "bigquery_load"   // capability bigquery: one load job per upload
+	SinkSnowflakeStage = "snowflake_stage" // capability snowflake: a file PUT to the table stage
+)
+
 // AlwaysGranted capabilities need no admin grant.
 var AlwaysGranted = []string{CapLog, CapMetrics, CapEncode}

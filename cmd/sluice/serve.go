@@ -34,6 +34,7 @@ func serve(ctx context.Context, args []string) error {
 	settle := fs.Duration("settle-delay", 30*time.Second, "wait after an interval ends before exporting it")
 	runTimeout := fs.Duration("run-timeout", time.Hour, "deadline of one run attempt")
 	rescueAfter := fs.Duration("rescue-after", 0, "a run left Running by a dead host is retried after this (default run-timeout + 1m)")
+	bqEndpoint := fs.String("bigquery-endpoint", env("SLUICE_BIGQUERY_ENDPOINT", ""), "BigQuery-compatible REST endpoint used without authentication, for emulators and tests (SLUICE_BIGQUERY_ENDPOINT)")
 	demoFlag := fs.Bool("demo", false, "seed synthetic events and a demo export writing files under DATA_DIR/exports/demo")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -61,7 +62,7 @@ func serve(ctx context.Context, args []string) error {
 	h, err := control.New(ctx, control.Config{
 		DataDir: *dataDir, DatabaseURL: *dbURL, SecretKey: *secretKey, ClickHouseDSN: *chDSN,
 		PluginsDir: *pluginsDir, LockFile: *lock, Workers: *workers, SettleDelay: *settle, Logger: logger,
-		RunTimeout: *runTimeout, RescueAfter: *rescueAfter,
+		RunTimeout: *runTimeout, RescueAfter: *rescueAfter, BigQueryEndpoint: *bqEndpoint,
 	})
 	if err != nil {
 		return err

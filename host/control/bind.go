@@ -20,13 +20,13 @@ const LocalEndpoint = "local"
 
 var bucketDirName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
 
-// objectBinding collects the object capability's parameters from a destination config:
-// every manifest field whose binding is "object.<param>" fills <param>, from the public or
+// capBinding collects one capability's parameters from a destination config: every
+// manifest field whose binding is "<capability>.<param>" fills <param>, from the public or
 // the secret part of the config.
-func objectBinding(fields []abi.Field, public map[string]any, secret map[string]any) map[string]string {
+func capBinding(capability string, fields []abi.Field, public map[string]any, secret map[string]any) map[string]string {
 	out := map[string]string{}
 	for _, f := range fields {
-		param, ok := strings.CutPrefix(f.Binding, abi.CapObject+".")
+		param, ok := strings.CutPrefix(f.Binding, capability+".")
 		if !ok {
 			continue
 		}

@@ -11,17 +11,28 @@ import (
 	"github.com/sluicehq/sluice/host/encode"
 	"github.com/sluicehq/sluice/host/objstore"
 	"github.com/sluicehq/sluice/host/runtime"
+	"github.com/sluicehq/sluice/host/warehouse/bigquery"
 	"github.com/sluicehq/sluice/storage"
 )
 
 var errNoBucket = errors.New("the destination config binds no bucket")
 
 // bindings binds the plugin's granted capabilities to one export's destination config: the
-// object capability to its bucket and prefix (or local directory) with its credentials.
-// This is the security boundary: the plugin only ever sees handles.
-func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExport, m abi.Manifest, public map[string]any) (runtime.Bindings, error) {
+// object capability to its bucket and prefix (or local directory) with its credentials, the
+// bigquery capability to its project and dataset with its service-account key. This is the
+// security boundary: the plugin only ever sees handles. release frees what was bound; the
+// caller calls it once the plugin session is closed.
+func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExport, m abi.Manifest, public map[string]any) (b runtime.Bindings, release func(), err error) {
 	pluginSource := "plugin:" + e.DestinationType
-	b := runtime.Bindings{
+	var closers []func() error
+	release = func() {
+		for _, c := range closers {
+			if err := c(); err != nil {
+				h.log.Warn("releasing a capability failed", "run_id", run.ID, "plugin", e.DestinationType, "err", err)
+			}
+		}
+	}
+	b = runtime.Bindings{
 		Encoders: newEncoder,
 		Log: func(level slog.Level, msg string) {
 			h.runLog(ctx, run, pluginSource, level, msg)
@@ -31,17 +42,37 @@ func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExp
 		},
 	}
 	if slices.Contains(m.Capabilities, abi.CapObject) {
-		params := objectBinding(m.Config, public, e.SecretConfig)
+		params := capBinding(abi.CapObject, m.Config, public, e.SecretConfig)
 		if params["bucket"] == "" {
-			return b, errNoBucket
+			return b, release, errNoBucket
 		}
 		store, err := openObjectStore(ctx, h.cfg.DataDir, params)
 		if err != nil {
-			return b, err
+			return b, release, err
 		}
 		b.Objects = objectStore{s: store, runCtx: ctx}
 	}
-	return b, nil
+	if slices.Contains(m.Capabilities, abi.CapBigQuery) {
+		cfg, err := bigquery.FromBindings(capBinding(abi.CapBigQuery, m.Config, public, e.SecretConfig))
+		if err != nil && h.cfg.BigQueryEndpoint == "" {
+			return b, release, err
+		}
+		if h.cfg.BigQueryEndpoint != "" {
+			// A loopback fake or an emulator: no key is needed (or sent).
+			if err != nil && (cfg.ProjectID == "" || cfg.DatasetID == "") {
+				return b, release, err
+			}
+			cfg.Endpoint = h.cfg.BigQueryEndpoint
+		}
+		bq, err := bigquery.New(ctx, cfg)
+		if err != nil {
+			return b, release, err
+		}
+		closers = append(closers, bq.Close)
+		b.Warehouses = map[string]runtime.Caller{abi.CapBigQuery: bq}
+		b.Sinks = map[string]runtime.ObjectStore{abi.SinkBigQueryLoad: bq.Sink()}
+	}
+	return b, release, nil
 }
 
 func newEncoder(w io.Writer, spec abi.EncoderSpec, cols []abi.Column) (runtime.BatchEncoder, error) {

@@ -60,7 +60,8 @@ func repoRoot(t *testing.T) string {
 
 // newEnv starts a whole host (storage, runtime, embedded source, scheduler on a fake
 // clock, River queue) behind the real HTTP API, with the locked first-party plugins.
-func newEnv(t *testing.T, databaseURL string) *env {
+// Options adjust the host's config.
+func newEnv(t *testing.T, databaseURL string, options ...func(*control.Config)) *env {
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	root := repoRoot(t)
 	dataDir := t.TempDir()
@@ -70,11 +71,15 @@ func newEnv(t *testing.T, databaseURL string) *env {
 	if testing.Verbose() {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
-	h, err := control.New(ctx, control.Config{
+	cfg := control.Config{
 		DataDir: dataDir, DatabaseURL: databaseURL, PluginsDir: filepath.Join(root, "bin", "plugins"), LockFile: filepath.Join(root, "plugins.lock"),
 		Clock: clock, SettleDelay: time.Second, Workers: 2, MaxAttempts: 3, RetryBase: 200 * time.Millisecond,
 		BatchRecords: 500, Logger: logger,
-	})
+	}
+	for _, o := range options {
+		o(&cfg)
+	}
+	h, err := control.New(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,8 +134,13 @@ func (e *env) do(method, path string, body any, want int) map[string]any {
 
 func (e *env) createExport(name string, config map[string]any) string {
 	e.t.Helper()
+	return e.createExportTo("s3", name, config)
+}
+
+func (e *env) createExportTo(plugin, name string, config map[string]any) string {
+	e.t.Helper()
 	out := e.do("POST", "/api/v1/batch_exports", map[string]any{
-		"name": name, "interval": "hour", "destination": map[string]any{"type": "s3", "config": config},
+		"name": name, "interval": "hour", "destination": map[string]any{"type": plugin, "config": config},
 	}, http.StatusCreated)
 	id, _ := out["id"].(string)
 	if id == "" {

@@ -45,6 +45,10 @@ type Config struct {
 	BatchBytes          int           // source batch size in bytes (default 8 MiB)
 	RetryBase           time.Duration // first retry delay, doubled each try (default 10s)
 
+	// BigQueryEndpoint, when set, sends every bigquery capability to this BigQuery-compatible
+	// REST endpoint without authentication (a loopback fake or an emulator), never to Google.
+	BigQueryEndpoint string
+
 	Runtime runtime.Config
 	Clock   clockwork.Clock // default the real clock; tests drive a fake one
 	Logger  *slog.Logger

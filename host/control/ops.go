@@ -221,7 +221,8 @@ func (h *Host) TestDestination(ctx context.Context, exportID string) (abi.TestRe
 	}
 	now := h.cfg.Clock.Now().UTC().Truncate(time.Hour)
 	run := storage.Run{ID: "test-" + uuid.NewString(), ExportID: e.ID, IntervalStart: now.Add(-time.Hour), IntervalEnd: now}
-	bind, err := h.bindings(ctx, run, e, manifest, public)
+	bind, release, err := h.bindings(ctx, run, e, manifest, public)
+	defer release()
 	if err != nil {
 		return abi.TestReport{Steps: []abi.TestStep{{Name: "bind capabilities", OK: false, Message: err.Error()}}}, nil
 	}

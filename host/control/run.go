@@ -135,7 +135,8 @@ func (h *Host) execute(ctx context.Context, run storage.Run, export storage.Batc
 	if err != nil {
 		return fail(err)
 	}
-	bind, err := h.bindings(ctx, run, export, manifest, public)
+	bind, release, err := h.bindings(ctx, run, export, manifest, public)
+	defer release()
 	if err != nil {
 		return fail(err)
 	}
