@@ -16,11 +16,16 @@ build: ## build bin/sluice
 
 include plugins/plugins.mk
 
-run: build plugins ## start Sluice on embedded defaults (API on 127.0.0.1:8080, data in ./data)
+# Only the Go plugins: a fresh machine with Go runs Sluice with nothing else installed.
+run: build $(GO_PLUGIN_WASM) ## start Sluice on embedded defaults (API on 127.0.0.1:8080, data in ./data)
 	$(BIN)/sluice serve --plugins-dir $(BIN)/plugins --demo
 
-test: plugins ## run every test with the race detector
-	$(GO) test -race -count=1 ./...
+deps: ## install the Debian packages the plugins and tests need (wabt, rustc for wasm32-wasi, lld)
+	@bash .ci/deps
+
+test: deps plugins ## start the loopback test servers, then run every test with the race detector
+	@env_lines=$$(bash .ci/services.sh) && eval "$$env_lines" && \
+		$(GO) test -race -count=1 ./...
 
 lint: ## go vet and gofmt
 	$(GO) vet ./...
@@ -32,4 +37,4 @@ bench: plugins ## run the Go benchmarks once each
 verify-plugins: plugins build ## fail if a built plugin differs from plugins.lock
 	$(BIN)/sluice plugins verify --plugins-dir $(BIN)/plugins --lock plugins.lock
 
-.PHONY: help build run test lint bench verify-plugins
+.PHONY: help build run deps test lint bench verify-plugins
