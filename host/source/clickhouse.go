@@ -24,7 +24,9 @@ type ClickHouseColumns struct {
 
 // ClickHouseConfig configures the ClickHouse source.
 type ClickHouseConfig struct {
-	DSN     string // clickhouse://127.0.0.1:9000/default (native protocol)
+	// DSN: clickhouse://127.0.0.1:9000/default (native protocol) or
+	// http://127.0.0.1:8123/default (HTTP; https:// with TLS), parsed by clickhouse.ParseDSN.
+	DSN     string
 	Table   string // default "events"; may be "db.table"
 	Columns ClickHouseColumns
 	// MaxBlockSize bounds the rows per block the server sends (default 8192), which bounds
@@ -52,8 +54,10 @@ func (c *ClickHouseColumns) defaults() {
 	def(&c.FallbackInsertedAt, "_timestamp")
 }
 
-// ClickHouse streams PostHog's events table over the native protocol. Tested against
-// ClickHouse 18.16 (DateTime('UTC'), Nullable, UUID); DateTime64 columns are detected and
+// ClickHouse streams PostHog's events table over the native protocol or HTTP. Tested against
+// ClickHouse 18.16 over the native protocol (DateTime('UTC'), Nullable, UUID) and against a
+// current engine (chDB 26.x behind internal/chdbfront) over HTTP with PostHog's real types
+// (DateTime64(6, 'UTC'), Nullable, LowCardinality); DateTime64 columns are detected and
 // compared with microsecond literals.
 type ClickHouse struct {
 	conn  driver.Conn
@@ -86,9 +90,6 @@ func NewClickHouse(ctx context.Context, cfg ClickHouseConfig) (*ClickHouse, erro
 	opts, err := clickhouse.ParseDSN(cfg.DSN)
 	if err != nil {
 		return nil, fmt.Errorf("source: clickhouse dsn: %w", err)
-	}
-	if opts.Protocol != clickhouse.Native {
-		return nil, fmt.Errorf("source: clickhouse: only the native protocol is supported (clickhouse://host:9000/db)")
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {

@@ -3,7 +3,8 @@
 // batches with the abi.EventColumns schema.
 //
 // Two implementations share one contract (see package sourcetest): ClickHouse (PostHog's
-// events table, native protocol) and an embedded SQLite file written by the capture endpoint.
+// events table, over the native or the HTTP protocol) and an embedded SQLite file written by
+// the capture endpoint.
 package source
 
 import (
