@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"reflect"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -36,6 +37,13 @@ func decodeJSON(c echo.Context, v any) error {
 	dec.UseNumber()
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+			// encoding/json names the key but not where it is: find its path.
+			if path := unknownFieldPath(body, reflect.TypeOf(v)); path != "" {
+				return BadRequest("unknown field", fieldErr(path, "unknown field"))
+			}
+			return BadRequest("unknown field", fieldErr(strings.Trim(name, `"`), "unknown field"))
+		}
 		return jsonError(err)
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
@@ -68,6 +76,96 @@ func jsonError(err error) error {
 		return ae
 	}
 	return BadRequest("malformed JSON: " + strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// unknownFieldPath returns the dotted path ("destination.plugin",
+// "filters.properties[0].op") of the first key in body that type t has no field for,
+// matching keys to fields as encoding/json does (exact tag first, then case-insensitive);
+// "" if none is found.
+func unknownFieldPath(body []byte, t reflect.Type) string {
+	var doc any
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return ""
+	}
+	return findUnknown(doc, t, "")
+}
+
+func findUnknown(v any, t reflect.Type, at string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return ""
+		}
+		keys := make([]string, 0, len(obj))
+		for k := range obj {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			path := k
+			if at != "" {
+				path = at + "." + k
+			}
+			f, ok := jsonField(t, k)
+			if !ok {
+				return path
+			}
+			if p := findUnknown(obj[k], f.Type, path); p != "" {
+				return p
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		arr, ok := v.([]any)
+		if !ok {
+			return ""
+		}
+		for i, x := range arr {
+			if p := findUnknown(x, t.Elem(), fmt.Sprintf("%s[%d]", at, i)); p != "" {
+				return p
+			}
+		}
+	case reflect.Map:
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return ""
+		}
+		for k, x := range obj {
+			if p := findUnknown(x, t.Elem(), at+"."+k); p != "" {
+				return p
+			}
+		}
+	}
+	return ""
+}
+
+// jsonField finds the exported field of struct t that key k decodes into.
+func jsonField(t reflect.Type, k string) (reflect.StructField, bool) {
+	var fold reflect.StructField
+	found := false
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		if name == k {
+			return f, true
+		}
+		if !found && strings.EqualFold(name, k) {
+			fold, found = f, true
+		}
+	}
+	return fold, found
 }
 
 func expected(t reflect.Type) string {

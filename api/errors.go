@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -111,11 +112,17 @@ func toError(err error) (ae *Error, internal bool) {
 	}
 	var he *echo.HTTPError
 	if errors.As(err, &he) {
-		msg := http.StatusText(he.Code)
-		if s, ok := he.Message.(string); ok && he.Code < 500 {
-			msg = s
+		// Echo's own errors carry the status text ("Method Not Allowed"): lower-case it
+		// whole, like our messages; another message keeps its case. Never index an
+		// empty message (an HTTPError built with "" or an unknown status code).
+		msg := strings.ToLower(http.StatusText(he.Code))
+		if s, ok := he.Message.(string); ok && s != "" && he.Code < 500 && s != http.StatusText(he.Code) {
+			msg = strings.ToLower(s[:1]) + s[1:]
 		}
-		return &Error{Status: he.Code, Code: codeFor(he.Code), Message: strings.ToLower(msg[:1]) + msg[1:]}, he.Code >= 500
+		if msg == "" {
+			msg = "error " + strconv.Itoa(he.Code)
+		}
+		return &Error{Status: he.Code, Code: codeFor(he.Code), Message: msg}, he.Code >= 500
 	}
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
