@@ -173,6 +173,15 @@ func isEmpty(v any) bool {
 	return false
 }
 
+// quoteUnlessSecret quotes a rejected value for an error message, unless the field is
+// secret: a secret never appears in an API answer, even a wrong one.
+func quoteUnlessSecret(f abi.Field, s string) string {
+	if f.Secret {
+		return "a value that is not allowed (secret, not shown)"
+	}
+	return fmt.Sprintf("%q", s)
+}
+
 // coerce checks v against f and normalises it; msg is non-empty on error.
 func coerce(f abi.Field, v any) (any, string) {
 	switch f.Type {
@@ -182,7 +191,7 @@ func coerce(f abi.Field, v any) (any, string) {
 			return nil, "must be a string, got " + jsonKind(v)
 		}
 		if len(f.Enum) > 0 && !slices.Contains(f.Enum, s) {
-			return nil, fmt.Sprintf("must be one of %s, got %q", strings.Join(f.Enum, ", "), s)
+			return nil, fmt.Sprintf("must be one of %s, got %s", strings.Join(f.Enum, ", "), quoteUnlessSecret(f, s))
 		}
 		return s, ""
 	case abi.TypeInteger:
@@ -223,7 +232,7 @@ func coerce(f abi.Field, v any) (any, string) {
 		if len(f.Enum) > 0 {
 			for _, s := range list {
 				if !slices.Contains(f.Enum, s) {
-					return nil, fmt.Sprintf("elements must be among %s, got %q", strings.Join(f.Enum, ", "), s)
+					return nil, fmt.Sprintf("elements must be among %s, got %s", strings.Join(f.Enum, ", "), quoteUnlessSecret(f, s))
 				}
 			}
 		}

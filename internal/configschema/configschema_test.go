@@ -2,6 +2,7 @@ package configschema
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -23,6 +24,7 @@ var s3Fields = []abi.Field{
 	{Name: "aws_access_key_id", Type: abi.TypeString, Required: true, Secret: true, Binding: "object.access_key_id"},
 	{Name: "aws_secret_access_key", Type: abi.TypeString, Required: true, Secret: true, Binding: "object.secret_access_key"},
 	{Name: "kms_key_id", Type: abi.TypeString, Secret: true},
+	{Name: "auth_mode", Type: abi.TypeString, Secret: true, Enum: []string{"password", "keypair"}},
 }
 
 // decode parses JSON as the API does (UseNumber).
@@ -62,6 +64,7 @@ func TestResolveErrors(t *testing.T) {
 		{"string_list element", `{` + base + `,"exclude_events":["a",1]}`, "exclude_events", "element 1 is a number"},
 		{"string_list enum", `{` + base + `,"compressions":["gzip","lz4"]}`, "compressions", `"lz4"`},
 		{"object", `{` + base + `,"extra":[1]}`, "extra", "must be an object, got an array"},
+		{"secret enum", `{` + base + `,"auth_mode":"hunter2"}`, "auth_mode", "must be one of password, keypair"},
 		{"redacted placeholder without stored secret", `{` + base + `,"kms_key_id":"********"}`, "kms_key_id", "secret is not set"},
 	}
 	for _, tt := range tests {
@@ -77,6 +80,17 @@ func TestResolveErrors(t *testing.T) {
 			}
 			t.Fatalf("want %s: %q in %v", tt.field, tt.msg, errs)
 		})
+	}
+}
+
+// A secret's rejected value never appears in an error: it would reach the API's answer.
+func TestResolveErrorsHideSecrets(t *testing.T) {
+	_, errs := Resolve(s3Fields, decode(t, `{"bucket_name":"b","aws_access_key_id":"AK","aws_secret_access_key":"SK","auth_mode":"hunter2"}`), nil)
+	if len(errs) != 1 || errs[0].Field != "auth_mode" {
+		t.Fatalf("errors %v", errs)
+	}
+	if strings.Contains(fmt.Sprint(errs), "hunter2") {
+		t.Fatalf("the error quotes the secret: %v", errs)
 	}
 }
 
