@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/abi"
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/host/runtime/conformance"
+	"github.com/sluicehq/sluice/host/warehouse/bigquery"
 	"github.com/sluicehq/sluice/internal/lockfile"
 )
 
@@ -101,11 +102,12 @@ func requested(caps []string) []string {
 func pluginsTest(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("plugins test", flag.ContinueOnError)
 	config := fs.String("config", "", "JSON object overriding the config's defaults")
+	bqEndpoint := fs.String("bigquery-endpoint", "", "bind the bigquery capability to this BigQuery-compatible endpoint (a loopback fake or emulator; no authentication)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("usage: sluice plugins test [--config JSON] PATH.wasm")
+		return fmt.Errorf("usage: sluice plugins test [--config JSON] [--bigquery-endpoint URL] PATH.wasm")
 	}
 	wasm, err := os.ReadFile(fs.Arg(0))
 	if err != nil {
@@ -122,10 +124,46 @@ func pluginsTest(ctx context.Context, args []string) error {
 		return err
 	}
 	defer rt.Close(ctx)
+	if *bqEndpoint != "" {
+		bq, err := bindBigQuery(ctx, rt, wasm, *bqEndpoint, opts.Config)
+		if err != nil {
+			return err
+		}
+		defer bq.Close()
+		opts.Warehouses = map[string]runtime.Caller{abi.CapBigQuery: bq}
+		opts.Sinks = map[string]runtime.ObjectStore{abi.SinkBigQueryLoad: bq.Sink()}
+	}
 	rep := conformance.Run(ctx, rt, wasm, opts)
 	fmt.Print(rep.String())
 	if !rep.OK() {
 		return fmt.Errorf("%s fails the conformance suite", fs.Arg(0))
 	}
 	return nil
+}
+
+// bindBigQuery binds the bigquery capability for the conformance suite as the host binds it
+// for an export: the parameters come from the config fields the manifest binds to
+// "bigquery.<param>"; the endpoint replaces Google (and its key).
+func bindBigQuery(ctx context.Context, rt *runtime.Runtime, wasm []byte, endpoint string, config map[string]any) (*bigquery.Capability, error) {
+	v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake})
+	if err != nil {
+		return nil, err
+	}
+	params := map[string]string{}
+	for _, f := range v.Manifest.Config {
+		param, ok := strings.CutPrefix(f.Binding, abi.CapBigQuery+".")
+		if !ok {
+			continue
+		}
+		val, ok := config[f.Name]
+		if !ok {
+			val = f.Default
+		}
+		if val != nil {
+			params[param] = fmt.Sprint(val)
+		}
+	}
+	cfg := bigquery.Config{ProjectID: params[bigquery.ParamProjectID], DatasetID: params[bigquery.ParamDatasetID],
+		Location: params[bigquery.ParamLocation], Endpoint: endpoint}
+	return bigquery.New(ctx, cfg)
 }

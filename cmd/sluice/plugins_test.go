@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/sluicehq/sluice/host/warehouse/bigquery/bqfake"
 	"github.com/sluicehq/sluice/internal/lockfile"
 )
 
@@ -21,9 +22,20 @@ func TestLockedPluginsPassConformance(t *testing.T) {
 	if err := lockfile.Verify(lock, dir); err != nil {
 		t.Fatalf("built plugins differ from plugins.lock (run `make plugins`): %v", err)
 	}
+	t.Setenv("GCE_METADATA_HOST", "127.0.0.1:1")
+	bq := bqfake.New()
+	t.Cleanup(bq.Close)
+	// Flags per plugin: warehouse plugins get their capability bound to a loopback fake.
+	args := map[string][]string{
+		"bigquery": {"--bigquery-endpoint", bq.Endpoint(), "--config", `{"project_id": "sluice-test", "dataset_id": "conformance"}`},
+	}
 	for _, p := range lock.Plugins {
 		t.Run(p.Name, func(t *testing.T) {
-			err := pluginsTest(context.Background(), []string{"--config", `{"bucket_name": "conformance"}`, filepath.Join(dir, p.Name+".wasm")})
+			a, ok := args[p.Name]
+			if !ok {
+				a = []string{"--config", `{"bucket_name": "conformance"}`}
+			}
+			err := pluginsTest(context.Background(), append(a, filepath.Join(dir, p.Name+".wasm")))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -29,6 +29,11 @@ type Options struct {
 	Limits runtime.Limits
 	// Encoders serves encoder_open (default: host/encode).
 	Encoders runtime.EncoderFactory
+	// Warehouses and Sinks bind warehouse capabilities (`call` by capability name, upload
+	// sinks other than "object"), e.g. a bigquery capability on a loopback fake. Unbound,
+	// a plugin's calls on them are denied.
+	Warehouses map[string]runtime.Caller
+	Sinks      map[string]runtime.ObjectStore
 }
 
 // Step is one checked step.
@@ -90,10 +95,12 @@ func (r *runner) step(name string, f func() (string, error)) bool {
 	return s.OK
 }
 
-func (r *runner) bindings(enc runtime.EncoderFactory) runtime.Bindings {
+func (r *runner) bindings(opts Options) runtime.Bindings {
 	return runtime.Bindings{
-		Objects:  r.store,
-		Encoders: enc,
+		Objects:    r.store,
+		Encoders:   opts.Encoders,
+		Warehouses: opts.Warehouses,
+		Sinks:      opts.Sinks,
 		Log: func(level slog.Level, msg string) {
 			r.mu.Lock()
 			r.logs = append(r.logs, level.String()+" "+msg)
@@ -189,7 +196,7 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 			IntervalStart: start, IntervalEnd: start.Add(time.Hour), Attempt: 1, Config: config,
 			Columns: abi.EventColumns}
 	}
-	b := r.bindings(opts.Encoders)
+	b := r.bindings(opts)
 
 	// Run 1: open, three batches, finish, classify, close.
 	var s *runtime.Session
