@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/host/runtime/conformance"
 	"github.com/sluicehq/sluice/host/warehouse/bigquery"
+	"github.com/sluicehq/sluice/host/warehouse/snowflake"
 	"github.com/sluicehq/sluice/internal/lockfile"
 )
 
@@ -103,11 +105,12 @@ func pluginsTest(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("plugins test", flag.ContinueOnError)
 	config := fs.String("config", "", "JSON object overriding the config's defaults")
 	bqEndpoint := fs.String("bigquery-endpoint", "", "bind the bigquery capability to this BigQuery-compatible endpoint (a loopback fake or emulator; no authentication)")
+	sfEndpoint := fs.String("snowflake-endpoint", "", "bind the snowflake capability to this address (http://127.0.0.1:PORT, a loopback fake), logging in with the config's credentials")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() != 1 {
-		return fmt.Errorf("usage: sluice plugins test [--config JSON] [--bigquery-endpoint URL] PATH.wasm")
+		return fmt.Errorf("usage: sluice plugins test [--config JSON] [--bigquery-endpoint URL] [--snowflake-endpoint URL] PATH.wasm")
 	}
 	wasm, err := os.ReadFile(fs.Arg(0))
 	if err != nil {
@@ -124,14 +127,10 @@ func pluginsTest(ctx context.Context, args []string) error {
 		return err
 	}
 	defer rt.Close(ctx)
-	if *bqEndpoint != "" {
-		bq, err := bindBigQuery(ctx, rt, wasm, *bqEndpoint, opts.Config)
-		if err != nil {
-			return err
-		}
-		defer bq.Close()
-		opts.Warehouses = map[string]runtime.Caller{abi.CapBigQuery: bq}
-		opts.Sinks = map[string]runtime.ObjectStore{abi.SinkBigQueryLoad: bq.Sink()}
+	release, err := bindWarehouses(ctx, rt, wasm, *bqEndpoint, *sfEndpoint, &opts)
+	defer release()
+	if err != nil {
+		return err
 	}
 	rep := conformance.Run(ctx, rt, wasm, opts)
 	fmt.Print(rep.String())
@@ -141,29 +140,65 @@ func pluginsTest(ctx context.Context, args []string) error {
 	return nil
 }
 
-// bindBigQuery binds the bigquery capability for the conformance suite as the host binds it
-// for an export: the parameters come from the config fields the manifest binds to
-// "bigquery.<param>"; the endpoint replaces Google (and its key).
-func bindBigQuery(ctx context.Context, rt *runtime.Runtime, wasm []byte, endpoint string, config map[string]any) (*bigquery.Capability, error) {
+// bindWarehouses binds the warehouse capabilities the plugin requests for the conformance
+// suite as the host binds them for an export: the parameters come from the config fields the
+// manifest binds to "<capability>.<param>"; the endpoints replace the cloud services (a
+// BigQuery endpoint also replaces Google's authentication). A capability without an
+// endpoint stays unbound: the plugin's calls on it are denied.
+func bindWarehouses(ctx context.Context, rt *runtime.Runtime, wasm []byte, bqEndpoint, sfEndpoint string, opts *conformance.Options) (release func(), err error) {
+	var closers []func() error
+	release = func() {
+		for _, c := range closers {
+			_ = c()
+		}
+	}
 	v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake})
 	if err != nil {
-		return nil, err
+		return release, err
 	}
-	params := map[string]string{}
-	for _, f := range v.Manifest.Config {
-		param, ok := strings.CutPrefix(f.Binding, abi.CapBigQuery+".")
-		if !ok {
-			continue
+	params := func(capability string) map[string]string {
+		out := map[string]string{}
+		for _, f := range v.Manifest.Config {
+			param, ok := strings.CutPrefix(f.Binding, capability+".")
+			if !ok {
+				continue
+			}
+			val, ok := opts.Config[f.Name]
+			if !ok {
+				val = f.Default
+			}
+			if val != nil {
+				out[param] = fmt.Sprint(val)
+			}
 		}
-		val, ok := config[f.Name]
-		if !ok {
-			val = f.Default
-		}
-		if val != nil {
-			params[param] = fmt.Sprint(val)
-		}
+		return out
 	}
-	cfg := bigquery.Config{ProjectID: params[bigquery.ParamProjectID], DatasetID: params[bigquery.ParamDatasetID],
-		Location: params[bigquery.ParamLocation], Endpoint: endpoint}
-	return bigquery.New(ctx, cfg)
+	opts.Warehouses = map[string]runtime.Caller{}
+	opts.Sinks = map[string]runtime.ObjectStore{}
+	if bqEndpoint != "" && slices.Contains(v.Manifest.Capabilities, abi.CapBigQuery) {
+		p := params(abi.CapBigQuery)
+		bq, err := bigquery.New(ctx, bigquery.Config{ProjectID: p[bigquery.ParamProjectID], DatasetID: p[bigquery.ParamDatasetID],
+			Location: p[bigquery.ParamLocation], Endpoint: bqEndpoint})
+		if err != nil {
+			return release, err
+		}
+		closers = append(closers, bq.Close)
+		opts.Warehouses[abi.CapBigQuery] = bq
+		opts.Sinks[abi.SinkBigQueryLoad] = bq.Sink()
+	}
+	if sfEndpoint != "" && slices.Contains(v.Manifest.Capabilities, abi.CapSnowflake) {
+		cfg, err := snowflake.FromBindings(params(abi.CapSnowflake))
+		if err != nil {
+			return release, err
+		}
+		cfg.Endpoint, cfg.DisableOCSPChecks = sfEndpoint, true
+		sf, err := snowflake.New(ctx, cfg)
+		if err != nil {
+			return release, err
+		}
+		closers = append(closers, sf.Close)
+		opts.Warehouses[abi.CapSnowflake] = sf
+		opts.Sinks[abi.SinkSnowflakeStage] = sf.Sink()
+	}
+	return release, nil
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/host/warehouse/bigquery/bqfake"
+	"github.com/sluicehq/sluice/host/warehouse/snowflake/sffake"
 	"github.com/sluicehq/sluice/internal/lockfile"
 )
 
@@ -25,9 +26,14 @@ func TestLockedPluginsPassConformance(t *testing.T) {
 	t.Setenv("GCE_METADATA_HOST", "127.0.0.1:1")
 	bq := bqfake.New()
 	t.Cleanup(bq.Close)
+	t.Setenv("SNOWFLAKE_DISABLE_PLATFORM_DETECTION", "true")
+	sf := sffake.New(sffake.Options{Password: "conformance", Schemas: []string{"ANALYTICS.PUBLIC"}})
+	t.Cleanup(sf.Close)
 	// Flags per plugin: warehouse plugins get their capability bound to a loopback fake.
 	args := map[string][]string{
 		"bigquery": {"--bigquery-endpoint", bq.Endpoint(), "--config", `{"project_id": "sluice-test", "dataset_id": "conformance"}`},
+		"snowflake": {"--snowflake-endpoint", sf.URL, "--config",
+			`{"account": "testaccount", "user": "sluice", "password": "conformance", "database": "analytics", "schema": "public", "warehouse": "WH"}`},
 	}
 	for _, p := range lock.Plugins {
 		t.Run(p.Name, func(t *testing.T) {

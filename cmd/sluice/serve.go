@@ -35,6 +35,7 @@ func serve(ctx context.Context, args []string) error {
 	runTimeout := fs.Duration("run-timeout", time.Hour, "deadline of one run attempt")
 	rescueAfter := fs.Duration("rescue-after", 0, "a run left Running by a dead host is retried after this (default run-timeout + 1m)")
 	bqEndpoint := fs.String("bigquery-endpoint", env("SLUICE_BIGQUERY_ENDPOINT", ""), "BigQuery-compatible REST endpoint used without authentication, for emulators and tests (SLUICE_BIGQUERY_ENDPOINT)")
+	sfEndpoint := fs.String("snowflake-endpoint", env("SLUICE_SNOWFLAKE_ENDPOINT", ""), "Snowflake-compatible address (http://127.0.0.1:PORT) replacing <account>.snowflakecomputing.com, for tests (SLUICE_SNOWFLAKE_ENDPOINT)")
 	demoFlag := fs.Bool("demo", false, "seed synthetic events and a demo export writing files under DATA_DIR/exports/demo")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -63,6 +64,7 @@ func serve(ctx context.Context, args []string) error {
 		DataDir: *dataDir, DatabaseURL: *dbURL, SecretKey: *secretKey, ClickHouseDSN: *chDSN,
 		PluginsDir: *pluginsDir, LockFile: *lock, Workers: *workers, SettleDelay: *settle, Logger: logger,
 		RunTimeout: *runTimeout, RescueAfter: *rescueAfter, BigQueryEndpoint: *bqEndpoint,
+		SnowflakeEndpoint: *sfEndpoint,
 	})
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"github.com/sluicehq/sluice/host/objstore"
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/host/warehouse/bigquery"
+	"github.com/sluicehq/sluice/host/warehouse/snowflake"
 	"github.com/sluicehq/sluice/storage"
 )
 
@@ -19,7 +20,8 @@ var errNoBucket = errors.New("the destination config binds no bucket")
 
 // bindings binds the plugin's granted capabilities to one export's destination config: the
 // object capability to its bucket and prefix (or local directory) with its credentials, the
-// bigquery capability to its project and dataset with its service-account key. This is the
+// bigquery capability to its project and dataset with its service-account key, the snowflake
+// capability to its account, database and schema with its password or key pair. This is the
 // security boundary: the plugin only ever sees handles. release frees what was bound; the
 // caller calls it once the plugin session is closed.
 func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExport, m abi.Manifest, public map[string]any) (b runtime.Bindings, release func(), err error) {
@@ -71,6 +73,28 @@ func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExp
 		closers = append(closers, bq.Close)
 		b.Warehouses = map[string]runtime.Caller{abi.CapBigQuery: bq}
 		b.Sinks = map[string]runtime.ObjectStore{abi.SinkBigQueryLoad: bq.Sink()}
+	}
+	if slices.Contains(m.Capabilities, abi.CapSnowflake) {
+		cfg, err := snowflake.FromBindings(capBinding(abi.CapSnowflake, m.Config, public, e.SecretConfig))
+		if err != nil {
+			return b, release, err
+		}
+		if h.cfg.SnowflakeEndpoint != "" {
+			// A loopback fake: plain HTTP, so no certificate to check.
+			cfg.Endpoint = h.cfg.SnowflakeEndpoint
+			cfg.DisableOCSPChecks = true
+		}
+		sf, err := snowflake.New(ctx, cfg)
+		if err != nil {
+			return b, release, err
+		}
+		closers = append(closers, sf.Close)
+		if b.Warehouses == nil {
+			b.Warehouses = map[string]runtime.Caller{}
+			b.Sinks = map[string]runtime.ObjectStore{}
+		}
+		b.Warehouses[abi.CapSnowflake] = sf
+		b.Sinks[abi.SinkSnowflakeStage] = sf.Sink()
 	}
 	return b, release, nil
 }

@@ -48,6 +48,10 @@ type Config struct {
 	// BigQueryEndpoint, when set, sends every bigquery capability to this BigQuery-compatible
 	// REST endpoint without authentication (a loopback fake or an emulator), never to Google.
 	BigQueryEndpoint string
+	// SnowflakeEndpoint, when set, sends every snowflake capability to this address
+	// (http://127.0.0.1:PORT: a loopback fake) instead of <account>.snowflakecomputing.com.
+	// Authentication still happens, with the export's credentials.
+	SnowflakeEndpoint string
 
 	Runtime runtime.Config
 	Clock   clockwork.Clock // default the real clock; tests drive a fake one

@@ -138,7 +138,9 @@ func (h *Host) execute(ctx context.Context, run storage.Run, export storage.Batc
 	bind, release, err := h.bindings(ctx, run, export, manifest, public)
 	defer release()
 	if err != nil {
-		return fail(err)
+		// The destination config cannot be bound (a missing bucket, project or credential,
+		// an unreadable key): retrying cannot help until the export is fixed.
+		return abi.Result{}, abi.Classification{Outcome: abi.OutcomeFail, Reason: "configuration"}, fmt.Errorf("binding the destination's capabilities: %w", err)
 	}
 	q, err := queryFor(run, export)
 	if err != nil {
@@ -151,7 +153,12 @@ func (h *Host) execute(ctx context.Context, run storage.Run, export storage.Batc
 		Config: public, Columns: abi.EventColumns,
 	}, bind)
 	if err != nil {
-		return fail(err)
+		// The plugin failed to open (its session is already closed): it still classifies
+		// its own error, on a fresh call (a refused login is final, a timeout is not).
+		if ctx.Err() != nil {
+			return abi.Result{}, abi.Classification{Outcome: abi.OutcomeRetry}, err
+		}
+		return abi.Result{}, p.Classify(context.WithoutCancel(ctx), err, run.Attempt), err
 	}
 	defer func() {
 		if cerr := sess.Close(context.WithoutCancel(ctx)); cerr != nil {

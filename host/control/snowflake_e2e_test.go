@@ -1,0 +1,96 @@
+package control_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sluicehq/sluice/host/control"
+	"github.com/sluicehq/sluice/host/warehouse/snowflake/sffake"
+)
+
+// TestEndToEndSnowflake drives the locked snowflake plugin through the API against the
+// loopback Snowflake fake that gosnowflake talks to: a backfill lands every event of its
+// intervals exactly once in the table (PUT to the table stage, COPY INTO), a suspended
+// warehouse (000608) is retried, and a refused login (390100) fails the run at once with
+// Snowflake's message. The password is never returned by the API.
+func TestEndToEndSnowflake(t *testing.T) {
+	t.Setenv("SNOWFLAKE_DISABLE_PLATFORM_DETECTION", "true")
+	const password = "sf-secret-pass-42"
+	fake := sffake.New(sffake.Options{Password: password, Schemas: []string{"ANALYTICS.PUBLIC"}})
+	t.Cleanup(fake.Close)
+	e := newEnv(t, "", func(c *control.Config) { c.SnowflakeEndpoint = fake.URL })
+
+	config := func(table, pass string) map[string]any {
+		return map[string]any{"account": "testaccount", "user": "sluice", "password": pass,
+			"database": "analytics", "schema": "public", "table_name": table, "warehouse": "WH"}
+	}
+	end := t0.Truncate(time.Hour)
+	start := end.Add(-3 * time.Hour)
+	backfill := func(id string, start, end time.Time) {
+		e.do("POST", "/api/v1/batch_exports/"+id+"/backfills",
+			map[string]any{"start_at": start.Format(time.RFC3339), "end_at": end.Format(time.RFC3339)}, http.StatusCreated)
+	}
+
+	// The first COPY meets a suspended warehouse: that run is retried and completes.
+	fake.FailStatement("COPY INTO", 1, sffake.WarehouseSuspended)
+	id := e.createExportTo("snowflake", "sf", config("events", password))
+	if b := toJSON(e.do("GET", "/api/v1/batch_exports/"+id, nil, http.StatusOK)); strings.Contains(b, password) {
+		t.Fatalf("the API returned the password: %s", b)
+	}
+	backfill(id, start, end)
+	rs := e.waitRuns(id, "3 runs", allFinished(3))
+	retried := 0
+	for _, r := range rs {
+		if r.Status != "Completed" {
+			t.Fatalf("run %+v", r)
+		}
+		if r.Attempt > 1 {
+			retried++
+		}
+		if want := e.countIn(r.IntervalStart, r.IntervalEnd); r.RecordsCompleted != want {
+			t.Errorf("run %s reports %d records, the source holds %d", r.IntervalStart, r.RecordsCompleted, want)
+		}
+	}
+	if retried != 1 {
+		t.Errorf("%d runs were retried, want 1 (the suspended warehouse)", retried)
+	}
+	tb, ok := fake.Table("ANALYTICS", "PUBLIC", "events")
+	if !ok {
+		t.Fatalf("no events table; statements: %v", fake.SQL())
+	}
+	got := map[string]bool{}
+	for _, row := range tb.Rows {
+		u, _ := row["UUID"].(string)
+		if got[u] {
+			t.Fatalf("event %s loaded twice", u)
+		}
+		got[u] = true
+	}
+	want := 0
+	for _, ev := range e.events {
+		if !ev.InsertedAt.Before(start) && ev.InsertedAt.Before(end) {
+			want++
+			if !got[uuid.UUID(ev.UUID).String()] {
+				t.Fatalf("event %s inserted at %s is missing", uuid.UUID(ev.UUID), ev.InsertedAt)
+			}
+		}
+	}
+	if len(got) != want || want == 0 {
+		t.Fatalf("the table holds %d events, the source %d", len(got), want)
+	}
+	if staged := fake.StagedFiles("ANALYTICS", "PUBLIC", "events"); len(staged) != 0 {
+		t.Errorf("files left in the table stage after PURGE: %v", staged)
+	}
+
+	// A wrong password: Snowflake refuses the login, the run fails at once.
+	denied := e.createExportTo("snowflake", "sf-denied", config("denied", "wrong"))
+	backfill(denied, end.Add(-time.Hour), end)
+	rs = e.waitRuns(denied, "1 run", allFinished(1))
+	if rs[0].Status != "Failed" || rs[0].Attempt != 1 || !strings.Contains(rs[0].LatestError, "Incorrect username or password") {
+		t.Fatalf("run %+v, want Failed at attempt 1 with Snowflake's message", rs[0])
+	}
+}
