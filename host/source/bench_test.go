@@ -153,7 +153,7 @@ func TestClickHouseStreamMemoryFlat(t *testing.T) {
 		t.Skip("set SLUICE_TEST_MEMORY=1 (and SLUICE_TEST_CLICKHOUSE_DSN)")
 	}
 	var peaks []uint64
-	for _, n := range []int{200_000, 1_000_000} {
+	for _, n := range []int{1_000_000, 5_000_000} {
 		dsn, table := benchTable(t, n)
 		src, err := source.NewClickHouse(context.Background(), source.ClickHouseConfig{DSN: dsn, Table: table})
 		if err != nil {
