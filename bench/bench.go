@@ -260,7 +260,9 @@ func LoadWASM(ctx context.Context, path string) (*WASM, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt, err := runtime.New(ctx, runtime.Config{})
+	// A compilation cache shared by runs (and test packages): compiling is not measured,
+	// and under -race it takes tens of seconds.
+	rt, err := runtime.New(ctx, runtime.Config{CacheDir: filepath.Join(os.TempDir(), "sluice-test-wazero-cache")})
 	if err != nil {
 		return nil, err
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/sluicehq/sluice/abi"
 	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/host/control"
+	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/internal/demo"
 )
 
@@ -75,6 +76,8 @@ func newEnv(t *testing.T, databaseURL string, options ...func(*control.Config)) 
 		DataDir: dataDir, DatabaseURL: databaseURL, PluginsDir: filepath.Join(root, "bin", "plugins"), LockFile: filepath.Join(root, "plugins.lock"),
 		Clock: clock, SettleDelay: time.Second, Workers: 2, MaxAttempts: 3, RetryBase: 200 * time.Millisecond,
 		BatchRecords: 500, Logger: logger,
+		// Shared by the tests: compiling each plugin under -race takes tens of seconds.
+		Runtime: runtime.Config{CacheDir: filepath.Join(os.TempDir(), "sluice-test-wazero-cache")},
 	}
 	for _, o := range options {
 		o(&cfg)

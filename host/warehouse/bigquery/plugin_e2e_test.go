@@ -33,7 +33,8 @@ func TestPluginEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	rt, err := runtime.New(ctx, runtime.Config{})
+	// Shared with other test packages: compiling the plugin dominates this test under -race.
+	rt, err := runtime.New(ctx, runtime.Config{CacheDir: filepath.Join(os.TempDir(), "sluice-test-wazero-cache")})
 	if err != nil {
 		t.Fatal(err)
 	}
