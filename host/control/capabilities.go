@@ -102,7 +102,7 @@ func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExp
 func newEncoder(w io.Writer, spec abi.EncoderSpec, cols []abi.Column) (runtime.BatchEncoder, error) {
 	enc, err := encode.New(w, spec, cols)
 	if err != nil {
-		return nil, &statusError{err: err, status: abi.StatusBadArgument}
+		return nil, &runtime.CapabilityError{Err: err, Status: abi.StatusBadArgument}
 	}
 	return enc, nil
 }
@@ -139,38 +139,26 @@ func (u upload) Commit(ctx context.Context) (runtime.ObjectInfo, error) {
 }
 func (u upload) Abort(ctx context.Context) error { return objError(u.u.Abort(ctx)) }
 
-// statusError gives a capability error its ABI status and destination code.
-type statusError struct {
-	err    error
-	status abi.Status
-	code   string
-}
-
-func (e *statusError) Error() string         { return e.err.Error() }
-func (e *statusError) Unwrap() error         { return e.err }
-func (e *statusError) ABIStatus() abi.Status { return e.status }
-func (e *statusError) ABICode() string       { return e.code }
-
 func objError(err error) error {
 	if err == nil {
 		return nil
 	}
-	se := &statusError{err: err, status: abi.StatusRetryableIO}
+	se := &runtime.CapabilityError{Err: err, Status: abi.StatusRetryableIO}
 	var oe *objstore.Error
 	if errors.As(err, &oe) {
-		se.code = oe.Code
+		se.Code = oe.Code
 	}
 	switch {
 	case errors.Is(err, objstore.ErrInvalidKey):
-		se.status = abi.StatusBadArgument
+		se.Status = abi.StatusBadArgument
 	default:
 		switch objstore.Classify(err) {
 		case objstore.Fatal, objstore.Denied, objstore.NotFound:
 			// Authentication, permissions, a missing bucket: the destination refuses,
 			// retrying cannot help (SPEC section 4: fatal_io; the S3 code says which).
-			se.status = abi.StatusFatalIO
+			se.Status = abi.StatusFatalIO
 		case objstore.Cancelled:
-			se.status = abi.StatusCancelled
+			se.Status = abi.StatusCancelled
 		}
 	}
 	return se

@@ -44,6 +44,34 @@ type CodeError interface {
 	ABICode() string
 }
 
+// CapabilityError is a ready-made StatusError and CodeError for capability implementations:
+// the status the plugin sees, the destination's own code (an S3 error code, a BigQuery
+// reason, a Snowflake error number) and the destination's message, wrapping the cause.
+type CapabilityError struct {
+	Status abi.Status
+	Code   string
+	Msg    string // the text the plugin reads; empty: Err's
+	Err    error
+}
+
+func (e *CapabilityError) Error() string {
+	if e.Msg != "" {
+		return e.Msg
+	}
+	if e.Err != nil {
+		return e.Err.Error()
+	}
+	return e.Status.String()
+}
+
+func (e *CapabilityError) Unwrap() error { return e.Err }
+
+// ABIStatus implements StatusError.
+func (e *CapabilityError) ABIStatus() abi.Status { return e.Status }
+
+// ABICode implements CodeError.
+func (e *CapabilityError) ABICode() string { return e.Code }
+
 // PluginError is a failure the plugin reported from an export ({"error": {...}}). The
 // instance is healthy. Cause, when set, is the host capability error the plugin met during
 // that call and whose status it reports (so errors.Is/As reach it).

@@ -10,35 +10,13 @@ import (
 	"google.golang.org/api/googleapi"
 
 	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/host/runtime"
 )
 
-// Error is a capability error. It carries the ABI status the plugin sees (retryable_io,
-// fatal_io, denied, bad_argument...) and, as its code, BigQuery's error reason
-// (quotaExceeded, notFound, accessDenied, invalid...). Its text is BigQuery's message.
-type Error struct {
-	Status abi.Status
-	Code   string
-	Msg    string
-	Err    error
-}
-
-func (e *Error) Error() string {
-	if e.Msg != "" {
-		return e.Msg
-	}
-	if e.Err != nil {
-		return e.Err.Error()
-	}
-	return e.Status.String()
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// ABIStatus implements the runtime's StatusError.
-func (e *Error) ABIStatus() abi.Status { return e.Status }
-
-// ABICode implements the runtime's CodeError.
-func (e *Error) ABICode() string { return e.Code }
+// Error is a capability error: the ABI status the plugin sees (retryable_io, fatal_io,
+// denied, bad_argument...) and, as its code, BigQuery's error reason (quotaExceeded,
+// notFound, accessDenied, invalid...). Its text is BigQuery's message.
+type Error = runtime.CapabilityError
 
 func errorf(st abi.Status, format string, args ...any) *Error {
 	return &Error{Status: st, Msg: fmt.Sprintf(format, args...)}

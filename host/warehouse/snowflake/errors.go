@@ -8,37 +8,13 @@ import (
 	"strings"
 
 	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/host/runtime"
 )
 
-// Error is a capability error. It carries the ABI status the plugin sees (retryable_io,
-// fatal_io, denied, bad_argument...) and, as its code, Snowflake's error code as Snowflake
-// prints it (six digits: "000608", "002003", "390100"). Its text keeps Snowflake's message.
-type Error struct {
-	Status   abi.Status
-	Code     string
-	SQLState string
-	QueryID  string
-	Msg      string
-	Err      error
-}
-
-func (e *Error) Error() string {
-	if e.Msg != "" {
-		return e.Msg
-	}
-	if e.Err != nil {
-		return e.Err.Error()
-	}
-	return e.Status.String()
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// ABIStatus implements the runtime's StatusError.
-func (e *Error) ABIStatus() abi.Status { return e.Status }
-
-// ABICode implements the runtime's CodeError.
-func (e *Error) ABICode() string { return e.Code }
+// Error is a capability error: the ABI status the plugin sees and, as its code, Snowflake's
+// error number as Snowflake prints it (six digits: "000608", "002003", "390100"). Its text
+// keeps Snowflake's message; the driver's error (SQL state, query id) is wrapped.
+type Error = runtime.CapabilityError
 
 func errorf(st abi.Status, format string, args ...any) *Error {
 	return &Error{Status: st, Msg: fmt.Sprintf(format, args...)}
@@ -119,8 +95,7 @@ func mapError(op string, err error) error {
 		prefix = op + ": "
 	}
 	if se, ok := asSnowflakeError(err); ok {
-		e := &Error{Code: codeString(se.Number), SQLState: se.SQLState, QueryID: se.QueryID,
-			Msg: prefix + se.Error(), Err: err}
+		e := &Error{Code: codeString(se.Number), Msg: prefix + se.Error(), Err: err}
 		e.Status = classify(se.Number, se.SQLState)
 		return e
 	}
