@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 
 	"github.com/sluicehq/sluice/abi"
 )
@@ -221,4 +222,46 @@ func (e *HostError) Error() string {
 func IsStatus(err error, st abi.Status) bool {
 	var he *HostError
 	return errors.As(err, &he) && he.Status == st
+}
+
+// ErrorCodes classifies failures by the destination's own error code (Error.code: an S3
+// error code, a BigQuery reason, a Snowflake error number), the way PostHog's destinations
+// list their retryable and non-retryable errors. A plugin's Classify consults it first and
+// falls back to DefaultClassify.
+type ErrorCodes struct {
+	Destination string          // named in the reason: "S3", "BigQuery"...
+	Retryable   map[string]bool // transient: retry
+	Fatal       map[string]bool // permanent: fail the run
+}
+
+// Classify decides e when its code is listed, or when it names a config field (a bad
+// config fails the run); ok is false otherwise.
+func (c ErrorCodes) Classify(e *abi.Error) (_ abi.Classification, ok bool) {
+	switch {
+	case e == nil:
+		return abi.Classification{}, false
+	case c.Fatal[e.Code]:
+		return abi.Classification{Outcome: abi.OutcomeFail, Reason: c.Destination + " error " + e.Code + " is not retryable"}, true
+	case c.Retryable[e.Code]:
+		return abi.Classification{Outcome: abi.OutcomeRetry, Reason: c.Destination + " error " + e.Code + " is transient"}, true
+	case e.Field != "":
+		return abi.Classification{Outcome: abi.OutcomeFail, Reason: "invalid config key " + strconv.Quote(e.Field)}, true
+	}
+	return abi.Classification{}, false
+}
+
+// TestSteps builds the report of a destination's Test, one step at a time.
+type TestSteps struct {
+	Report abi.TestReport
+}
+
+// Step records a step that passed with okMsg when err is nil, or failed with err's text; it
+// returns whether the step passed, so that a Test can stop at the first failure.
+func (t *TestSteps) Step(name string, err error, okMsg string) bool {
+	s := abi.TestStep{Name: name, OK: err == nil, Message: okMsg}
+	if err != nil {
+		s.Message = err.Error()
+	}
+	t.Report.Steps = append(t.Report.Steps, s)
+	return err == nil
 }

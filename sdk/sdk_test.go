@@ -25,6 +25,45 @@ func TestDefaultClassify(t *testing.T) {
 	}
 }
 
+func TestErrorCodes(t *testing.T) {
+	codes := ErrorCodes{Destination: "S3", Fatal: map[string]bool{"NoSuchBucket": true}, Retryable: map[string]bool{"SlowDown": true}}
+	tests := []struct {
+		name    string
+		err     *abi.Error
+		decided bool
+		outcome string
+		reason  string
+	}{
+		{"fatal code", &abi.Error{Code: "NoSuchBucket", Status: "retryable_io"}, true, abi.OutcomeFail, "S3 error NoSuchBucket is not retryable"},
+		{"retryable code", &abi.Error{Code: "SlowDown", Status: "fatal_io"}, true, abi.OutcomeRetry, "S3 error SlowDown is transient"},
+		{"config field", &abi.Error{Field: "bucket_name", Status: "bad_argument"}, true, abi.OutcomeFail, `invalid config key "bucket_name"`},
+		{"unlisted code", &abi.Error{Code: "Teapot", Status: "fatal_io"}, false, "", ""},
+		{"no error", nil, false, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, ok := codes.Classify(tt.err)
+			if ok != tt.decided || c.Outcome != tt.outcome || c.Reason != tt.reason {
+				t.Fatalf("got %+v decided=%v, want %s %q decided=%v", c, ok, tt.outcome, tt.reason, tt.decided)
+			}
+		})
+	}
+}
+
+func TestTestSteps(t *testing.T) {
+	var steps TestSteps
+	if !steps.Step("config", nil, "config is valid") {
+		t.Fatal("a step without error failed")
+	}
+	if steps.Step("access", errors.New("AccessDenied"), "unused") {
+		t.Fatal("a step with an error passed")
+	}
+	want := []abi.TestStep{{Name: "config", OK: true, Message: "config is valid"}, {Name: "access", OK: false, Message: "AccessDenied"}}
+	if len(steps.Report.Steps) != 2 || steps.Report.Steps[0] != want[0] || steps.Report.Steps[1] != want[1] {
+		t.Fatalf("steps %+v, want %+v", steps.Report.Steps, want)
+	}
+}
+
 func TestConfigDecode(t *testing.T) {
 	var cfg struct {
 		Bucket string   `json:"bucket_name"`

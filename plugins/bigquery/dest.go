@@ -374,27 +374,22 @@ func (d *destination) Close() error {
 	return nil
 }
 
-// retryableReasons and fatalReasons are BigQuery error reasons (Error.code).
-var (
-	retryableReasons = map[string]bool{"quotaExceeded": true, "rateLimitExceeded": true, "backendError": true,
+// bigqueryCodes lists BigQuery error reasons (Error.code).
+var bigqueryCodes = sdk.ErrorCodes{Destination: "BigQuery",
+	Retryable: map[string]bool{"quotaExceeded": true, "rateLimitExceeded": true, "backendError": true,
 		"internalError": true, "jobRateLimitExceeded": true, "jobBackendError": true, "jobInternalError": true,
-		"tableUnavailable": true, "timeout": true}
-	fatalReasons = map[string]bool{"notFound": true, "accessDenied": true, "invalid": true, "invalidQuery": true,
+		"tableUnavailable": true, "timeout": true},
+	Fatal: map[string]bool{"notFound": true, "accessDenied": true, "invalid": true, "invalidQuery": true,
 		"billingNotEnabled": true, "billingTierLimitExceeded": true, "responseTooLarge": true, "duplicate": true,
-		"unauthorized": true, "resourceInUse": false}
-)
+		"unauthorized": true},
+}
 
 // Classify follows PostHog's BigQuery destination: quota, rate limits and backend errors
 // are retried; a missing table or dataset, denied access and an invalid schema or query
 // fail the run.
 func (d *destination) Classify(e *abi.Error, attempt int) abi.Classification {
-	switch {
-	case retryableReasons[e.Code]:
-		return abi.Classification{Outcome: abi.OutcomeRetry, Reason: "BigQuery error " + e.Code + " is transient"}
-	case fatalReasons[e.Code]:
-		return abi.Classification{Outcome: abi.OutcomeFail, Reason: "BigQuery error " + e.Code + " is not retryable"}
-	case e.Field != "":
-		return abi.Classification{Outcome: abi.OutcomeFail, Reason: fmt.Sprintf("invalid config key %q", e.Field)}
+	if c, ok := bigqueryCodes.Classify(e); ok {
+		return c
 	}
 	if code, err := strconv.Atoi(e.Code); err == nil && code >= 500 {
 		return abi.Classification{Outcome: abi.OutcomeRetry, Reason: "BigQuery HTTP " + e.Code}
@@ -404,21 +399,14 @@ func (d *destination) Classify(e *abi.Error, attempt int) abi.Classification {
 
 // Test checks the config and the dataset access (no data written).
 func (d *destination) Test(rc *sdk.RunContext) (abi.TestReport, error) {
-	var rep abi.TestReport
-	step := func(name string, err error, okMsg string) bool {
-		s := abi.TestStep{Name: name, OK: err == nil, Message: okMsg}
-		if err != nil {
-			s.Message = err.Error()
-		}
-		rep.Steps = append(rep.Steps, s)
-		return err == nil
-	}
+	var t sdk.TestSteps
+	step := t.Step
 	if err := rc.Config(&d.cfg); err != nil || d.cfg.check() != nil {
 		if err == nil {
 			err = d.cfg.check()
 		}
 		step("config", err, "")
-		return rep, nil
+		return t.Report, nil
 	}
 	step("config", nil, "config is valid")
 	var acc struct {
@@ -426,14 +414,14 @@ func (d *destination) Test(rc *sdk.RunContext) (abi.TestReport, error) {
 	}
 	if !step("dataset access", call(map[string]any{"op": "check_access"}, &acc),
 		"the credentials can read dataset "+d.cfg.ProjectID+"."+d.cfg.DatasetID) {
-		return rep, nil
+		return t.Report, nil
 	}
 	var info struct {
 		Exists bool `json:"exists"`
 	}
 	if err := call(map[string]any{"op": "table_info", "table": d.cfg.TableID}, &info); err != nil {
 		step("table", err, "")
-		return rep, nil
+		return t.Report, nil
 	}
 	msg := "table " + d.cfg.TableID + " exists"
 	if !info.Exists {
@@ -455,5 +443,5 @@ func (d *destination) Test(rc *sdk.RunContext) (abi.TestReport, error) {
 			step("query permission", nil, "no query permission: runs will load straight into the table ("+perm.Reason+")")
 		}
 	}
-	return rep, nil
+	return t.Report, nil
 }

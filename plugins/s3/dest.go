@@ -2,7 +2,6 @@ package main
 
 import (
 	"encoding/json"
-	"fmt"
 	"log/slog"
 	"time"
 
@@ -170,26 +169,21 @@ func (d *destination) writeManifest() error {
 // nonRetryable are the S3 error codes PostHog does not retry, and retryable the ones the
 // host might report with a fatal status but that are transient.
 var (
-	nonRetryable = map[string]bool{"NoSuchBucket": true, "AccessDenied": true, "InvalidAccessKeyId": true,
+	s3Codes = sdk.ErrorCodes{Destination: "S3", Fatal: map[string]bool{"NoSuchBucket": true, "AccessDenied": true, "InvalidAccessKeyId": true,
 		"SignatureDoesNotMatch": true, "InvalidBucketName": true, "AllAccessDisabled": true,
 		"AccountProblem": true, "ExpiredToken": true, "InvalidToken": true, "KMS.AccessDeniedException": true,
 		"KMS.NotFoundException": true, "KMS.DisabledException": true, "KeyTooLongError": true,
-		"InvalidEncryptionAlgorithmError": true, "PermanentRedirect": true, "AuthorizationHeaderMalformed": true}
-	retryable = map[string]bool{"SlowDown": true, "RequestTimeout": true, "InternalError": true,
-		"ServiceUnavailable": true, "OperationAborted": true, "RequestTimeTooSkewed": true}
+		"InvalidEncryptionAlgorithmError": true, "PermanentRedirect": true, "AuthorizationHeaderMalformed": true},
+		Retryable: map[string]bool{"SlowDown": true, "RequestTimeout": true, "InternalError": true,
+			"ServiceUnavailable": true, "OperationAborted": true, "RequestTimeTooSkewed": true}}
 )
 
 // Classify follows PostHog's S3 destination: missing bucket, bad credentials, an invalid
 // key, a bad endpoint and an unsupported format or compression fail the run; the rest
 // (throttling, timeouts, 5xx, resets, unknown errors) is retried.
 func (d *destination) Classify(e *abi.Error, attempt int) abi.Classification {
-	switch {
-	case nonRetryable[e.Code]:
-		return abi.Classification{Outcome: abi.OutcomeFail, Reason: "S3 error " + e.Code + " is not retryable"}
-	case retryable[e.Code]:
-		return abi.Classification{Outcome: abi.OutcomeRetry, Reason: "S3 error " + e.Code + " is transient"}
-	case e.Field != "":
-		return abi.Classification{Outcome: abi.OutcomeFail, Reason: fmt.Sprintf("invalid config key %q", e.Field)}
+	if c, ok := s3Codes.Classify(e); ok {
+		return c
 	}
 	return sdk.DefaultClassify(e, attempt)
 }
@@ -198,17 +192,10 @@ func (d *destination) Classify(e *abi.Error, attempt int) abi.Classification {
 // leaving data: an object capability check operation when the host has one, else an upload
 // that is opened, written and aborted.
 func (d *destination) Test(rc *sdk.RunContext) (abi.TestReport, error) {
-	var rep abi.TestReport
-	step := func(name string, err error, okMsg string) bool {
-		s := abi.TestStep{Name: name, OK: err == nil, Message: okMsg}
-		if err != nil {
-			s.Message = err.Error()
-		}
-		rep.Steps = append(rep.Steps, s)
-		return err == nil
-	}
+	var t sdk.TestSteps
+	step := t.Step
 	if !step("config", d.Open(rc), "config is valid") {
-		return rep, nil
+		return t.Report, nil
 	}
 	key := d.cfg.fileKey(d.prefix, d.start, d.end, map[bool]int{true: 0, false: -1}[d.split])
 	step("object key", nil, "files of this interval would be written as "+key)
@@ -217,11 +204,11 @@ func (d *destination) Test(rc *sdk.RunContext) (abi.TestReport, error) {
 	err := sdk.Call(abi.CapObject, map[string]string{"op": "check"}, &resp)
 	if err == nil {
 		step("bucket access", nil, "the host checked the bucket and credentials")
-		return rep, nil
+		return t.Report, nil
 	}
 	if !sdk.IsStatus(err, abi.StatusUnimplemented) {
 		step("bucket access", err, "")
-		return rep, nil
+		return t.Report, nil
 	}
 	probe := joinKey(d.prefix, ".sluice-test-"+rc.RunID)
 	up, err := sdk.OpenUpload(abi.UploadSpec{Key: probe, ContentType: "text/plain"})
@@ -232,5 +219,5 @@ func (d *destination) Test(rc *sdk.RunContext) (abi.TestReport, error) {
 		}
 	}
 	step("bucket access", err, "opened, wrote and aborted an upload at "+probe+" (nothing was kept)")
-	return rep, nil
+	return t.Report, nil
 }

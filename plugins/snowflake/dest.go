@@ -344,28 +344,26 @@ func (d *destination) Close() error {
 	return nil
 }
 
-// Snowflake error codes (abi.Error.code, as the capability reports them).
-var (
-	retryableCodes = map[string]bool{"000608": true, "000604": true, "000630": true, "000625": true,
-		"390112": true, "390114": true, "260007": true, "261000": true, "261001": true, "http_5xx": true}
-	fatalCodes = map[string]bool{"390100": true, "390101": true, "390102": true, "390144": true, "390189": true,
+// snowflakeCodes lists Snowflake error codes (abi.Error.code, as the capability reports them).
+var snowflakeCodes = sdk.ErrorCodes{Destination: "Snowflake",
+	Retryable: map[string]bool{"000608": true, "000604": true, "000630": true, "000625": true,
+		"390112": true, "390114": true, "260007": true, "261000": true, "261001": true, "http_5xx": true},
+	Fatal: map[string]bool{"390100": true, "390101": true, "390102": true, "390144": true, "390189": true,
 		"390201": true, "002003": true, "002043": true, "000904": true, "002023": true, "001003": true, "000606": true,
 		"003001": true, "100069": true, "100038": true, "100071": true, "100072": true, "260008": true, "261004": true,
-		"invalid_private_key": true, "missing_password": true}
-)
+		"invalid_private_key": true, "missing_password": true},
+}
 
 // Classify follows PostHog's Snowflake destination: a suspended warehouse, cancelled or
 // timed-out statements, expired sessions and network or 5xx faults are retried;
 // authentication failures, a missing database, schema or table, an incompatible schema,
 // malformed data and an invalid private key fail the run.
 func (d *destination) Classify(e *abi.Error, attempt int) abi.Classification {
-	switch {
-	case retryableCodes[e.Code]:
-		return abi.Classification{Outcome: abi.OutcomeRetry, Reason: "Snowflake error " + e.Code + " is transient"}
-	case fatalCodes[e.Code], strings.HasPrefix(e.Code, "copy_"):
-		return abi.Classification{Outcome: abi.OutcomeFail, Reason: "Snowflake error " + e.Code + " is not retryable"}
-	case e.Field != "":
-		return abi.Classification{Outcome: abi.OutcomeFail, Reason: fmt.Sprintf("invalid config key %q", e.Field)}
+	if c, ok := snowflakeCodes.Classify(e); ok {
+		return c
+	}
+	if strings.HasPrefix(e.Code, "copy_") { // the COPY itself reported rows it could not load
+		return abi.Classification{Outcome: abi.OutcomeFail, Reason: "Snowflake COPY error " + e.Code + " is not retryable"}
 	}
 	return sdk.DefaultClassify(e, attempt)
 }
@@ -373,21 +371,14 @@ func (d *destination) Classify(e *abi.Error, attempt int) abi.Classification {
 // Test checks the config, the login and access to the database, schema and warehouse, and
 // whether the table exists (no data written).
 func (d *destination) Test(rc *sdk.RunContext) (abi.TestReport, error) {
-	var rep abi.TestReport
-	step := func(name string, err error, okMsg string) bool {
-		s := abi.TestStep{Name: name, OK: err == nil, Message: okMsg}
-		if err != nil {
-			s.Message = err.Error()
-		}
-		rep.Steps = append(rep.Steps, s)
-		return err == nil
-	}
+	var t sdk.TestSteps
+	step := t.Step
 	if err := rc.Config(&d.cfg); err != nil || d.cfg.check() != nil {
 		if err == nil {
 			err = d.cfg.check()
 		}
 		step("config", err, "")
-		return rep, nil
+		return t.Report, nil
 	}
 	step("config", nil, "config is valid")
 	var acc struct {
@@ -398,19 +389,19 @@ func (d *destination) Test(rc *sdk.RunContext) (abi.TestReport, error) {
 	}
 	if !step("access", call(map[string]any{"op": "check_access"}, &acc),
 		"logged in; database "+d.cfg.Database+", schema "+d.cfg.Schema+" and a warehouse are usable") {
-		return rep, nil
+		return t.Report, nil
 	}
 	var info struct {
 		Exists bool `json:"exists"`
 	}
 	if err := call(map[string]any{"op": "table_info", "table": d.cfg.TableName}, &info); err != nil {
 		step("table", err, "")
-		return rep, nil
+		return t.Report, nil
 	}
 	msg := "table " + d.cfg.TableName + " exists"
 	if !info.Exists {
 		msg = "table " + d.cfg.TableName + " does not exist yet; the first run creates it"
 	}
 	step("table", nil, msg)
-	return rep, nil
+	return t.Report, nil
 }
