@@ -67,6 +67,9 @@ go build -o "$RUN_DIR/chdbfront" ./internal/chdbfront/cmd/chdbfront >&2
 # A fresh session directory: tables from an earlier run are not wanted.
 rm -rf "$RUN_DIR/data"
 log "starting chdbfront on 127.0.0.1:${PORT}"
+# Run it from its own directory: the engine resolves paths against the working directory,
+# and the checkout that started it may be deleted while the server keeps running.
+cd "$RUN_DIR"
 TZ=UTC CHDB_LIB_PATH="$LIB" nohup "$RUN_DIR/chdbfront" -listen "127.0.0.1:${PORT}" -path "$RUN_DIR/data" \
   >"$RUN_DIR/front.log" 2>&1 </dev/null &
 echo $! >"$RUN_DIR/front.pid"
