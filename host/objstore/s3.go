@@ -29,7 +29,10 @@ const (
 	// MaxPartSize is S3's largest part.
 	MaxPartSize = 5 << 30
 	// DefaultConcurrency is the number of parts in flight when S3Config.Concurrency is 0.
-	DefaultConcurrency = 5
+	// 2 bounds an upload's buffers to 3 parts (150 MiB at the default part size) instead of
+	// 6: one export's encoder output (4-7 MB/s of gzip JSON Lines per core, bench/e2e.sh)
+	// is far below what two S3 connections carry. See docs/performance.md, "Peak RSS".
+	DefaultConcurrency = 2
 	// DefaultMaxRetries is the retry count for a failed part when S3Config.MaxRetries is 0.
 	DefaultMaxRetries = 3
 	maxParts          = 10000
@@ -54,7 +57,7 @@ type S3Config struct {
 	KMSKeyID   string
 	// PartSize is the multipart part size: default 50 MiB, at least 5 MiB.
 	PartSize int64
-	// Concurrency is the number of parts uploaded at once (default 5).
+	// Concurrency is the number of parts uploaded at once (default 2).
 	// One Upload holds at most (Concurrency+1)*PartSize bytes of buffers.
 	Concurrency int
 	// MaxRetries is how many times a failed part (or single PutObject) is

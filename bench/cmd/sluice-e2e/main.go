@@ -1,0 +1,963 @@
+// Command sluice-e2e measures Sluice end to end on one machine (see bench/e2e.sh, which
+// starts the servers and builds the binaries):
+//
+//   - load: N demo events (internal/demo, PostHog-shaped, ~500 bytes) into a ClickHouse
+//     events table (PostHog's schema in 18.16 types), each data set in its own hourly
+//     interval of inserted_at;
+//   - e2e: a real `sluice serve` process (ClickHouse source, first-party s3 plugin, JSON
+//     Lines + gzip, to a loopback S3 server) exporting one interval through the REST API
+//     (export + backfill), timed from the backfill request to the run Completed, against
+//     `clickhouse-client --query "SELECT ... FORMAT JSONEachRow" | gzip -1` on the same rows,
+//     alternating, several repetitions;
+//   - rss: one fresh `sluice serve` per interval size, VmRSS sampled every 100 ms from
+//     /proc/<pid>/status, VmHWM read at the end, Go heap sampled from /metrics.
+//
+// Everything stays on 127.0.0.1: the ClickHouse DSN and the S3 endpoint must be loopback.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/google/uuid"
+
+	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/internal/demo"
+)
+
+// PostHog's events table in ClickHouse 18.16 types (as host/source/clickhouse_test.go).
+const eventsDDL = `CREATE TABLE %s (
+	uuid UUID,
+	event String,
+	properties String,
+	timestamp DateTime('UTC'),
+	team_id Int64,
+	distinct_id String,
+	elements_chain String,
+	created_at DateTime('UTC'),
+	person_id UUID,
+	person_properties String,
+	inserted_at Nullable(DateTime('UTC')),
+	_timestamp DateTime,
+	_offset UInt64
+) ENGINE = ReplacingMergeTree(_timestamp)
+PARTITION BY toYYYYMM(timestamp)
+ORDER BY (team_id, toDate(timestamp), event, cityHash64(distinct_id), cityHash64(toString(uuid)))`
+
+// base is the first data set's interval; data set i lives in [base+i h, base+(i+1) h).
+// Fixed, so a kept table (-keep) is reused by the next invocation.
+var base = time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
+
+type config struct {
+	dsn, db, chSettings        string
+	s3Endpoint, access, secret string
+	sluice, pluginsDir, lock   string
+	work                       string
+	e2eEvents                  int
+	reps                       int
+	rss                        []int
+	loadWorkers                int
+	keep, skipE2E, skipPlain   bool
+	sluiceEnv                  []string
+	label                      string
+	throttle                   float64 // MB/s per connection to S3, 0: none
+}
+
+func main() {
+	var c config
+	var rss, senv string
+	flag.StringVar(&c.dsn, "dsn", envOr("SLUICE_TEST_CLICKHOUSE_DSN", "clickhouse://127.0.0.1:9000/default"), "ClickHouse native DSN (its database is replaced by -db)")
+	flag.StringVar(&c.db, "db", "sluice_bench", "ClickHouse database holding the events table (created, dropped at the end unless -keep)")
+	flag.StringVar(&c.chSettings, "ch-settings", "max_bytes_before_external_sort=2000000000", "ClickHouse settings for both Sluice's source (DSN parameters) and clickhouse-client (k=v&k=v)")
+	flag.StringVar(&c.s3Endpoint, "s3-endpoint", os.Getenv("SLUICE_TEST_S3_ENDPOINT"), "loopback S3 endpoint (versitygw)")
+	flag.StringVar(&c.access, "s3-access", os.Getenv("SLUICE_TEST_S3_ACCESS_KEY"), "S3 access key")
+	flag.StringVar(&c.secret, "s3-secret", os.Getenv("SLUICE_TEST_S3_SECRET_KEY"), "S3 secret key")
+	flag.StringVar(&c.sluice, "sluice", "bin/sluice", "sluice binary")
+	flag.StringVar(&c.pluginsDir, "plugins-dir", "bin/plugins", "built first-party plugins")
+	flag.StringVar(&c.lock, "lock", "plugins.lock", "plugins.lock")
+	flag.StringVar(&c.work, "work", "", "scratch directory for sluice data dirs (default: a temp dir, removed)")
+	flag.IntVar(&c.e2eEvents, "e2e-events", 2_000_000, "events in the interval timed against clickhouse-client")
+	flag.IntVar(&c.reps, "reps", 3, "e2e repetitions (each: sluice, then the clickhouse-client dumps, alternating the order)")
+	flag.StringVar(&rss, "rss", "2000000,5000000,10000000", "event counts of the intervals whose export's peak RSS is measured (empty: none)")
+	flag.IntVar(&c.loadWorkers, "load-workers", 2, "concurrent generators/inserters while loading")
+	flag.BoolVar(&c.keep, "keep", false, "keep the ClickHouse database (the next run reuses the intervals already loaded)")
+	flag.BoolVar(&c.skipE2E, "skip-e2e", false, "skip the e2e comparison")
+	flag.BoolVar(&c.skipPlain, "skip-plain", false, "e2e: skip the plain (unsorted) clickhouse-client dump")
+	flag.StringVar(&senv, "sluice-env", "", "extra environment of sluice serve, comma-separated K=V (e.g. GOMEMLIMIT=200MiB)")
+	flag.StringVar(&c.label, "label", "", "label printed with the RSS rows")
+	flag.Float64Var(&c.throttle, "s3-throttle", 0, "RSS runs: send sluice's S3 traffic through a loopback proxy limiting each connection's upload to this many MB/s (a slow S3)")
+	flag.Parse()
+	for _, f := range strings.Split(rss, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, err := strconv.ParseFloat(f, 64)
+		check(err)
+		c.rss = append(c.rss, int(n))
+	}
+	if senv != "" {
+		c.sluiceEnv = strings.Split(senv, ",")
+	}
+	_ = os.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	check(loopback(c.dsn, "dsn"))
+	check(loopback(c.s3Endpoint, "s3-endpoint"))
+	if c.work == "" {
+		d, err := os.MkdirTemp("", "sluice-e2e-")
+		check(err)
+		defer os.RemoveAll(d)
+		c.work = d
+	}
+	if err := run(context.Background(), c); err != nil {
+		fmt.Fprintln(os.Stderr, "sluice-e2e:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, c config) error {
+	conn, err := chOpen(c.dsn, "default")
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	if !c.keep {
+		defer func() {
+			_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+c.db)
+			fmt.Printf("== dropped ClickHouse database %s\n", c.db)
+		}()
+	}
+	if err := conn.Exec(ctx, "CREATE DATABASE IF NOT EXISTS "+c.db); err != nil {
+		return err
+	}
+	if err := conn.Exec(ctx, fmt.Sprintf(strings.Replace(eventsDDL, "CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1), c.db+".events")); err != nil {
+		return err
+	}
+	// Data sets: the e2e interval first, then every RSS size (reusing the e2e interval when
+	// the counts match).
+	sizes := []int{}
+	if !c.skipE2E {
+		sizes = append(sizes, c.e2eEvents)
+	}
+	for _, n := range c.rss {
+		if !slices.Contains(sizes, n) {
+			sizes = append(sizes, n)
+		}
+	}
+	sets := map[int]dataset{}
+	for _, n := range sizes {
+		d, err := ensureLoaded(ctx, conn, c, n)
+		if err != nil {
+			return err
+		}
+		sets[n] = d
+	}
+	s3c := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(c.s3Endpoint), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider(c.access, c.secret, "")})
+
+	// One shared wazero compilation cache, so that each fresh process starts from compiled
+	// plugins like a long-running server (compiling is not what is measured).
+	cache := filepath.Join(c.work, "wazero-cache")
+	if err := warmUp(c, cache); err != nil {
+		return err
+	}
+	if !c.skipE2E {
+		if err := e2e(ctx, c, s3c, sets[c.e2eEvents], cache); err != nil {
+			return err
+		}
+	}
+	if len(c.rss) > 0 && c.throttle > 0 {
+		direct := c.s3Endpoint
+		p, err := throttleProxy(direct, c.throttle*1e6)
+		if err != nil {
+			return err
+		}
+		c.s3Endpoint = p
+		fmt.Printf("\n== S3 traffic of sluice goes through %s: uploads limited to %.1f MB/s per connection\n", p, c.throttle)
+	}
+	if len(c.rss) > 0 {
+		fmt.Printf("\n== peak RSS of sluice serve exporting one interval (fresh process per size; %s)\n", c.label)
+		var rows []rssRow
+		for _, n := range c.rss {
+			r, err := sluiceRun(ctx, c, s3c, sets[n], cache)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, rssRow{sets[n], r})
+			fmt.Printf("   %d events: %.1fs, VmHWM %s (before backfill %s), peak sampled VmRSS %s (anon %s, file %s), Go HeapInuse peak %s, Sys peak %s\n",
+				n, r.elapsed.Seconds(), mib(r.hwmAfter), mib(r.hwmBefore), mib(r.rssPeak), mib(r.anonAtPeak), mib(r.fileAtPeak), mib(r.heapPeak), mib(r.sysPeak))
+		}
+		printRSS(rows, c.label)
+	}
+	return nil
+}
+
+// ---- loading ----
+
+type dataset struct {
+	n          int
+	start, end time.Time
+	bytes      int64 // event data bytes: string fields + 64 bytes of fixed-width fields per row
+}
+
+func ensureLoaded(ctx context.Context, conn driver.Conn, c config, n int) (dataset, error) {
+	// The interval is a function of n, so that a kept table (-keep) is found again; two
+	// sizes landing in the same hour are reported below (the counts differ).
+	start := base.Add(time.Duration(n%(24*9)) * time.Hour)
+	d := dataset{n: n, start: start, end: start.Add(time.Hour)}
+	have, err := countIn(ctx, conn, c.db, d)
+	if err != nil {
+		return d, err
+	}
+	if have != 0 && have != uint64(n) {
+		return d, fmt.Errorf("interval %s holds %d events, not %d: drop database %s (run without -keep)", start.Format(time.RFC3339), have, n, c.db)
+	}
+	if have == 0 {
+		fmt.Printf("== loading %d events into %s.events, inserted_at in [%s, %s)\n", n, c.db, d.start.Format(time.RFC3339), d.end.Format(time.RFC3339))
+		t0 := time.Now()
+		if err := load(ctx, c, d); err != nil {
+			return d, err
+		}
+		el := time.Since(t0)
+		fmt.Printf("   loaded in %.1fs (%.0f events/s)\n", el.Seconds(), float64(n)/el.Seconds())
+		if have, err = countIn(ctx, conn, c.db, d); err != nil {
+			return d, err
+		} else if have != uint64(n) {
+			return d, fmt.Errorf("loaded %d events, want %d", have, n)
+		}
+	}
+	row := conn.QueryRow(ctx, `SELECT toInt64(sum(length(event) + length(properties) + length(distinct_id) +
+		length(elements_chain) + length(person_properties) + 64)) FROM `+c.db+`.events
+		WHERE inserted_at >= toDateTime(?, 'UTC') AND inserted_at < toDateTime(?, 'UTC')`,
+		d.start.Unix(), d.end.Unix())
+	if err := row.Scan(&d.bytes); err != nil {
+		return d, fmt.Errorf("size of interval: %w", err)
+	}
+	fmt.Printf("== interval %s: %d events, %.1f MB of event data (%.0f B/event)\n", d.start.Format(time.RFC3339), n, float64(d.bytes)/1e6, float64(d.bytes)/float64(n))
+	return d, nil
+}
+
+func countIn(ctx context.Context, conn driver.Conn, db string, d dataset) (uint64, error) {
+	var n uint64
+	err := conn.QueryRow(ctx, "SELECT count() FROM "+db+".events WHERE inserted_at >= toDateTime(?, 'UTC') AND inserted_at < toDateTime(?, 'UTC')",
+		d.start.Unix(), d.end.Unix()).Scan(&n)
+	return n, err
+}
+
+// templates are demo events (internal/demo.One) that the loader varies: generating one
+// costs ~25 µs (a JSON-marshalled map and crypto/rand), too slow for 10^7 rows on 2 cores.
+// Each row takes a template's properties, names and person, a fresh random v4 uuid, and
+// its own inserted_at, with the template's offsets to timestamp and created_at. 50,000
+// templates (~25 MB of rows) are far more than gzip's 32 KiB window sees.
+const nTemplates = 50_000
+
+var (
+	templatesOnce sync.Once
+	templates     []abi.Event
+)
+
+func loadTemplates() []abi.Event {
+	templatesOnce.Do(func() {
+		r := mrand.New(mrand.NewPCG(42, 4242))
+		t := base
+		templates = make([]abi.Event, nTemplates)
+		for i := range templates {
+			templates[i] = demo.One(r, t)
+		}
+	})
+	return templates
+}
+
+// load inserts d.n PostHog-shaped events with inserted_at spread evenly over the interval,
+// in blocks of 100k rows, from c.loadWorkers goroutines.
+func load(ctx context.Context, c config, d dataset) error {
+	const block = 100_000
+	tpl := loadTemplates()
+	var next atomic.Int64
+	var done atomic.Int64
+	errc := make(chan error, c.loadWorkers)
+	var wg sync.WaitGroup
+	step := time.Hour / time.Duration(d.n)
+	stop := make(chan struct{})
+	go func() {
+		t := time.NewTicker(15 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				fmt.Printf("   ... %d / %d\n", done.Load(), d.n)
+			}
+		}
+	}()
+	for w := 0; w < c.loadWorkers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := chOpen(c.dsn, c.db)
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer conn.Close()
+			for {
+				lo := int(next.Add(block)) - block
+				if lo >= d.n {
+					return
+				}
+				hi := min(lo+block, d.n)
+				r := mrand.New(mrand.NewPCG(uint64(d.n), uint64(lo)))
+				b, err := conn.PrepareBatch(ctx, `INSERT INTO events (uuid, event, properties, timestamp, team_id,
+					distinct_id, elements_chain, created_at, person_id, person_properties, inserted_at, _timestamp, _offset)`)
+				if err != nil {
+					errc <- err
+					return
+				}
+				for i := lo; i < hi; i++ {
+					e := &tpl[r.IntN(len(tpl))]
+					var id uuid.UUID
+					binary.LittleEndian.PutUint64(id[:8], r.Uint64())
+					binary.LittleEndian.PutUint64(id[8:], r.Uint64())
+					id[6] = id[6]&0x0f | 0x40
+					id[8] = id[8]&0x3f | 0x80
+					ins := d.start.Add(step * time.Duration(i))
+					ts := ins.Add(e.Timestamp.Sub(e.InsertedAt))
+					created := ins.Add(e.CreatedAt.Sub(e.InsertedAt))
+					if err := b.Append(id, e.Event, e.Properties, ts, e.TeamID, e.DistinctID,
+						e.ElementsChain, created, uuid.UUID(*e.PersonID), *e.PersonProperties, &ins, ins, uint64(i)); err != nil {
+						errc <- err
+						return
+					}
+				}
+				if err := b.Send(); err != nil {
+					errc <- err
+					return
+				}
+				done.Add(int64(hi - lo))
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	close(errc)
+	return <-errc
+}
+
+// ---- e2e ----
+
+type sample struct {
+	sluice, same, plain time.Duration
+}
+
+func e2e(ctx context.Context, c config, s3c *s3.Client, d dataset, cache string) error {
+	fmt.Printf("\n== end to end: %d events (%.0f MB of event data) in one hourly interval, %d reps\n", d.n, float64(d.bytes)/1e6, c.reps)
+	fmt.Println("   sluice: sluice serve (ClickHouse source) -> s3 plugin, JSON Lines + gzip (level 5) -> versitygw; backfill request to run Completed")
+	fmt.Println("   ch-same: clickhouse-client, Sluice's own query (ORDER BY inserted_at, uuid; LIMIT 1 BY), FORMAT JSONEachRow | gzip -1")
+	if !c.skipPlain {
+		fmt.Println("   ch-plain: clickhouse-client, SELECT the same columns WHERE inserted_at in the interval (no ORDER BY/LIMIT BY) FORMAT JSONEachRow | gzip -1")
+	}
+	var samples []sample
+	for rep := 0; rep < c.reps; rep++ {
+		var s sample
+		var sr sluiceResult
+		var sameOut, plainOut int64
+		runCH := func() error {
+			var err error
+			if s.same, sameOut, err = chDump(ctx, c, sameQuery(c.db, d)); err != nil {
+				return err
+			}
+			if !c.skipPlain {
+				if s.plain, plainOut, err = chDump(ctx, c, plainQuery(c.db, d)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+		runSluice := func() error {
+			var err error
+			sr, err = sluiceRun(ctx, c, s3c, d, cache)
+			s.sluice = sr.elapsed
+			return err
+		}
+		order := []func() error{runSluice, runCH}
+		if rep%2 == 1 {
+			order = []func() error{runCH, runSluice}
+		}
+		for _, f := range order {
+			if err := f(); err != nil {
+				return err
+			}
+		}
+		samples = append(samples, s)
+		fmt.Printf("   rep %d: sluice %.2fs (run %.2fs in the API, %d records, %.1f MB gz, VmHWM %s) | ch-same %.2fs (%.1f MB gz)",
+			rep+1, s.sluice.Seconds(), sr.runTime.Seconds(), sr.records, float64(sr.objBytes)/1e6, mib(sr.hwmAfter), s.same.Seconds(), float64(sameOut)/1e6)
+		if !c.skipPlain {
+			fmt.Printf(" | ch-plain %.2fs (%.1f MB gz)", s.plain.Seconds(), float64(plainOut)/1e6)
+		}
+		fmt.Println()
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Println()
+	fmt.Fprintln(w, "rep\tsluice s\tch-same s\tch-same/sluice\tch-plain s\tch-plain/sluice\tsluice MB/s\t")
+	var rs, rp []float64
+	var ts, tsame, tplain time.Duration
+	for i, s := range samples {
+		r1 := s.same.Seconds() / s.sluice.Seconds()
+		r2 := s.plain.Seconds() / s.sluice.Seconds()
+		rs, rp = append(rs, r1), append(rp, r2)
+		ts, tsame, tplain = ts+s.sluice, tsame+s.same, tplain+s.plain
+		fmt.Fprintf(w, "%d\t%.2f\t%.2f\t%.3f\t%.2f\t%.3f\t%.1f\t\n", i+1, s.sluice.Seconds(), s.same.Seconds(), r1, s.plain.Seconds(), r2, float64(d.bytes)/1e6/s.sluice.Seconds())
+	}
+	fmt.Fprintf(w, "median\t\t\t%.3f\t\t%.3f\t\t\n", median(rs), median(rp))
+	fmt.Fprintf(w, "total\t%.2f\t%.2f\t%.3f\t%.2f\t%.3f\t%.1f\t\n", ts.Seconds(), tsame.Seconds(), tsame.Seconds()/ts.Seconds(),
+		tplain.Seconds(), tplain.Seconds()/ts.Seconds(), float64(d.bytes)*float64(len(samples))/1e6/ts.Seconds())
+	w.Flush()
+	if c.skipPlain {
+		fmt.Println("(ch-plain skipped)")
+	}
+	return nil
+}
+
+// sameQuery is the query host/source.ClickHouse.buildQuery sends for the interval (a run
+// from the start), with its bound arguments inlined and JSONEachRow output.
+func sameQuery(db string, d dataset) string {
+	return fmt.Sprintf("SELECT `uuid`, `event`, `distinct_id`, toNullable(`person_id`), toInt64(`team_id`), `properties`, "+
+		"toNullable(`person_properties`), `elements_chain`, `timestamp`, toNullable(`created_at`), "+
+		"assumeNotNull(coalesce(`inserted_at`, `_timestamp`)) AS _sluice_inserted_at, toString(`uuid`) AS _sluice_uuid "+
+		"FROM %s.`events` WHERE _sluice_inserted_at >= toDateTime(%d, 'UTC') AND _sluice_inserted_at < toDateTime(%d, 'UTC') "+
+		"ORDER BY _sluice_inserted_at, _sluice_uuid LIMIT 1 BY `event`, cityHash64(`distinct_id`), `uuid` FORMAT JSONEachRow",
+		db, d.start.Unix(), d.end.Unix())
+}
+
+func plainQuery(db string, d dataset) string {
+	return fmt.Sprintf("SELECT uuid, event, distinct_id, person_id, team_id, properties, person_properties, elements_chain, "+
+		"timestamp, created_at, inserted_at FROM %s.events WHERE inserted_at >= toDateTime(%d, 'UTC') AND inserted_at < toDateTime(%d, 'UTC') "+
+		"FORMAT JSONEachRow", db, d.start.Unix(), d.end.Unix())
+}
+
+// chDump times `clickhouse-client --query q | gzip -1 | wc -c` and returns the gzip size.
+func chDump(ctx context.Context, c config, q string) (time.Duration, int64, error) {
+	u, _ := url.Parse(c.dsn)
+	host, port, _ := net.SplitHostPort(u.Host)
+	args := []string{"--host", host, "--port", port}
+	settings, _ := url.ParseQuery(c.chSettings)
+	for k, v := range settings {
+		args = append(args, "--"+k+"="+v[0])
+	}
+	args = append(args, "--query", q)
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	script := "set -o pipefail; clickhouse-client " + strings.Join(quoted, " ") + " | gzip -1 | wc -c"
+	cmd := exec.CommandContext(ctx, "bash", "-c", script)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	t0 := time.Now()
+	out, err := cmd.Output()
+	el := time.Since(t0)
+	if err != nil {
+		return 0, 0, fmt.Errorf("clickhouse-client: %v: %s", err, stderr.String())
+	}
+	n, _ := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	return el, n, nil
+}
+
+// ---- one sluice serve process, one export, one backfill of one interval ----
+
+type sluiceResult struct {
+	elapsed, runTime    time.Duration
+	records, objBytes   int64
+	hwmBefore, hwmAfter int64
+	rssBefore, rssPeak  int64
+	heapPeak, sysPeak   int64
+	anonAtPeak          int64 // RssAnon at the sampled VmRSS peak
+	fileAtPeak          int64 // RssFile (binary text, mapped files) at that peak
+	samples             int
+}
+
+var runSeq atomic.Int64
+
+func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache string) (res sluiceResult, err error) {
+	seq := runSeq.Add(1)
+	data := filepath.Join(c.work, fmt.Sprintf("data-%d", seq))
+	if err := os.MkdirAll(filepath.Join(data, "cache"), 0o750); err != nil {
+		return res, err
+	}
+	if err := os.MkdirAll(cache, 0o750); err != nil {
+		return res, err
+	}
+	if err := os.Symlink(cache, filepath.Join(data, "cache", "wazero")); err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(data)
+	addr, err := freeAddr()
+	if err != nil {
+		return res, err
+	}
+	const token = "sluice-e2e-bench-token"
+	dsn, _ := url.Parse(c.dsn)
+	dsn.Path = "/" + c.db
+	dsn.RawQuery = c.chSettings
+	logf, err := os.Create(filepath.Join(c.work, fmt.Sprintf("serve-%d.log", seq)))
+	if err != nil {
+		return res, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(c.sluice, "serve", "--addr", addr, "--data-dir", data, "--api-token", token,
+		"--plugins-dir", c.pluginsDir, "--lock", c.lock, "--settle-delay", "1s")
+	cmd.Env = append(os.Environ(), "SLUICE_CLICKHOUSE_DSN="+dsn.String(), "AWS_EC2_METADATA_DISABLED=true")
+	cmd.Env = append(cmd.Env, c.sluiceEnv...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return res, err
+	}
+	pid := cmd.Process.Pid
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		waited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(waited) }()
+		select {
+		case <-waited:
+		case <-time.After(40 * time.Second):
+			_ = cmd.Process.Kill()
+			<-waited
+		}
+		if err != nil {
+			logf.Sync()
+			b, _ := os.ReadFile(logf.Name())
+			lines := strings.Split(string(b), "\n")
+			fmt.Fprintf(os.Stderr, "sluice serve log (last lines):\n%s\n", strings.Join(lines[max(0, len(lines)-30):], "\n"))
+		}
+	}()
+	base := "http://" + addr
+	if err := waitReady(base, cmd); err != nil {
+		return res, err
+	}
+	bucket := fmt.Sprintf("sluice-e2e-%d-%d", time.Now().UnixNano(), seq)
+	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &bucket}); err != nil {
+		return res, fmt.Errorf("create bucket: %w", err)
+	}
+	defer emptyBucket(context.Background(), s3c, bucket)
+	api := apiClient{base: base, token: token}
+	var exp struct{ ID string }
+	if err := api.do("POST", "/api/v1/batch_exports", map[string]any{"name": "bench-" + bucket, "interval": "hour",
+		"destination": map[string]any{"type": "s3", "config": map[string]any{
+			"bucket_name": bucket, "region": "us-east-1", "endpoint_url": c.s3Endpoint,
+			"aws_access_key_id": c.access, "aws_secret_access_key": c.secret,
+			"prefix": "posthog/{year}/{month}/{day}", "file_format": "JSONLines", "compression": "gzip",
+		}}}, 201, &exp); err != nil {
+		return res, err
+	}
+	// Let the process settle (export scheduling, GC after start) before the baseline.
+	time.Sleep(time.Second)
+	res.hwmBefore, res.rssBefore = procStatus(pid, "VmHWM"), procStatus(pid, "VmRSS")
+
+	stopSampling := make(chan struct{})
+	var sampWG sync.WaitGroup
+	sampWG.Add(2)
+	go func() { // VmRSS every 100 ms
+		defer sampWG.Done()
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if v := procStatus(pid, "VmRSS"); v > res.rssPeak {
+				res.rssPeak = v
+				res.anonAtPeak, res.fileAtPeak = procStatus(pid, "RssAnon"), procStatus(pid, "RssFile")
+			}
+			res.samples++
+			select {
+			case <-stopSampling:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	go func() { // Go heap every 500 ms from /metrics
+		defer sampWG.Done()
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		for {
+			h, s := goMem(base)
+			res.heapPeak, res.sysPeak = max(res.heapPeak, h), max(res.sysPeak, s)
+			select {
+			case <-stopSampling:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+
+	t0 := time.Now()
+	if err := api.do("POST", "/api/v1/batch_exports/"+exp.ID+"/backfills",
+		map[string]any{"start_at": d.start.Format(time.RFC3339), "end_at": d.end.Format(time.RFC3339)}, 201, nil); err != nil {
+		close(stopSampling)
+		sampWG.Wait()
+		return res, err
+	}
+	type runView struct {
+		Status           string
+		LatestError      string     `json:"latest_error"`
+		RecordsCompleted int64      `json:"records_completed"`
+		BytesExported    int64      `json:"bytes_exported"`
+		IntervalStart    time.Time  `json:"interval_start"`
+		StartedAt        *time.Time `json:"started_at"`
+		FinishedAt       *time.Time `json:"finished_at"`
+	}
+	var done *runView
+	deadline := time.Now().Add(2 * time.Hour)
+	for done == nil {
+		var out struct{ Results []runView }
+		if err := api.do("GET", "/api/v1/batch_exports/"+exp.ID+"/runs?limit=50", nil, 200, &out); err != nil {
+			close(stopSampling)
+			sampWG.Wait()
+			return res, err
+		}
+		for i, r := range out.Results {
+			if !r.IntervalStart.Equal(d.start) {
+				continue // a scheduled run of the current hour, not ours
+			}
+			switch r.Status {
+			case "Completed":
+				done = &out.Results[i]
+			case "Failed", "FailedRetryable", "Cancelled":
+				close(stopSampling)
+				sampWG.Wait()
+				return res, fmt.Errorf("run %s: %s", r.Status, r.LatestError)
+			}
+		}
+		if done == nil {
+			if time.Now().After(deadline) {
+				close(stopSampling)
+				sampWG.Wait()
+				return res, errors.New("run did not complete in 2h")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	res.elapsed = time.Since(t0)
+	close(stopSampling)
+	sampWG.Wait()
+	res.hwmAfter = procStatus(pid, "VmHWM")
+	res.records = done.RecordsCompleted
+	if done.StartedAt != nil && done.FinishedAt != nil {
+		res.runTime = done.FinishedAt.Sub(*done.StartedAt)
+	}
+	if res.records != int64(d.n) {
+		return res, fmt.Errorf("run exported %d records, the interval holds %d", res.records, d.n)
+	}
+	list, err := s3c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &bucket})
+	if err != nil {
+		return res, err
+	}
+	for _, o := range list.Contents {
+		res.objBytes += aws.ToInt64(o.Size)
+	}
+	if len(list.Contents) == 0 {
+		return res, errors.New("no object written")
+	}
+	return res, nil
+}
+
+// warmUp starts and stops one sluice serve, which compiles the locked plugins into the
+// shared cache: the measured processes then start like a long-running server's restart,
+// and their VmHWM does not include compiling.
+func warmUp(c config, cache string) error {
+	data := filepath.Join(c.work, "data-warmup")
+	if err := os.MkdirAll(filepath.Join(data, "cache"), 0o750); err != nil {
+		return err
+	}
+	defer os.RemoveAll(data)
+	if err := os.MkdirAll(cache, 0o750); err != nil {
+		return err
+	}
+	if err := os.Symlink(cache, filepath.Join(data, "cache", "wazero")); err != nil {
+		return err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(c.sluice, "serve", "--addr", addr, "--data-dir", data, "--api-token", "warmup",
+		"--plugins-dir", c.pluginsDir, "--lock", c.lock)
+	cmd.Env = append(os.Environ(), "AWS_EC2_METADATA_DISABLED=true")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	err = waitReady("http://"+addr, cmd)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+	if err != nil {
+		return fmt.Errorf("warm-up: %w\n%s", err, out.String())
+	}
+	return nil
+}
+
+func emptyBucket(ctx context.Context, s3c *s3.Client, bucket string) {
+	list, err := s3c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &bucket})
+	if err == nil {
+		for _, o := range list.Contents {
+			_, _ = s3c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: o.Key})
+		}
+	}
+	_, _ = s3c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &bucket})
+}
+
+type apiClient struct{ base, token string }
+
+func (a apiClient) do(method, path string, body any, want int, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, a.base+path, rd)
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, raw)
+	}
+	if out != nil {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+func waitReady(base string, cmd *exec.Cmd) error {
+	deadline := time.Now().Add(120 * time.Second)
+	for time.Now().Before(deadline) {
+		if cmd.ProcessState != nil {
+			return errors.New("sluice serve exited")
+		}
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return errors.New("sluice serve did not become ready in 120s")
+}
+
+// goMem reads go_memstats_heap_inuse_bytes and go_memstats_sys_bytes from /metrics.
+func goMem(base string) (heap, sys int64) {
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		l := sc.Text()
+		for _, m := range []struct {
+			name string
+			p    *int64
+		}{{"go_memstats_heap_inuse_bytes ", &heap}, {"go_memstats_sys_bytes ", &sys}} {
+			if v, ok := strings.CutPrefix(l, m.name); ok {
+				f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				*m.p = int64(f)
+			}
+		}
+	}
+	return heap, sys
+}
+
+// procStatus returns a field of /proc/<pid>/status in bytes, or -1.
+func procStatus(pid int, field string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || k != field {
+			continue
+		}
+		fs := strings.Fields(v)
+		if len(fs) == 0 {
+			return -1
+		}
+		n, _ := strconv.ParseInt(fs[0], 10, 64)
+		return n << 10
+	}
+	return -1
+}
+
+type rssRow struct {
+	d dataset
+	r sluiceResult
+}
+
+func printRSS(rows []rssRow, label string) {
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Println()
+	fmt.Fprintln(w, "events\tevent data MB\tgz MB\tseconds\tMB/s\tVmRSS before\tVmHWM before\tpeak VmRSS (100 ms)\tVmHWM after\tGo HeapInuse peak\tGo Sys peak\t")
+	for _, x := range rows {
+		fmt.Fprintf(w, "%d\t%.0f\t%.0f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.d.n, float64(x.d.bytes)/1e6, float64(x.r.objBytes)/1e6,
+			x.r.elapsed.Seconds(), float64(x.d.bytes)/1e6/x.r.elapsed.Seconds(), mib(x.r.rssBefore), mib(x.r.hwmBefore),
+			mib(x.r.rssPeak), mib(x.r.hwmAfter), mib(x.r.heapPeak), mib(x.r.sysPeak))
+	}
+	w.Flush()
+	if len(rows) >= 2 {
+		a, b := rows[0], rows[len(rows)-1]
+		slope := float64(b.r.hwmAfter-a.r.hwmAfter) / (float64(b.d.bytes-a.d.bytes) / 1e9)
+		fmt.Printf("VmHWM slope %s: %+.1f MiB per GB of event data (%d -> %d events)\n", label, slope/(1<<20), a.d.n, b.d.n)
+	}
+}
+
+// throttleProxy forwards TCP connections from a loopback port to the S3 endpoint, limiting
+// the client-to-server direction of each connection to rate bytes/s. Plain TCP: the Host
+// header SigV4 signed passes through unchanged.
+func throttleProxy(endpoint string, rate float64) (string, error) {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return "", err
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	go func() {
+		for {
+			in, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer in.Close()
+				out, err := net.Dial("tcp", u.Host)
+				if err != nil {
+					return
+				}
+				defer out.Close()
+				go func() { _, _ = io.Copy(in, out); in.Close() }()
+				buf := make([]byte, 32<<10)
+				start, sent := time.Now(), 0.0
+				for {
+					n, err := in.Read(buf)
+					if n > 0 {
+						if _, werr := out.Write(buf[:n]); werr != nil {
+							return
+						}
+						sent += float64(n)
+						if ahead := time.Duration(sent/rate*float64(time.Second)) - time.Since(start); ahead > 0 {
+							time.Sleep(ahead)
+						}
+					}
+					if err != nil {
+						out.(*net.TCPConn).CloseWrite()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return "http://" + l.Addr().String(), nil
+}
+
+// ---- helpers ----
+
+func chOpen(dsn, db string) (driver.Conn, error) {
+	opts, err := clickhouse.ParseDSN(dsn)
+	if err != nil {
+		return nil, err
+	}
+	opts.Auth.Database = db
+	opts.Settings = nil
+	opts.ReadTimeout = 10 * time.Minute
+	return clickhouse.Open(opts)
+}
+
+func loopback(raw, what string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%s %q: not a URL", what, raw)
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("%s %s is not loopback; refusing", what, raw)
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func mib(n int64) string {
+	if n < 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20))
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sluice-e2e:", err)
+		os.Exit(2)
+	}
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of a real `sluice serve`: ClickHouse 18.16 -> s3 plugin (JSON Lines +
+# gzip) -> versitygw, against `clickhouse-client ... FORMAT JSONEachRow | gzip -1` on the same
+# rows, and the peak RSS of exporting 1, 2.4 and 5 GB hourly intervals. From anywhere:
+#   bash bench/e2e.sh
+# About 15 minutes on 2 cores (loading 17.5M events into ClickHouse takes ~2.5 of them).
+# Environment (all optional):
+#   SLUICE_E2E_EVENTS   events of the interval timed against clickhouse-client   default 2000000
+#   SLUICE_E2E_REPS     repetitions of that comparison (alternating order)         default 3
+#   SLUICE_E2E_RSS      event counts of the intervals whose peak RSS is measured   default 2000000,5000000,10500000
+#                       (10.5M events = 5.0 GB of event data; empty skips the RSS runs)
+#   SLUICE_E2E_SKIP_E2E=1   only the RSS runs
+#   SLUICE_E2E_SKIP_PLAIN=1 skip the plain (unsorted) clickhouse-client dump
+#   SLUICE_E2E_SLUICE_ENV   extra environment of sluice serve, comma-separated K=V (e.g. GOMEMLIMIT=200MiB)
+#   SLUICE_E2E_KEEP=1   keep the ClickHouse database sluice_bench (the next run skips loading)
+# Needs ~8 GB free under /tmp (ClickHouse data + its external sort); the S3 objects are
+# deleted after each run. Nothing leaves the machine: ClickHouse and versitygw listen on
+# 127.0.0.1, and the helper refuses non-loopback endpoints.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+export AWS_EC2_METADATA_DISABLED=true
+
+echo "== $(date -u +%FT%TZ) $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+df -h /tmp | tail -n 1 | awk '{print "== free under /tmp: " $4}'
+avail_kb=$(df -Pk /tmp | awk 'NR==2 {print $4}')
+if [ "${avail_kb:-0}" -lt $((8 * 1024 * 1024)) ]; then
+	echo "less than 8 GB free under /tmp; refusing" >&2
+	exit 1
+fi
+
+if [ ! -f bin/plugins/s3.wasm ]; then
+	echo "== building bin/plugins/s3.wasm" >&2
+	make --no-print-directory bin/plugins/s3.wasm >&2
+fi
+eval "$(bash .ci/services/versitygw.sh)"
+eval "$(bash .ci/services/clickhouse.sh)"
+for u in "$SLUICE_TEST_S3_ENDPOINT" "$SLUICE_TEST_CLICKHOUSE_DSN"; do
+	case "$u" in
+	http://127.* | clickhouse://127.*) ;;
+	*) echo "$u is not loopback; refusing" >&2; exit 1 ;;
+	esac
+done
+
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+go build -o "$tmp/sluice" ./cmd/sluice
+go build -o "$tmp/sluice-e2e" ./bench/cmd/sluice-e2e
+
+args=(-sluice "$tmp/sluice" -work "$tmp"
+	-e2e-events "${SLUICE_E2E_EVENTS:-2000000}" -reps "${SLUICE_E2E_REPS:-3}"
+	-rss "${SLUICE_E2E_RSS-2000000,5000000,10500000}"
+	-sluice-env "${SLUICE_E2E_SLUICE_ENV:-}" -label "${SLUICE_E2E_SLUICE_ENV:-defaults}")
+[ -n "${SLUICE_E2E_SKIP_E2E:-}" ] && args+=(-skip-e2e)
+[ -n "${SLUICE_E2E_SKIP_PLAIN:-}" ] && args+=(-skip-plain)
+[ -n "${SLUICE_E2E_KEEP:-}" ] && args+=(-keep)
+"$tmp/sluice-e2e" "${args[@]}"
