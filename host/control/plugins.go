@@ -26,6 +26,11 @@ var ErrPluginConflict = errors.New("plugin version already installed with differ
 // grants), stores it under DATA_DIR/plugins/<sha256>.wasm and records it. Installing the
 // same bytes again is a no-op. Older versions stay until no export uses them.
 func (h *Host) InstallPlugin(ctx context.Context, wasm []byte, granted []string) (*storage.Plugin, error) {
+	// The same bytes with the same grants are already validated and recorded: skip the
+	// compilation (a host restart re-installs every locked plugin).
+	if p, ok := h.installed(ctx, runtime.SHA256(wasm), granted); ok {
+		return p, nil
+	}
 	v, err := h.rt.Validate(ctx, wasm, granted)
 	if err != nil {
 		return nil, err
@@ -63,6 +68,23 @@ func (h *Host) InstallPlugin(ctx context.Context, wasm []byte, granted []string)
 	h.log.Info("plugin installed", "plugin", p.Name, "version", p.Version, "sha256", p.SHA256, "capabilities", p.Capabilities)
 	h.pruneUnusedVersions(ctx, p)
 	return &p, nil
+}
+
+// installed finds a recorded plugin with this sha256 and these grants whose module file is
+// still in place.
+func (h *Host) installed(ctx context.Context, sha string, granted []string) (*storage.Plugin, bool) {
+	all, err := h.db.ListPlugins(ctx)
+	if err != nil {
+		return nil, false
+	}
+	for _, p := range all {
+		if p.SHA256 == sha && slices.Equal(sortedCopy(p.Capabilities), sortedCopy(granted)) {
+			if _, err := os.Stat(p.ModulePath); err == nil {
+				return &p, true
+			}
+		}
+	}
+	return nil, false
 }
 
 // pruneUnusedVersions removes older versions of a plugin that no export uses.
