@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	mrand "math/rand/v2"
 	"net/http"
@@ -518,33 +519,45 @@ func TestS3BadCredentials(t *testing.T) {
 
 func TestS3ConcurrencyBound(t *testing.T) {
 	b := newGofakes3(t)
-	ctx := context.Background()
-	bucket := b.newBucket(t)
-	var inflight, peak atomic.Int32
-	st := b.store(t, bucket, func(c *S3Config) {
-		c.Concurrency = 2
-		c.HTTPClient = hookClient(func(req *http.Request) *http.Response {
-			if isUploadPart(req) {
-				n := inflight.Add(1)
-				for {
-					p := peak.Load()
-					if n <= p || peak.CompareAndSwap(p, n) {
-						break
+	for _, conc := range []int{1, 2} {
+		t.Run(fmt.Sprint("concurrency ", conc), func(t *testing.T) {
+			ctx := context.Background()
+			bucket := b.newBucket(t)
+			var inflight, peak atomic.Int32
+			st := b.store(t, bucket, func(c *S3Config) {
+				c.Concurrency = conc
+				c.HTTPClient = hookClient(func(req *http.Request) *http.Response {
+					if isUploadPart(req) {
+						n := inflight.Add(1)
+						for {
+							p := peak.Load()
+							if n <= p || peak.CompareAndSwap(p, n) {
+								break
+							}
+						}
+						// Hold the part until another one is in flight too (or a while has
+						// passed), so that the overlap the bound allows happens however
+						// slow the writer is.
+						for deadline := time.Now().Add(500 * time.Millisecond); inflight.Load() < 2 && time.Now().Before(deadline); {
+							time.Sleep(time.Millisecond)
+						}
+						time.Sleep(20 * time.Millisecond)
+						inflight.Add(-1)
 					}
-				}
-				time.Sleep(20 * time.Millisecond)
-				inflight.Add(-1)
+					return nil
+				})
+			})
+			u, _ := st.Create(ctx, "x", ObjectOptions{})
+			writeChunks(t, u, randomData(31<<20))
+			if _, err := u.Commit(ctx); err != nil {
+				t.Fatal(err)
 			}
-			return nil
+			// At most Concurrency parts from the pool plus the last one, sent by Commit; and
+			// parts do overlap.
+			if p := int(peak.Load()); p > conc+1 || p < 2 {
+				t.Fatalf("peak parts in flight %d, want 2..%d", p, conc+1)
+			}
 		})
-	})
-	u, _ := st.Create(ctx, "x", ObjectOptions{})
-	writeChunks(t, u, randomData(31<<20))
-	if _, err := u.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if p := peak.Load(); p > 3 || p < 2 { // 2 in the pool + the last part sent by Commit
-		t.Fatalf("peak parts in flight %d", p)
 	}
 }
 
