@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 )
 
@@ -79,4 +80,18 @@ func env(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// envInt returns the variable's value as an integer, or def when it is unset. A value that
+// is not an integer is reported by returning -1, which the flag's own check refuses.
+func envInt(name string, def int) int {
+	v := env(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return -1
+	}
+	return n
 }

@@ -34,12 +34,16 @@ func serve(ctx context.Context, args []string) error {
 	settle := fs.Duration("settle-delay", 30*time.Second, "wait after an interval ends before exporting it")
 	runTimeout := fs.Duration("run-timeout", time.Hour, "deadline of one run attempt")
 	rescueAfter := fs.Duration("rescue-after", 0, "a run left Running by a dead host is retried after this (default run-timeout + 1m)")
+	partMiB := fs.Int("s3-part-size-mib", envInt("SLUICE_S3_PART_SIZE_MIB", 50), "S3 multipart part size in MiB, 5 to 5120; an upload holds up to 3 parts in memory (SLUICE_S3_PART_SIZE_MIB)")
 	bqEndpoint := fs.String("bigquery-endpoint", env("SLUICE_BIGQUERY_ENDPOINT", ""), "BigQuery-compatible REST endpoint used without authentication, for emulators and tests (SLUICE_BIGQUERY_ENDPOINT)")
 	sfEndpoint := fs.String("snowflake-endpoint", env("SLUICE_SNOWFLAKE_ENDPOINT", ""), "Snowflake-compatible address (http://127.0.0.1:PORT) replacing <account>.snowflakecomputing.com, for tests (SLUICE_SNOWFLAKE_ENDPOINT)")
 	demoFlag := fs.Bool("demo", false, "seed synthetic events and a demo export writing files under DATA_DIR/exports/demo")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *partMiB < 5 || *partMiB > 5120 {
+		return fmt.Errorf("--s3-part-size-mib (SLUICE_S3_PART_SIZE_MIB) must be an integer from 5 to 5120, got %d", *partMiB)
 	}
 	level := slog.LevelInfo
 	if *debug {
@@ -64,6 +68,7 @@ func serve(ctx context.Context, args []string) error {
 		DataDir: *dataDir, DatabaseURL: *dbURL, SecretKey: *secretKey, ClickHouseDSN: *chDSN,
 		PluginsDir: *pluginsDir, LockFile: *lock, Workers: *workers, SettleDelay: *settle, Logger: logger,
 		RunTimeout: *runTimeout, RescueAfter: *rescueAfter, BigQueryEndpoint: *bqEndpoint,
+		S3PartSize:        int64(*partMiB) << 20,
 		SnowflakeEndpoint: *sfEndpoint,
 	})
 	if err != nil {

@@ -42,8 +42,9 @@ func capBinding(capability string, fields []abi.Field, public map[string]any, se
 	return out
 }
 
-// openObjectStore binds the object capability of one export. dataDir roots the local sink.
-func openObjectStore(ctx context.Context, dataDir string, b map[string]string) (objstore.Store, error) {
+// openObjectStore binds the object capability of one export. dataDir roots the local sink;
+// partSize (0: objstore's default) sizes S3 multipart parts.
+func openObjectStore(ctx context.Context, dataDir string, partSize int64, b map[string]string) (objstore.Store, error) {
 	bucket := b["bucket"]
 	if bucket == "" {
 		return nil, errors.New("the destination config binds no bucket (object.bucket)")
@@ -67,5 +68,6 @@ func openObjectStore(ctx context.Context, dataDir string, b map[string]string) (
 		SecretAccessKey: b["secret_access_key"],
 		Encryption:      b["encryption"],
 		KMSKeyID:        b["kms_key_id"],
+		PartSize:        partSize,
 	})
 }

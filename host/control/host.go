@@ -46,6 +46,10 @@ type Config struct {
 	BatchBytes          int           // source batch size in bytes (default 8 MiB)
 	RetryBase           time.Duration // first retry delay, doubled each try (default 10s)
 
+	// S3PartSize is the multipart part size of S3 uploads (0: 50 MiB). An upload holds up to
+	// 3 parts in memory: smaller parts lower a run's memory, at more requests per object.
+	S3PartSize int64
+
 	// BigQueryEndpoint, when set, sends every bigquery capability to this BigQuery-compatible
 	// REST endpoint without authentication (a loopback fake or an emulator), never to Google.
 	BigQueryEndpoint string
