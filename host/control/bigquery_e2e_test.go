@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/sluicehq/sluice/host/control"
 	"github.com/sluicehq/sluice/host/warehouse/bigquery/bqfake"
 )
@@ -75,26 +73,12 @@ func TestEndToEndBigQuery(t *testing.T) {
 	if tp := tb.Meta.TimePartitioning; tp == nil || tp.Field != "timestamp" || tp.Type != "DAY" {
 		t.Errorf("partitioning %+v, want DAY on timestamp", tp)
 	}
-	got := map[string]bool{}
+	uuids := make([]string, 0, len(tb.Rows))
 	for _, row := range tb.Rows {
 		u, _ := row["uuid"].(string)
-		if got[u] {
-			t.Fatalf("event %s loaded twice", u)
-		}
-		got[u] = true
+		uuids = append(uuids, u)
 	}
-	want := 0
-	for _, ev := range e.events {
-		if !ev.InsertedAt.Before(start) && ev.InsertedAt.Before(end) {
-			want++
-			if !got[uuid.UUID(ev.UUID).String()] {
-				t.Fatalf("event %s inserted at %s is missing", uuid.UUID(ev.UUID), ev.InsertedAt)
-			}
-		}
-	}
-	if len(got) != want || want == 0 {
-		t.Fatalf("the table holds %d events, the source %d", len(got), want)
-	}
+	e.exactlyOnce(uuids, start, end)
 	noStage()
 
 	// The INSERT from the stage is refused: not retryable, the run fails with BigQuery's

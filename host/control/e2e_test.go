@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"github.com/google/uuid"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -200,6 +201,31 @@ func allFinished(n int) func([]run) bool {
 			}
 		}
 		return true
+	}
+}
+
+// exactlyOnce fails the test unless uuids (read back from a destination) hold every source
+// event inserted in [start, end) exactly once, and nothing else.
+func (e *env) exactlyOnce(uuids []string, start, end time.Time) {
+	e.t.Helper()
+	got := map[string]bool{}
+	for _, u := range uuids {
+		if got[u] {
+			e.t.Fatalf("event %s arrived twice", u)
+		}
+		got[u] = true
+	}
+	want := 0
+	for _, ev := range e.events {
+		if !ev.InsertedAt.Before(start) && ev.InsertedAt.Before(end) {
+			want++
+			if !got[uuid.UUID(ev.UUID).String()] {
+				e.t.Fatalf("event %s inserted at %s is missing", uuid.UUID(ev.UUID), ev.InsertedAt)
+			}
+		}
+	}
+	if len(got) != want || want == 0 {
+		e.t.Fatalf("the destination holds %d events, the source %d", len(got), want)
 	}
 }
 

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/sluicehq/sluice/host/control"
 	"github.com/sluicehq/sluice/host/warehouse/snowflake/sffake"
 )
@@ -62,26 +60,12 @@ func TestEndToEndSnowflake(t *testing.T) {
 	if !ok {
 		t.Fatalf("no events table; statements: %v", fake.SQL())
 	}
-	got := map[string]bool{}
+	uuids := make([]string, 0, len(tb.Rows))
 	for _, row := range tb.Rows {
 		u, _ := row["UUID"].(string)
-		if got[u] {
-			t.Fatalf("event %s loaded twice", u)
-		}
-		got[u] = true
+		uuids = append(uuids, u)
 	}
-	want := 0
-	for _, ev := range e.events {
-		if !ev.InsertedAt.Before(start) && ev.InsertedAt.Before(end) {
-			want++
-			if !got[uuid.UUID(ev.UUID).String()] {
-				t.Fatalf("event %s inserted at %s is missing", uuid.UUID(ev.UUID), ev.InsertedAt)
-			}
-		}
-	}
-	if len(got) != want || want == 0 {
-		t.Fatalf("the table holds %d events, the source %d", len(got), want)
-	}
+	e.exactlyOnce(uuids, start, end)
 	if staged := fake.StagedFiles("ANALYTICS", "PUBLIC", "events"); len(staged) != 0 {
 		t.Errorf("files left in the table stage after PURGE: %v", staged)
 	}

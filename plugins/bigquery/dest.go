@@ -401,14 +401,13 @@ func (d *destination) Classify(e *abi.Error, attempt int) abi.Classification {
 func (d *destination) Test(rc *sdk.RunContext) (abi.TestReport, error) {
 	var t sdk.TestSteps
 	step := t.Step
-	if err := rc.Config(&d.cfg); err != nil || d.cfg.check() != nil {
-		if err == nil {
-			err = d.cfg.check()
-		}
-		step("config", err, "")
+	err := rc.Config(&d.cfg)
+	if err == nil {
+		err = d.cfg.check()
+	}
+	if !step("config", err, "config is valid") {
 		return t.Report, nil
 	}
-	step("config", nil, "config is valid")
 	var acc struct {
 		Location string `json:"location"`
 	}
