@@ -197,11 +197,8 @@ func (s *Server) runLogs(c echo.Context) error {
 // logs: newest first; level (minimum: debug, info, warn, error), search (substring,
 // case-insensitive), after/before (on the line's time), limit (1-1000, default 100),
 // cursor (next_cursor of the previous page).
-//
-// Lines are ordered by (time, id) descending, and a line's id need not follow its time
-// (lines are written after their time is taken, by concurrent runs), so the cursor is
-// the (time, id) of the last line: the next page is the lines at that very time with a
-// smaller id, then the lines before that time.
+// The cursor is the (time, id) of the last line (storage.LogCursor): a line's id need not
+// follow its time.
 func (s *Server) logs(c echo.Context, f storage.LogFilter) error {
 	var errs []FieldError
 	if lv := c.QueryParam("level"); lv != "" {
@@ -218,47 +215,19 @@ func (s *Server) logs(c echo.Context, f storage.LogFilter) error {
 	f.After = queryTime(c, "after", &errs)
 	f.Before = queryTime(c, "before", &errs)
 	limit := queryInt(c, "limit", 100, 1, 1000, &errs)
-	var curTime time.Time
-	var curID int64
 	if cur := c.QueryParam("cursor"); cur != "" {
 		var ok bool
-		if curTime, curID, ok = decodeLogCursor(cur); !ok {
+		if f.Cursor, ok = decodeLogCursor(cur); !ok {
 			errs = append(errs, fieldErr("cursor", "invalid cursor: pass next_cursor from the previous page as is"))
 		}
 	}
 	if err := badFields(errs); err != nil {
 		return err
 	}
-	ctx := c.Request().Context()
-	var lines []storage.LogEntry
-	if curID == 0 {
-		f.Limit = limit + 1
-		l, err := s.db.QueryLogs(ctx, f)
-		if err != nil {
-			return err
-		}
-		lines = l
-	} else {
-		// Times are stored to the microsecond: (t-1µs, t+1µs) is exactly t.
-		same := f
-		same.After, same.Before, same.BeforeID, same.Limit = curTime.Add(-time.Microsecond), curTime.Add(time.Microsecond), curID, limit+1
-		l, err := s.db.QueryLogs(ctx, same)
-		if err != nil {
-			return err
-		}
-		lines = l
-		if len(lines) <= limit {
-			older := f
-			if older.Before.IsZero() || curTime.Before(older.Before) {
-				older.Before = curTime
-			}
-			older.Limit = limit + 1 - len(lines)
-			l, err := s.db.QueryLogs(ctx, older)
-			if err != nil {
-				return err
-			}
-			lines = append(lines, l...)
-		}
+	f.Limit = limit + 1
+	lines, err := s.db.QueryLogs(c.Request().Context(), f)
+	if err != nil {
+		return err
 	}
 	next := ""
 	if len(lines) > limit {
@@ -278,19 +247,19 @@ func (s *Server) logs(c echo.Context, f storage.LogFilter) error {
 }
 
 // decodeLogCursor reads a logs next_cursor: "<RFC 3339 time>|<id>".
-func decodeLogCursor(cur string) (time.Time, int64, bool) {
+func decodeLogCursor(cur string) (*storage.LogCursor, bool) {
 	txt, ok := decodeCursor(cur)
 	if !ok {
-		return time.Time{}, 0, false
+		return nil, false
 	}
 	ts, idText, ok := strings.Cut(txt, "|")
 	if !ok {
-		return time.Time{}, 0, false
+		return nil, false
 	}
 	t, err := time.Parse(time.RFC3339Nano, ts)
 	id, ierr := strconv.ParseInt(idText, 10, 64)
 	if err != nil || ierr != nil || id <= 0 {
-		return time.Time{}, 0, false
+		return nil, false
 	}
-	return t.UTC(), id, true
+	return &storage.LogCursor{Time: t.UTC(), ID: id}, true
 }

@@ -56,8 +56,17 @@ type LogFilter struct {
 	Search   string    // case-insensitive substring of the message
 	After    time.Time // time > After
 	Before   time.Time // time < Before
-	BeforeID int64     // id < BeforeID: cursor for the next page (the last ID seen)
-	Limit    int
+	// Cursor, when set, starts after this line in (time, id) descending order: the next
+	// page. A line's id need not follow its time (concurrent writers take the time before
+	// inserting), so the cursor is both.
+	Cursor *LogCursor
+	Limit  int
+}
+
+// LogCursor is the position of the last line of a page.
+type LogCursor struct {
+	Time time.Time
+	ID   int64
 }
 
 // QueryLogs returns log lines, newest first.
@@ -92,8 +101,9 @@ func (db *DB) QueryLogs(ctx context.Context, f LogFilter) ([]LogEntry, error) {
 	if !f.Before.IsZero() {
 		q = q.Where("time < ?", normTime(f.Before))
 	}
-	if f.BeforeID > 0 {
-		q = q.Where("id < ?", f.BeforeID)
+	if c := f.Cursor; c != nil {
+		t := normTime(c.Time)
+		q = q.Where("(time < ? OR (time = ? AND id < ?))", t, t, c.ID)
 	}
 	limit := f.Limit
 	if limit <= 0 {

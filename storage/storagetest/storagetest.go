@@ -799,7 +799,7 @@ func testLogs(t *testing.T, newConfig NewConfig) {
 		{"search case-insensitive with wildcard chars", storage.LogFilter{ExportID: "exp", Search: "100% of PART_7"}, 1, "Upload 100% OF part_7 done"},
 		{"search percent is literal", storage.LogFilter{ExportID: "exp", Search: "line%1"}, 0, ""},
 		{"after/before", storage.LogFilter{ExportID: "exp", After: base.Add(10 * time.Second), Before: base.Add(20 * time.Second)}, 9, "line 019"},
-		{"cursor", storage.LogFilter{ExportID: "exp", BeforeID: entries[5].ID}, 5, "line 004"},
+		{"cursor", storage.LogFilter{ExportID: "exp", Cursor: &storage.LogCursor{Time: entries[5].Time, ID: entries[5].ID}}, 5, "line 004"},
 		{"all exports", storage.LogFilter{Limit: 1000}, 251, "hello"},
 	}
 	for _, tc := range tests {
@@ -825,6 +825,36 @@ func testLogs(t *testing.T, newConfig NewConfig) {
 	}
 	_, err := db.QueryLogs(ctx, storage.LogFilter{MinLevel: "LOUD"})
 	wantErr(t, err, storage.ErrInvalid)
+
+	// Pages follow (time, id), not id: lines written with ids out of time order (as
+	// concurrent runs write them) each come back exactly once, newest first.
+	t1 := base.Add(time.Hour)
+	skew := []storage.LogEntry{
+		{ExportID: "skew", Time: t1, Message: "a"},
+		{ExportID: "skew", Time: t1.Add(time.Second), Message: "b"},
+		{ExportID: "skew", Time: t1, Message: "c"},
+		{ExportID: "skew", Time: t1.Add(-time.Second), Message: "d"},
+		{ExportID: "skew", Time: t1, Message: "e"},
+	}
+	if err := db.AppendLogs(ctx, skew); err != nil {
+		t.Fatal(err)
+	}
+	var paged []string
+	f := storage.LogFilter{ExportID: "skew", Limit: 2}
+	for range len(skew) {
+		page := check(db.QueryLogs(ctx, f))(t)
+		if len(page) == 0 {
+			break
+		}
+		for _, l := range page {
+			paged = append(paged, l.Message)
+		}
+		last := page[len(page)-1]
+		f.Cursor = &storage.LogCursor{Time: last.Time, ID: last.ID}
+	}
+	if got := strings.Join(paged, ""); got != "becad" {
+		t.Fatalf("paged %q, want %q (time desc, then id desc)", got, "becad")
+	}
 }
 
 func testAPITokens(t *testing.T, newConfig NewConfig) {

@@ -532,7 +532,10 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 	defer logf.Close()
 	cmd := exec.Command(c.sluice, "serve", "--addr", addr, "--data-dir", data, "--api-token", token,
 		"--plugins-dir", c.pluginsDir, "--lock", c.lock, "--settle-delay", "1s")
-	cmd.Env = append(os.Environ(), "SLUICE_CLICKHOUSE_DSN="+dsn.String(), "AWS_EC2_METADATA_DISABLED=true")
+	cmd.Env = append(os.Environ(), "SLUICE_CLICKHOUSE_DSN="+dsn.String(), "AWS_EC2_METADATA_DISABLED=true",
+		// Only the s3 plugin runs here; the warehouse capabilities point at a closed
+		// loopback port so nothing can reach Google or Snowflake.
+		"SLUICE_BIGQUERY_ENDPOINT=http://127.0.0.1:1/", "SLUICE_SNOWFLAKE_ENDPOINT=http://127.0.0.1:1")
 	cmd.Env = append(cmd.Env, c.sluiceEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {

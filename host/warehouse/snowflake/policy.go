@@ -382,7 +382,7 @@ func (c *Capability) checkStatement(sql string) (*checked, error) {
 			return nil, denied("execute: INSERT OVERWRITE is only allowed on stage_* tables (got %s)", res.tables[0])
 		}
 		return res, nil
-	case (at(0, "REMOVE") || at(0, "RM")) && len(toks) == 2 && toks[1].kind == tStage || (at(0, "REMOVE") || at(0, "RM")) && len(toks) == 2 && toks[1].kind == tString:
+	case (at(0, "REMOVE") || at(0, "RM")) && len(toks) == 2 && (toks[1].kind == tStage || toks[1].kind == tString):
 		res.kind = StmtRemove
 		body := toks[1].text
 		if toks[1].kind == tString {
