@@ -48,16 +48,21 @@ type ValidateRequest struct {
 
 // OpenRequest is the input of sluice_open.
 type OpenRequest struct {
-	RunID         string         `json:"run_id"`
-	ExportID      string         `json:"export_id"`
-	ExportName    string         `json:"export_name"`
-	IntervalStart time.Time      `json:"interval_start"` // RFC 3339, UTC, inclusive
-	IntervalEnd   time.Time      `json:"interval_end"`   // RFC 3339, UTC, exclusive
-	Attempt       int            `json:"attempt"`        // 1 for the first try
-	Backfill      bool           `json:"backfill"`
-	Config        map[string]any `json:"config"`  // non-secret keys, defaults applied
-	Columns       []Column       `json:"columns"` // the schema every batch of this run carries
-	Checkpoint    string         `json:"checkpoint,omitempty"`
+	RunID         string    `json:"run_id"`
+	ExportID      string    `json:"export_id"`
+	ExportName    string    `json:"export_name"`
+	IntervalStart time.Time `json:"interval_start"` // RFC 3339, UTC, inclusive
+	IntervalEnd   time.Time `json:"interval_end"`   // RFC 3339, UTC, exclusive
+	Attempt       int       `json:"attempt"`        // 1 for the first try; counts every try of the run
+	// Generation is 0 for a run's first execution and its automatic retries; each deliberate
+	// re-run of the interval (a user's retry, a backfill over it again) gets a higher one.
+	// A destination keys idempotent writes by (RunID, Generation): an automatic retry must
+	// not write twice, a deliberate re-run must write again.
+	Generation int            `json:"generation"`
+	Backfill   bool           `json:"backfill"`
+	Config     map[string]any `json:"config"`  // non-secret keys, defaults applied
+	Columns    []Column       `json:"columns"` // the schema every batch of this run carries
+	Checkpoint string         `json:"checkpoint,omitempty"`
 }
 
 // Result is what sluice_finish returns.

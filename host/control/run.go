@@ -74,7 +74,7 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 	h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("attempt %d: exporting [%s, %s)", run.Attempt,
 		run.IntervalStart.Format(time.RFC3339), run.IntervalEnd.Format(time.RFC3339)))
 	started := time.Now()
-	res, class, runErr := h.execute(ctx, run, export)
+	res, class, runErr := h.execute(ctx, run, export, j.Attempt)
 	if runErr == nil {
 		log.Info("run completed", "records", res.Records, "bytes", res.Bytes, "duration", time.Since(started))
 		h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("completed: %d records, %d bytes in %s", res.Records, res.Bytes, time.Since(started).Round(time.Millisecond)))
@@ -123,7 +123,7 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 
 // execute streams the run's interval from the source into the plugin. On failure it
 // also returns the classification, asked of the plugin while its session is still open.
-func (h *Host) execute(ctx context.Context, run storage.Run, export storage.BatchExport) (abi.Result, abi.Classification, error) {
+func (h *Host) execute(ctx context.Context, run storage.Run, export storage.BatchExport, generation int) (abi.Result, abi.Classification, error) {
 	fail := func(err error) (abi.Result, abi.Classification, error) {
 		return abi.Result{}, hostClassify(err), err
 	}
@@ -149,7 +149,7 @@ func (h *Host) execute(ctx context.Context, run storage.Run, export storage.Batc
 	sess, err := p.Open(ctx, abi.OpenRequest{
 		RunID: run.ID, ExportID: export.ID, ExportName: export.Name,
 		IntervalStart: run.IntervalStart, IntervalEnd: run.IntervalEnd,
-		Attempt: run.Attempt, Backfill: run.BackfillID != nil,
+		Attempt: run.Attempt, Generation: generation, Backfill: run.BackfillID != nil,
 		Config: public, Columns: abi.EventColumns,
 	}, bind)
 	if err != nil {
