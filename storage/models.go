@@ -150,12 +150,16 @@ func (s RunStatus) Terminal() bool {
 
 // Run is one export of one interval [IntervalStart, IntervalEnd).
 type Run struct {
-	ID               string     `gorm:"column:id;primaryKey" json:"id"`
-	ExportID         string     `gorm:"column:export_id" json:"export_id"`
-	IntervalStart    time.Time  `gorm:"column:interval_start" json:"interval_start"`
-	IntervalEnd      time.Time  `gorm:"column:interval_end" json:"interval_end"`
-	Status           RunStatus  `gorm:"column:status" json:"status"`
-	Attempt          int        `gorm:"column:attempt" json:"attempt"`
+	ID            string    `gorm:"column:id;primaryKey" json:"id"`
+	ExportID      string    `gorm:"column:export_id" json:"export_id"`
+	IntervalStart time.Time `gorm:"column:interval_start" json:"interval_start"`
+	IntervalEnd   time.Time `gorm:"column:interval_end" json:"interval_end"`
+	Status        RunStatus `gorm:"column:status" json:"status"`
+	Attempt       int       `gorm:"column:attempt" json:"attempt"`
+	// Generation is 0 for the run's first execution and its automatic retries, and one
+	// more for each deliberate re-run (a user's retry, a backfill over the interval
+	// again). Only the queue job of the current generation may execute or finish the run.
+	Generation       int        `gorm:"column:generation" json:"generation"`
 	RecordsCompleted int64      `gorm:"column:records_completed" json:"records_completed"`
 	BytesExported    int64      `gorm:"column:bytes_exported" json:"bytes_exported"`
 	LatestError      string     `gorm:"column:latest_error" json:"latest_error,omitempty"`

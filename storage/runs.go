@@ -11,8 +11,8 @@ import (
 
 // runColumns are the columns TransitionRun writes.
 var runColumns = []string{
-	"status", "attempt", "records_completed", "bytes_exported", "latest_error",
-	"checkpoint", "started_at", "finished_at", "updated_at",
+	"status", "attempt", "generation", "backfill_id", "records_completed", "bytes_exported",
+	"latest_error", "checkpoint", "started_at", "finished_at", "updated_at",
 }
 
 // CreateRunIfAbsent inserts run unless a run of the same (ExportID,
@@ -76,13 +76,27 @@ func (db *DB) GetRunByInterval(ctx context.Context, exportID string, end time.Ti
 
 // TransitionRun moves a run to status `to` if its current status is one of
 // `from` (any status when from is empty), applying mutate to the loaded run
-// first (mutate may change Attempt, RecordsCompleted, BytesExported,
-// LatestError, Checkpoint, StartedAt, FinishedAt; other fields are ignored).
-// It returns ErrConflict if the status is not in from, or if another writer
-// changed the status between the read and the write (optimistic check).
-// Entering Running sets StartedAt if unset; entering a terminal status sets
-// FinishedAt if unset.
+// first (mutate may change Attempt, Generation, BackfillID, RecordsCompleted,
+// BytesExported, LatestError, Checkpoint, StartedAt, FinishedAt; other fields
+// are ignored). It returns ErrConflict if the status is not in from, or if
+// another writer changed the status or generation between the read and the
+// write (optimistic check). Entering Running sets StartedAt if unset; entering a
+// terminal status sets FinishedAt if unset.
 func (db *DB) TransitionRun(ctx context.Context, id string, from []RunStatus, to RunStatus, mutate func(*Run)) (Run, error) {
+	return db.transitionRun(ctx, id, -1, from, to, mutate)
+}
+
+// TransitionRunOf is TransitionRun for the queue job of one generation: it
+// returns ErrConflict unless the run's current generation is generation, so a
+// job superseded by a deliberate re-run can neither start nor finish the run.
+func (db *DB) TransitionRunOf(ctx context.Context, id string, generation int, from []RunStatus, to RunStatus, mutate func(*Run)) (Run, error) {
+	if generation < 0 {
+		return Run{}, fmt.Errorf("%w: negative run generation", ErrInvalid)
+	}
+	return db.transitionRun(ctx, id, generation, from, to, mutate)
+}
+
+func (db *DB) transitionRun(ctx context.Context, id string, generation int, from []RunStatus, to RunStatus, mutate func(*Run)) (Run, error) {
 	if !to.Valid() {
 		return Run{}, fmt.Errorf("%w: unknown run status %q", ErrInvalid, to)
 	}
@@ -90,6 +104,9 @@ func (db *DB) TransitionRun(ctx context.Context, id string, from []RunStatus, to
 	var cur Run
 	if err := g.Where("id = ?", id).Take(&cur).Error; err != nil {
 		return Run{}, mapErr(err, "transition run "+id)
+	}
+	if generation >= 0 && cur.Generation != generation {
+		return cur, fmt.Errorf("transition run %s: generation %d superseded by %d: %w", id, generation, cur.Generation, ErrConflict)
 	}
 	if !statusIn(cur.Status, from) {
 		return cur, fmt.Errorf("transition run %s: status is %s, want one of %v: %w", id, cur.Status, from, ErrConflict)
@@ -103,6 +120,9 @@ func (db *DB) TransitionRun(ctx context.Context, id string, from []RunStatus, to
 	if next.Checkpoint, err = jsonText("checkpoint", next.Checkpoint, "{}"); err != nil {
 		return cur, err
 	}
+	if next.Generation < 0 {
+		return cur, fmt.Errorf("%w: negative run generation", ErrInvalid)
+	}
 	t := now()
 	next.UpdatedAt = t
 	next.StartedAt, next.FinishedAt = normTimePtr(next.StartedAt), normTimePtr(next.FinishedAt)
@@ -112,7 +132,7 @@ func (db *DB) TransitionRun(ctx context.Context, id string, from []RunStatus, to
 	if to.Terminal() && next.FinishedAt == nil {
 		next.FinishedAt = &t
 	}
-	res := g.Model(&Run{}).Where("id = ? AND status = ?", id, cur.Status).Select(runColumns).Updates(&next)
+	res := g.Model(&Run{}).Where("id = ? AND status = ? AND generation = ?", id, cur.Status, cur.Generation).Select(runColumns).Updates(&next)
 	if res.Error != nil {
 		return cur, mapErr(res.Error, "transition run "+id)
 	}

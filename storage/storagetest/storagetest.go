@@ -39,6 +39,9 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"TransitionRunConcurrent", testTransitionRunConcurrent},
 		{"ListRuns", testListRuns},
 		{"Backfills", testBackfills},
+		{"BackfillRuns", testBackfillRuns},
+		{"RunGenerations", testRunGenerations},
+		{"ForEachRunAndRecentFailures", testForEachRunAndRecentFailures},
 		{"Logs", testLogs},
 		{"APITokens", testAPITokens},
 	}
