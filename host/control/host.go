@@ -39,9 +39,10 @@ type Config struct {
 	RescueAfter         time.Duration // a run of a dead host is picked up after this (default RunTimeout + 1m)
 	SettleDelay         time.Duration // wait after an interval ends before querying it (default 30s)
 	CatchUpWindow       time.Duration // on start, enqueue intervals missed within this window (default 7 days)
-	BackfillParallelism int           // runs of one backfill at once (default 1: sequential)
-	AutoPauseFailures   int           // pause an export after this many Failed runs... (default 10)
-	AutoPauseWindow     time.Duration // ...within this window (default 24h)
+	BackfillParallelism int           // backfill runs executing at once on this host, all backfills together, oldest request first (default 2)
+	AutoPauseFailures   int           // pause an export with this many Failed runs... (default 10)
+	AutoPauseRuns       int           // ...among its last this many finished runs (default 50)
+	RunCheckInterval    time.Duration // how often an executing run reads its own status, to stop when cancelled elsewhere (default 2s)
 	BatchRecords        int           // source batch size in rows (default 10k)
 	BatchBytes          int           // source batch size in bytes (default 8 MiB)
 	RetryBase           time.Duration // first retry delay, doubled each try (default 10s)
@@ -83,12 +84,15 @@ func (c Config) WithDefaults() Config {
 	def(&c.RescueAfter, c.RunTimeout+time.Minute)
 	def(&c.SettleDelay, 30*time.Second)
 	def(&c.CatchUpWindow, 7*24*time.Hour)
-	def(&c.AutoPauseWindow, 24*time.Hour)
+	def(&c.RunCheckInterval, 2*time.Second)
 	if c.BackfillParallelism <= 0 {
-		c.BackfillParallelism = 1
+		c.BackfillParallelism = 2
 	}
 	if c.AutoPauseFailures <= 0 {
 		c.AutoPauseFailures = 10
+	}
+	if c.AutoPauseRuns <= 0 {
+		c.AutoPauseRuns = 50
 	}
 	if c.Clock == nil {
 		c.Clock = clockwork.NewRealClock()
@@ -159,12 +163,17 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 		SQL:         h.db.SQL(),
 		PostgresURL: cfg.DatabaseURL,
 		Workers:     cfg.Workers,
-		MaxAttempts: cfg.MaxAttempts,
-		JobTimeout:  cfg.RunTimeout,
-		RescueAfter: cfg.RescueAfter,
-		RetryBase:   cfg.RetryBase,
-		Logger:      h.log,
-		Handler:     h.runJob,
+		// Backfill runs have their own workers: scheduled runs never wait behind them.
+		BackfillWorkers: cfg.BackfillParallelism,
+		// A freed worker fetches its next run at once: the default 100 ms cooldown capped a
+		// backfill of empty intervals at 10 runs per second per worker.
+		FetchCooldown: 5 * time.Millisecond,
+		MaxAttempts:   cfg.MaxAttempts,
+		JobTimeout:    cfg.RunTimeout,
+		RescueAfter:   cfg.RescueAfter,
+		RetryBase:     cfg.RetryBase,
+		Logger:        h.log,
+		Handler:       h.runJob,
 	}
 	if h.q, err = queue.New(ctx, qcfg); err != nil {
 		return nil, fmt.Errorf("run queue: %w", err)
@@ -183,8 +192,14 @@ type noMetrics struct{}
 func (noMetrics) RunFinished(string, storage.RunStatus, time.Duration, int64, int64) {}
 func (noMetrics) RunRetried(string)                                                  {}
 
-// UseMetrics sends run outcomes to m. Call it before Start.
-func (h *Host) UseMetrics(m Metrics) { h.metrics = m }
+// UseMetrics sends run outcomes to m. Call it before Start. If m also implements
+// runtime.MetricSink (api.Metrics does), the plugins' own metrics go to it too.
+func (h *Host) UseMetrics(m Metrics) {
+	h.metrics = m
+	if s, ok := m.(runtime.MetricSink); ok {
+		h.rt.UseMetrics(s)
+	}
+}
 
 // DB is the host's storage.
 func (h *Host) DB() *storage.DB { return h.db }
@@ -210,6 +225,9 @@ func (h *Host) Start(ctx context.Context) error {
 		if err := h.schedule(ctx, e, true); err != nil {
 			h.log.Error("cannot schedule export", "export_id", e.ID, "err", err)
 		}
+	}
+	if err := h.enqueueWaiting(ctx); err != nil {
+		return err
 	}
 	if err := h.q.Start(ctx); err != nil {
 		return fmt.Errorf("start run queue: %w", err)

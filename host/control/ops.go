@@ -32,9 +32,12 @@ func (h *Host) Ready(ctx context.Context) error {
 	return h.db.SQL().PingContext(ctx)
 }
 
-// RequestBackfill creates one run per interval of the export that ends in (start, end],
-// clipped to the export's end_at and to now, and enqueues them BackfillParallelism at a
-// time (the next starts when one finishes).
+// RequestBackfill gives a backfill one run per interval of the export that lies within
+// [start, end], clipped to the export's end_at and to now, and enqueues them all at once on
+// the backfill queue, whose BackfillParallelism workers per host run them oldest first.
+// An interval that already ran is re-run as part of this backfill (a new generation: the
+// destination writes it again); one still waiting or running for something else is left
+// to finish and said so in the export's log.
 func (h *Host) RequestBackfill(ctx context.Context, exportID string, start, end time.Time) (*storage.Backfill, error) {
 	e, err := h.db.GetExport(ctx, exportID)
 	if err != nil {
@@ -48,139 +51,133 @@ func (h *Host) RequestBackfill(ctx context.Context, exportID string, start, end 
 	if end.After(now) {
 		end = now
 	}
-	ends := spec.EndsBetween(start.Add(spec.Period()-time.Nanosecond), end)
-	// An interval belongs to the backfill when it lies within [start, end].
-	kept := ends[:0]
-	for _, t := range ends {
-		if s, _ := spec.IntervalFor(t); !s.Before(start) {
-			kept = append(kept, t)
+	var intervals []storage.Interval
+	for _, t := range spec.EndsBetween(start.Add(spec.Period()-time.Nanosecond), end) {
+		// An interval belongs to the backfill when it lies within [start, end].
+		if s, t := spec.IntervalFor(t); !s.Before(start) {
+			intervals = append(intervals, storage.Interval{Start: s, End: t})
 		}
 	}
-	ends = kept
 	b, err := h.db.CreateBackfill(ctx, storage.Backfill{ID: uuid.NewString(), ExportID: exportID, StartAt: start.UTC(), EndAt: end.UTC(),
-		Status: storage.StatusRunning, TotalRuns: len(ends)})
+		Status: storage.StatusRunning, TotalRuns: len(intervals)})
 	if err != nil {
 		return nil, err
 	}
-	bid := b.ID
-	var runs []storage.Run
-	for _, t := range ends {
-		s, t := spec.IntervalFor(t)
-		run, created, err := h.db.CreateRunIfAbsent(ctx, storage.Run{ID: uuid.NewString(), ExportID: exportID,
-			IntervalStart: s, IntervalEnd: t, Status: storage.StatusStarting, BackfillID: &bid})
-		if err != nil {
-			return nil, err
+	got, err := h.db.AddBackfillRuns(ctx, exportID, b.ID, intervals)
+	if err != nil {
+		if _, uerr := h.db.UpdateBackfillStatus(context.WithoutCancel(ctx), b.ID, nil, storage.StatusFailed); uerr != nil {
+			h.log.Error("cannot record backfill status", "backfill_id", b.ID, "err", uerr)
 		}
-		if !created {
-			// The interval already has a run (scheduled or an earlier backfill): re-run it
-			// as part of this backfill.
-			run, err = h.db.TransitionRun(ctx, run.ID, []storage.RunStatus{storage.StatusCompleted, storage.StatusFailed, storage.StatusCancelled},
-				storage.StatusStarting, func(r *storage.Run) { r.BackfillID = &bid; r.FinishedAt = nil; r.LatestError = "" })
-			if err != nil {
-				continue // in flight already: it will finish on its own
-			}
+		return nil, fmt.Errorf("backfill runs: %w", err)
+	}
+	h.exportLog(ctx, exportID, slog.LevelInfo, fmt.Sprintf("backfill %s requested: %d runs (%d new, %d re-run) from %s to %s",
+		b.ID, len(got.Runs), got.Created, got.Rerun, start.Format(time.RFC3339), end.Format(time.RFC3339)))
+	for i, r := range got.InFlight {
+		if i == 10 {
+			h.exportLog(ctx, exportID, slog.LevelWarn, fmt.Sprintf("backfill %s: %d more intervals in flight are not re-run", b.ID, len(got.InFlight)-i))
+			break
 		}
-		runs = append(runs, run)
+		h.exportLog(ctx, exportID, slog.LevelWarn, fmt.Sprintf("backfill %s: interval [%s, %s) is %s in run %s already; the backfill does not re-run it",
+			b.ID, r.IntervalStart.Format(time.RFC3339), r.IntervalEnd.Format(time.RFC3339), r.Status, r.ID))
 	}
-	if err := h.db.SetBackfillTotalRuns(ctx, bid, len(runs)); err != nil {
-		return nil, err
-	}
-	h.exportLog(ctx, exportID, slog.LevelInfo, fmt.Sprintf("backfill %s requested: %d runs from %s to %s", bid, len(runs), start.Format(time.RFC3339), end.Format(time.RFC3339)))
-	if len(runs) == 0 {
-		b, err = h.db.UpdateBackfillStatus(ctx, bid, []storage.RunStatus{storage.StatusRunning}, storage.StatusCompleted)
+	if len(got.Runs) == 0 {
+		b, err = h.db.UpdateBackfillStatus(ctx, b.ID, []storage.RunStatus{storage.StatusRunning}, storage.StatusCompleted)
 		return &b, err
 	}
-	// Oldest first, BackfillParallelism at a time; advanceBackfill starts the rest.
-	for i := 0; i < len(runs) && i < h.cfg.BackfillParallelism; i++ {
-		if err := h.enqueueRun(ctx, runs[i], runs[i].Attempt); err != nil {
-			return nil, err
-		}
+	if err := h.enqueueRuns(ctx, got.Runs); err != nil {
+		// The runs wait in Starting: the next start of any host enqueues them.
+		return nil, err
 	}
-	b, err = h.db.GetBackfill(ctx, bid)
+	b, err = h.db.GetBackfill(ctx, b.ID)
 	return &b, err
 }
 
-// advanceBackfill enqueues the next waiting run of a backfill, or closes the backfill when
-// every run has finished.
-func (h *Host) advanceBackfill(ctx context.Context, backfillID string) {
-	b, err := h.db.GetBackfill(ctx, backfillID)
-	if err != nil || b.Status.Terminal() {
-		return
-	}
-	runs, err := h.db.ListRuns(ctx, b.ExportID, storage.RunFilter{BackfillID: backfillID})
+// backfillRunFinished closes a backfill once none of its runs will change on its own: an
+// index lookup per finished run, whatever the backfill's size. Its final status comes
+// from the counts of all its runs.
+func (h *Host) backfillRunFinished(ctx context.Context, backfillID string) {
+	more, err := h.db.BackfillHasUnfinishedRuns(ctx, backfillID)
 	if err != nil {
 		h.log.Error("backfill progress", "backfill_id", backfillID, "err", err)
 		return
 	}
-	inFlight, failed := 0, 0
-	var waiting []storage.Run
-	for _, r := range runs {
-		switch r.Status {
-		case storage.StatusRunning, storage.StatusFailedRetryable:
-			inFlight++
-		case storage.StatusStarting:
-			waiting = append(waiting, r)
-		case storage.StatusFailed, storage.StatusCancelled:
-			failed++
-		}
+	if more {
+		return
 	}
-	// ListRuns is newest first: start the oldest waiting runs.
-	for i := len(waiting) - 1; i >= 0 && inFlight < h.cfg.BackfillParallelism; i-- {
-		if err := h.enqueueRun(ctx, waiting[i], waiting[i].Attempt); err != nil {
-			h.log.Error("backfill enqueue", "backfill_id", backfillID, "err", err)
-			return
-		}
-		inFlight++
+	p, err := h.db.GetBackfillProgress(ctx, backfillID)
+	if err != nil {
+		h.log.Error("backfill progress", "backfill_id", backfillID, "err", err)
+		return
 	}
-	if inFlight == 0 && len(waiting) == 0 {
-		to := storage.StatusCompleted
-		if failed > 0 {
-			to = storage.StatusFailed
-		}
-		if _, err := h.db.UpdateBackfillStatus(ctx, backfillID, []storage.RunStatus{storage.StatusRunning, storage.StatusStarting}, to); err == nil {
-			h.exportLog(ctx, b.ExportID, slog.LevelInfo, fmt.Sprintf("backfill %s finished: %s", backfillID, to))
-		}
+	to := storage.StatusCompleted
+	if p.FailedRuns > 0 {
+		to = storage.StatusFailed
+	}
+	b, err := h.db.UpdateBackfillStatus(ctx, backfillID, []storage.RunStatus{storage.StatusRunning, storage.StatusStarting}, to)
+	switch {
+	case errors.Is(err, storage.ErrConflict):
+		// finished already (another host's last run, or cancelled)
+	case err != nil:
+		h.log.Error("cannot record backfill status", "backfill_id", backfillID, "status", to, "err", err)
+	default:
+		h.exportLog(ctx, b.ExportID, slog.LevelInfo, fmt.Sprintf("backfill %s finished: %s (%d runs completed, %d failed or cancelled, %d records)",
+			backfillID, to, p.CompletedRuns, p.FailedRuns, p.RecordsCompleted))
 	}
 }
 
-// CancelBackfill cancels a backfill and its runs that have not finished.
+// CancelBackfill cancels a backfill and every run of it that has not finished: the
+// waiting ones in one statement, the running ones through the hosts executing them.
 func (h *Host) CancelBackfill(ctx context.Context, backfillID string) error {
 	b, err := h.db.UpdateBackfillStatus(ctx, backfillID, []storage.RunStatus{storage.StatusStarting, storage.StatusRunning}, storage.StatusCancelled)
 	if err != nil {
 		return err
 	}
-	runs, err := h.db.ListRuns(ctx, b.ExportID, storage.RunFilter{BackfillID: backfillID})
+	n, err := h.db.CancelWaitingBackfillRuns(ctx, backfillID, "cancelled with its backfill")
 	if err != nil {
 		return err
 	}
-	for _, r := range runs {
-		if !r.Status.Terminal() {
-			if err := h.CancelRun(ctx, r.ID); err != nil && !errors.Is(err, storage.ErrConflict) {
-				return err
-			}
+	var errs []error
+	err = h.db.ForEachRun(ctx, storage.RunSet{BackfillID: backfillID, Statuses: []storage.RunStatus{storage.StatusRunning}}, func(r storage.Run) error {
+		if err := h.CancelRun(ctx, r.ID); err != nil && !errors.Is(err, storage.ErrConflict) {
+			errs = append(errs, fmt.Errorf("run %s: %w", r.ID, err))
 		}
-	}
-	return nil
+		return nil
+	})
+	h.exportLog(ctx, b.ExportID, slog.LevelWarn, fmt.Sprintf("backfill %s cancelled: %d waiting runs cancelled", backfillID, n))
+	return errors.Join(append(errs, err)...)
 }
 
-// RetryRun re-runs a run's interval: the run goes back to Starting with a new queue job.
+// RetryRun re-runs a run's interval as a deliberate re-run: the run goes back to Starting
+// with the next generation, the jobs of earlier generations (a pending automatic retry)
+// are cancelled, and a job of the new generation is enqueued. Only that job may execute
+// the run from now on.
 func (h *Host) RetryRun(ctx context.Context, runID string) (*storage.Run, error) {
 	run, err := h.db.TransitionRun(ctx, runID,
 		[]storage.RunStatus{storage.StatusCompleted, storage.StatusFailed, storage.StatusCancelled, storage.StatusFailedRetryable},
-		storage.StatusStarting, func(r *storage.Run) { r.FinishedAt = nil; r.LatestError = "" })
+		storage.StatusStarting, func(r *storage.Run) {
+			r.Generation++
+			r.StartedAt, r.FinishedAt, r.LatestError, r.RecordsCompleted, r.BytesExported = nil, nil, "", 0, 0
+		})
 	if err != nil {
 		return nil, err
 	}
-	h.runLog(ctx, run, "host", slog.LevelInfo, "retry requested")
-	// The generation is the attempt count so far: unique for every deliberate re-run.
-	if err := h.enqueueRun(ctx, run, run.Attempt); err != nil {
+	h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("retry requested (generation %d)", run.Generation))
+	if n, err := h.q.CancelJobsForRun(ctx, run.ID); err != nil {
+		// Harmless for correctness (an old generation's job cannot take the run), but say so.
+		h.log.Warn("cannot cancel the earlier jobs of a retried run", "run_id", run.ID, "err", err)
+	} else if n > 0 {
+		h.log.Info("cancelled the earlier jobs of a retried run", "run_id", run.ID, "jobs", n)
+	}
+	if err := h.enqueueRun(ctx, run); err != nil {
 		return nil, err
 	}
 	return &run, nil
 }
 
-// CancelRun cancels a run: a waiting run never starts; a running one on this host is
-// interrupted (a run on another host stops at its next status check).
+// CancelRun cancels a run. A waiting run never starts. A run executing on this host is
+// interrupted at once; one executing on another host is marked Cancelled here and stops
+// within RunCheckInterval, when that host's run watcher reads the status (on PostgreSQL
+// River's job cancel usually reaches it sooner).
 func (h *Host) CancelRun(ctx context.Context, runID string) error {
 	run, err := h.db.GetRun(ctx, runID)
 	if err != nil {
@@ -194,15 +191,19 @@ func (h *Host) CancelRun(ctx context.Context, runID string) error {
 		return nil
 	}
 	now := h.cfg.Clock.Now().UTC()
-	_, err = h.db.TransitionRun(ctx, runID, []storage.RunStatus{storage.StatusStarting, storage.StatusFailedRetryable, storage.StatusRunning},
+	run, err = h.db.TransitionRun(ctx, runID, []storage.RunStatus{storage.StatusStarting, storage.StatusFailedRetryable, storage.StatusRunning},
 		storage.StatusCancelled, func(r *storage.Run) { r.FinishedAt = &now; r.LatestError = "cancelled" })
-	if err == nil {
-		h.runLog(ctx, run, "host", slog.LevelWarn, "cancelled")
-		if run.BackfillID != nil {
-			h.advanceBackfill(ctx, *run.BackfillID)
-		}
+	if err != nil {
+		return err
 	}
-	return err
+	h.runLog(ctx, run, "host", slog.LevelWarn, "cancelled")
+	if _, err := h.q.CancelJobsForRun(ctx, runID); err != nil {
+		h.log.Warn("cannot cancel the jobs of a cancelled run", "run_id", runID, "err", err)
+	}
+	if run.BackfillID != nil {
+		h.backfillRunFinished(ctx, *run.BackfillID)
+	}
+	return nil
 }
 
 // TestDestination runs the plugin's destination test with the export's capabilities.

@@ -21,12 +21,18 @@ import (
 //	Running ──plugin says retry / host I/O retryable──▶ FailedRetryable ──backoff──▶ Running
 //	Running ──plugin says fail / attempts exhausted──▶ Failed
 //	Starting|Running|FailedRetryable ──cancel──▶ Cancelled
-//	Completed|Failed|Cancelled|FailedRetryable ──retry (API)──▶ Starting
+//	Completed|Failed|Cancelled|FailedRetryable ──retry (API), backfill──▶ Starting, generation+1
 //
-// A host killed mid-run leaves the run Running; the queue's rescuer hands the job to
-// another worker, which takes the run from Running again with the next attempt number.
+// A run is executed by one queue job at a time: the job of its current generation. A job
+// of an earlier generation (a pending automatic retry when the user asked for a re-run)
+// can neither start nor finish the run. A host killed mid-run leaves the run Running; the
+// queue's rescuer hands the same job to another worker, which takes the run from Running
+// again with the next attempt number.
 
-var errCancelledByUser = errors.New("run cancelled")
+var (
+	errCancelledByUser = errors.New("run cancelled")
+	errSuperseded      = errors.New("run re-requested: a newer generation owns it")
+)
 
 // runJob is the queue's handler: one attempt of one run.
 func (h *Host) runJob(ctx context.Context, j queue.Job) error {
@@ -37,59 +43,70 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 	if err != nil {
 		return err
 	}
+	gen := j.Attempt
+	if run.Generation != gen {
+		return queue.Cancel(fmt.Errorf("run %s: job of generation %d: %w (generation %d)", run.ID, gen, errSuperseded, run.Generation))
+	}
 	if run.Status.Terminal() {
-		return nil // a duplicate delivery of a finished run
+		return nil // a duplicate delivery of a finished run, or cancelled while waiting
 	}
 	export, err := h.db.GetExport(ctx, run.ExportID)
 	if errors.Is(err, storage.ErrNotFound) {
-		h.finishRun(ctx, run, storage.StatusCancelled, 0, 0, errExportGone.Error())
+		h.finishRun(ctx, run, gen, storage.StatusCancelled, 0, 0, errExportGone.Error())
 		return queue.Cancel(errExportGone)
 	}
 	if err != nil {
 		return err
 	}
 	now := h.cfg.Clock.Now().UTC()
-	run, err = h.db.TransitionRun(ctx, run.ID,
+	run, err = h.db.TransitionRunOf(ctx, run.ID, gen,
 		[]storage.RunStatus{storage.StatusStarting, storage.StatusFailedRetryable, storage.StatusRunning},
 		storage.StatusRunning, func(r *storage.Run) { r.Attempt++; r.StartedAt = &now })
 	if errors.Is(err, storage.ErrConflict) {
-		return nil // cancelled or finished meanwhile
+		return nil // cancelled, finished or re-requested meanwhile
 	}
 	if err != nil {
 		return err
 	}
-	log := h.log.With("run_id", run.ID, "export_id", export.ID, "plugin", export.DestinationType, "attempt", run.Attempt)
+	log := h.log.With("run_id", run.ID, "export_id", export.ID, "plugin", export.DestinationType, "attempt", run.Attempt, "generation", gen)
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	h.mu.Lock()
 	h.running[run.ID] = func() { cancel(errCancelledByUser) }
 	h.mu.Unlock()
+	watched := make(chan struct{})
+	go func() { defer close(watched); h.watchRun(ctx, run.ID, gen, cancel) }()
 	defer func() {
 		h.mu.Lock()
 		delete(h.running, run.ID)
 		h.mu.Unlock()
 		cancel(nil)
+		<-watched
 	}()
 
 	h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("attempt %d: exporting [%s, %s)", run.Attempt,
 		run.IntervalStart.Format(time.RFC3339), run.IntervalEnd.Format(time.RFC3339)))
 	started := time.Now()
-	res, class, runErr := h.execute(ctx, run, export, j.Attempt)
+	res, class, runErr := h.execute(ctx, run, export, gen)
 	if runErr == nil {
 		log.Info("run completed", "records", res.Records, "bytes", res.Bytes, "duration", time.Since(started))
 		h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("completed: %d records, %d bytes in %s", res.Records, res.Bytes, time.Since(started).Round(time.Millisecond)))
-		h.finishRun(ctx, run, storage.StatusCompleted, res.Records, res.Bytes, "")
+		h.finishRun(ctx, run, gen, storage.StatusCompleted, res.Records, res.Bytes, "")
 		h.metrics.RunFinished(export.DestinationType, storage.StatusCompleted, time.Since(started), res.Records, res.Bytes)
 		return nil
 	}
 	bg := context.WithoutCancel(ctx)
-	if errors.Is(context.Cause(ctx), errCancelledByUser) {
+	switch cause := context.Cause(ctx); {
+	case errors.Is(cause, errCancelledByUser):
 		h.runLog(bg, run, "host", slog.LevelWarn, "cancelled")
-		h.finishRun(bg, run, storage.StatusCancelled, 0, 0, "cancelled")
+		h.finishRun(bg, run, gen, storage.StatusCancelled, 0, 0, "cancelled")
 		return queue.Cancel(errCancelledByUser)
+	case errors.Is(cause, errSuperseded):
+		h.runLog(bg, run, "host", slog.LevelWarn, fmt.Sprintf("attempt %d stopped: the run was re-requested", run.Attempt))
+		return queue.Cancel(errSuperseded)
 	}
 	msg := runErr.Error()
-	attemptsLeft := run.Attempt-j.Attempt < h.cfg.MaxAttempts
+	attemptsLeft := true
 	if info, ok := queue.JobInfo(ctx); ok {
 		attemptsLeft = info.Attempt < info.MaxAttempts
 	}
@@ -101,15 +118,15 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 		}
 		log.Error("run failed", "err", runErr, "reason", reason)
 		h.runLog(bg, run, "host", slog.LevelError, fmt.Sprintf("failed (%s): %s", reason, msg))
-		h.finishRun(bg, run, storage.StatusFailed, 0, 0, msg)
+		h.finishRun(bg, run, gen, storage.StatusFailed, 0, 0, msg)
 		h.metrics.RunFinished(export.DestinationType, storage.StatusFailed, time.Since(started), 0, 0)
 		h.maybeAutoPause(bg, export)
 		return queue.Cancel(runErr)
 	case class.Outcome == abi.OutcomeOK:
-		h.finishRun(bg, run, storage.StatusCompleted, res.Records, res.Bytes, "")
+		h.finishRun(bg, run, gen, storage.StatusCompleted, res.Records, res.Bytes, "")
 		return nil
 	default:
-		h.setRetryable(bg, run, msg)
+		h.setRetryable(bg, run, gen, msg)
 		h.metrics.RunRetried(export.DestinationType)
 		if class.Outcome == abi.OutcomeRetryAfter && class.RetryAfterMS > 0 {
 			d := time.Duration(class.RetryAfterMS) * time.Millisecond
@@ -118,6 +135,37 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 		}
 		h.runLog(bg, run, "host", slog.LevelWarn, "will retry: "+msg)
 		return runErr
+	}
+}
+
+// watchRun reads the run every RunCheckInterval while it executes, and stops it when
+// someone else moved it: cancelled through another host, or re-requested (a newer
+// generation). This is how a cancel reaches the host executing a run, on any database.
+func (h *Host) watchRun(ctx context.Context, runID string, gen int, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(h.cfg.RunCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		r, err := h.db.GetRun(ctx, runID)
+		switch {
+		case errors.Is(err, storage.ErrNotFound):
+			cancel(errCancelledByUser) // deleted with its export
+			return
+		case err != nil:
+			if ctx.Err() == nil {
+				h.log.Warn("run watcher cannot read the run", "run_id", runID, "err", err)
+			}
+		case r.Generation != gen:
+			cancel(errSuperseded)
+			return
+		case r.Status != storage.StatusRunning:
+			cancel(errCancelledByUser)
+			return
+		}
 	}
 }
 
@@ -202,48 +250,51 @@ func hostClassify(err error) abi.Classification {
 	return abi.Classification{Outcome: abi.OutcomeRetry}
 }
 
-func (h *Host) finishRun(ctx context.Context, run storage.Run, to storage.RunStatus, records, bytes int64, msg string) {
+// finishRun records the end of the run's attempt by the job of generation gen, and closes
+// its backfill when it was the last unfinished run.
+func (h *Host) finishRun(ctx context.Context, run storage.Run, gen int, to storage.RunStatus, records, bytes int64, msg string) {
 	now := h.cfg.Clock.Now().UTC()
 	from := []storage.RunStatus{storage.StatusStarting, storage.StatusRunning, storage.StatusFailedRetryable}
-	_, err := h.db.TransitionRun(ctx, run.ID, from, to, func(r *storage.Run) {
+	_, err := h.db.TransitionRunOf(ctx, run.ID, gen, from, to, func(r *storage.Run) {
 		r.FinishedAt = &now
 		r.LatestError = msg
 		if to == storage.StatusCompleted {
 			r.RecordsCompleted, r.BytesExported = records, bytes
 		}
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, storage.ErrConflict):
+		// Cancelled through another host, or re-requested, while this attempt ran: the
+		// newer state stands.
+		h.log.Warn("run moved by someone else while it ran; not recording", "run_id", run.ID, "status", to, "err", err)
+		return
+	case err != nil:
 		h.log.Error("cannot record run status", "run_id", run.ID, "status", to, "err", err)
 		return
 	}
 	if run.BackfillID != nil {
-		h.advanceBackfill(ctx, *run.BackfillID)
+		h.backfillRunFinished(ctx, *run.BackfillID)
 	}
 }
 
-func (h *Host) setRetryable(ctx context.Context, run storage.Run, msg string) {
-	_, err := h.db.TransitionRun(ctx, run.ID, []storage.RunStatus{storage.StatusRunning}, storage.StatusFailedRetryable,
+func (h *Host) setRetryable(ctx context.Context, run storage.Run, gen int, msg string) {
+	_, err := h.db.TransitionRunOf(ctx, run.ID, gen, []storage.RunStatus{storage.StatusRunning}, storage.StatusFailedRetryable,
 		func(r *storage.Run) { r.LatestError = msg })
 	if err != nil {
-		h.log.Error("cannot record run status", "run_id", run.ID, "err", err)
+		h.log.Error("cannot record run status", "run_id", run.ID, "status", storage.StatusFailedRetryable, "err", err)
 	}
 }
 
-// maybeAutoPause pauses an export after AutoPauseFailures failed runs within
-// AutoPauseWindow, and says so in its log.
+// maybeAutoPause follows PostHog's rule: an export with AutoPauseFailures or more Failed
+// runs among its last AutoPauseRuns finished runs is paused, its running backfills are
+// cancelled, and its log says why.
 func (h *Host) maybeAutoPause(ctx context.Context, e storage.BatchExport) {
-	since := h.cfg.Clock.Now().Add(-h.cfg.AutoPauseWindow)
-	runs, err := h.db.ListRuns(ctx, e.ID, storage.RunFilter{Statuses: []storage.RunStatus{storage.StatusFailed}, Limit: h.cfg.AutoPauseFailures})
+	failed, considered, err := h.db.RecentFailures(ctx, e.ID, h.cfg.AutoPauseRuns)
 	if err != nil {
+		h.log.Error("auto-pause: cannot count recent failures", "export_id", e.ID, "err", err)
 		return
 	}
-	n := 0
-	for _, r := range runs {
-		if r.FinishedAt != nil && r.FinishedAt.After(since) {
-			n++
-		}
-	}
-	if n < h.cfg.AutoPauseFailures {
+	if failed < h.cfg.AutoPauseFailures {
 		return
 	}
 	if _, err := h.db.SetExportPaused(ctx, e.ID, true); err != nil {
@@ -251,7 +302,20 @@ func (h *Host) maybeAutoPause(ctx context.Context, e storage.BatchExport) {
 		return
 	}
 	h.sched.Remove(e.ID)
-	h.exportLog(ctx, e.ID, slog.LevelError, fmt.Sprintf("export paused automatically: %d runs failed within %s; fix the destination and unpause it", n, h.cfg.AutoPauseWindow))
+	h.exportLog(ctx, e.ID, slog.LevelError, fmt.Sprintf("export paused automatically: %d of its last %d runs failed; fix the destination and unpause it", failed, considered))
+	backfills, err := h.db.ListBackfills(ctx, e.ID)
+	if err != nil {
+		h.log.Error("auto-pause: cannot list backfills", "export_id", e.ID, "err", err)
+		return
+	}
+	for _, b := range backfills {
+		if b.Status.Terminal() {
+			continue
+		}
+		if err := h.CancelBackfill(ctx, b.ID); err != nil && !errors.Is(err, storage.ErrConflict) {
+			h.log.Error("auto-pause: cannot cancel backfill", "export_id", e.ID, "backfill_id", b.ID, "err", err)
+		}
+	}
 }
 
 func decodeConfig(s string) (map[string]any, error) {

@@ -41,7 +41,11 @@ func (h *Host) schedule(ctx context.Context, e storage.BatchExport, catchUp bool
 		return nil
 	}
 	last := e.CreatedAt
-	if runs, err := h.db.ListRuns(ctx, e.ID, storage.RunFilter{Limit: 1}); err == nil && len(runs) > 0 && runs[0].BackfillID == nil {
+	runs, err := h.db.ListRuns(ctx, e.ID, storage.RunFilter{Limit: 1})
+	if err != nil {
+		return fmt.Errorf("catch up: newest run: %w", err)
+	}
+	if len(runs) > 0 && runs[0].BackfillID == nil {
 		last = runs[0].IntervalEnd
 	}
 	now := h.cfg.Clock.Now()
@@ -77,14 +81,58 @@ func (h *Host) enqueueInterval(ctx context.Context, exportID string, end time.Ti
 	if !created && run.Status != storage.StatusStarting {
 		return run, nil // already ran or running: a scheduled tick never re-runs an interval
 	}
-	return run, h.enqueueRun(ctx, run, 0)
+	return run, h.enqueueRun(ctx, run)
 }
 
-// enqueueRun inserts the queue job of a run. generation distinguishes deliberate re-runs
-// (retries requested through the API) from duplicate enqueues of the same request.
-func (h *Host) enqueueRun(ctx context.Context, run storage.Run, generation int) error {
-	_, err := h.q.Enqueue(ctx, queue.Job{RunID: run.ID, ExportID: run.ExportID, IntervalEnd: run.IntervalEnd, Attempt: generation}, queue.EnqueueOptions{})
+// jobOf is the queue job of a run's current generation. The queue keeps one job per
+// (export, interval end, generation): enqueueing it again is a no-op, while a deliberate
+// re-run (a higher generation) gets a new job.
+func jobOf(run storage.Run) queue.Job {
+	return queue.Job{RunID: run.ID, ExportID: run.ExportID, IntervalEnd: run.IntervalEnd, Attempt: run.Generation}
+}
+
+// queueOf puts backfill runs on their own queue, so that scheduled runs never wait
+// behind them.
+func queueOf(run storage.Run) string {
+	if run.BackfillID != nil {
+		return queue.QueueBackfill
+	}
+	return ""
+}
+
+// enqueueRun inserts the job of the run's current generation.
+func (h *Host) enqueueRun(ctx context.Context, run storage.Run) error {
+	_, err := h.q.Enqueue(ctx, jobOf(run), queue.EnqueueOptions{Queue: queueOf(run)})
 	return err
+}
+
+// enqueueRuns inserts the jobs of many runs, a few hundred per statement.
+func (h *Host) enqueueRuns(ctx context.Context, runs []storage.Run) error {
+	byQueue := map[string][]queue.Job{}
+	for _, r := range runs {
+		byQueue[queueOf(r)] = append(byQueue[queueOf(r)], jobOf(r))
+	}
+	for name, jobs := range byQueue {
+		if _, err := h.q.EnqueueMany(ctx, jobs, queue.EnqueueOptions{Queue: name}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// enqueueWaiting gives every run waiting in Starting its job: a host stopped between
+// storing runs and enqueueing them (a backfill request, a retry) leaves such runs, and
+// the next start of any host picks them up. Jobs that exist are not duplicated.
+func (h *Host) enqueueWaiting(ctx context.Context) error {
+	var waiting []storage.Run
+	err := h.db.ForEachRun(ctx, storage.RunSet{Statuses: []storage.RunStatus{storage.StatusStarting}}, func(r storage.Run) error {
+		waiting = append(waiting, storage.Run{ID: r.ID, ExportID: r.ExportID, IntervalEnd: r.IntervalEnd, Generation: r.Generation, BackfillID: r.BackfillID})
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting runs: %w", err)
+	}
+	return h.enqueueRuns(ctx, waiting)
 }
 
 // errExportGone ends runs whose export was deleted.

@@ -37,6 +37,11 @@ import (
 // Kind is the River job kind of a Sluice run.
 const Kind = "sluice_run"
 
+// QueueBackfill is the River queue of backfill runs. It has its own workers
+// (Config.BackfillWorkers), so scheduled runs never wait behind a long backfill, and
+// backfills share them oldest request first.
+const QueueBackfill = "backfill"
+
 // Dialects.
 const (
 	DialectSQLite   = "sqlite"
@@ -108,8 +113,10 @@ type Config struct {
 	PostgresURL string
 	// Handler works jobs; nil makes an insert-only Queue (Start is refused).
 	Handler Handler
-	// Workers is the number of concurrent jobs (default 4).
+	// Workers is the number of concurrent jobs of the default queue (default 4).
 	Workers int
+	// BackfillWorkers is the number of concurrent jobs of QueueBackfill (default 1).
+	BackfillWorkers int
 	// MaxAttempts bounds tries of one job (default 10).
 	MaxAttempts int
 	// JobTimeout bounds one try (default 1h).
@@ -125,6 +132,10 @@ type Config struct {
 	// PollInterval is how often an idle host looks for available jobs
 	// (default 1 s; SQLite has no LISTEN/NOTIFY so this is the latency).
 	PollInterval time.Duration
+	// FetchCooldown is the least time between two fetches of one queue (default 100 ms).
+	// A worker that frees up fetches again at most this soon: it bounds how many short
+	// runs one worker completes per second.
+	FetchCooldown time.Duration
 	// Retention keeps finished (completed, cancelled, discarded) jobs, and so
 	// their uniqueness, this long (default 7 days).
 	Retention time.Duration
@@ -143,6 +154,8 @@ type EnqueueOptions struct {
 	ScheduledAt time.Time
 	// Priority 1 (highest, default) to 4.
 	Priority int
+	// Queue is the River queue: "" (the default queue) or QueueBackfill.
+	Queue string
 }
 
 // riverClient is what Queue needs of river.Client[pgx.Tx] / river.Client[*sql.Tx].
@@ -152,6 +165,7 @@ type riverClient interface {
 	StopAndCancel(ctx context.Context) error
 	Stopped() <-chan struct{}
 	Insert(ctx context.Context, args river.JobArgs, opts *river.InsertOpts) (*rivertype.JobInsertResult, error)
+	InsertMany(ctx context.Context, params []river.InsertManyParams) ([]*rivertype.JobInsertResult, error)
 	JobCancel(ctx context.Context, jobID int64) (*rivertype.JobRow, error)
 	JobList(ctx context.Context, params *river.JobListParams) (*river.JobListResult, error)
 }
@@ -183,6 +197,12 @@ var uniqueStates = []rivertype.JobState{
 func New(ctx context.Context, cfg Config) (*Queue, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 4
+	}
+	if cfg.BackfillWorkers <= 0 {
+		cfg.BackfillWorkers = 1
+	}
+	if cfg.FetchCooldown <= 0 {
+		cfg.FetchCooldown = 100 * time.Millisecond
 	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = 10
@@ -227,7 +247,7 @@ func New(ctx context.Context, cfg Config) (*Queue, error) {
 		RescueStuckJobsAfter:        cfg.RescueAfter,
 		RetryPolicy:                 &backoff{base: cfg.RetryBase, max: cfg.RetryMax},
 		FetchPollInterval:           cfg.PollInterval,
-		FetchCooldown:               min(100*time.Millisecond, cfg.PollInterval),
+		FetchCooldown:               min(cfg.FetchCooldown, cfg.PollInterval),
 		CompletedJobRetentionPeriod: cfg.Retention,
 		CancelledJobRetentionPeriod: cfg.Retention,
 		DiscardedJobRetentionPeriod: cfg.Retention,
@@ -239,7 +259,10 @@ func New(ctx context.Context, cfg Config) (*Queue, error) {
 			return nil, fmt.Errorf("queue: add worker: %w", err)
 		}
 		rcfg.Workers = workers
-		rcfg.Queues = map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: cfg.Workers}}
+		rcfg.Queues = map[string]river.QueueConfig{
+			river.QueueDefault: {MaxWorkers: cfg.Workers},
+			QueueBackfill:      {MaxWorkers: cfg.BackfillWorkers},
+		}
 	}
 
 	switch cfg.Dialect {
@@ -403,34 +426,61 @@ func (q *Queue) Close(ctx context.Context) error {
 // Enqueue inserts a job unless one for the same (ExportID, IntervalEnd,
 // Attempt) exists in any state; inserted reports which.
 func (q *Queue) Enqueue(ctx context.Context, j Job, opts EnqueueOptions) (inserted bool, err error) {
-	j.ExportID = strings.TrimSpace(j.ExportID)
-	if j.ExportID == "" || j.IntervalEnd.IsZero() {
-		return false, errors.New("queue: job needs ExportID and IntervalEnd")
-	}
-	if j.Attempt < 0 {
-		return false, errors.New("queue: negative Attempt generation")
-	}
-	j.IntervalEnd = j.IntervalEnd.UTC().Round(0) // one JSON spelling per instant
+	n, err := q.EnqueueMany(ctx, []Job{j}, opts)
+	return n == 1, err
+}
+
+// enqueueChunk bounds the jobs of one InsertMany.
+const enqueueChunk = 500
+
+// EnqueueMany is Enqueue for many jobs, a few hundred per statement; it returns how many
+// it inserted (the others existed already).
+func (q *Queue) EnqueueMany(ctx context.Context, jobs []Job, opts EnqueueOptions) (inserted int, err error) {
 	prio := opts.Priority
 	if prio == 0 {
 		prio = 1
 	}
 	if prio < 1 || prio > 4 {
-		return false, fmt.Errorf("queue: priority %d out of 1..4", opts.Priority)
+		return 0, fmt.Errorf("queue: priority %d out of 1..4", opts.Priority)
+	}
+	if opts.Queue != "" && opts.Queue != QueueBackfill {
+		return 0, fmt.Errorf("queue: unknown queue %q", opts.Queue)
 	}
 	io := &river.InsertOpts{
 		Priority:    prio,
+		Queue:       opts.Queue,
 		MaxAttempts: q.cfg.MaxAttempts,
 		UniqueOpts:  river.UniqueOpts{ByArgs: true, ByState: uniqueStates},
 	}
 	if !opts.ScheduledAt.IsZero() {
 		io.ScheduledAt = opts.ScheduledAt
 	}
-	res, err := q.client.Insert(ctx, j, io)
-	if err != nil {
-		return false, fmt.Errorf("queue: enqueue %s@%s: %w", j.ExportID, j.IntervalEnd.Format(time.RFC3339), err)
+	params := make([]river.InsertManyParams, 0, min(len(jobs), enqueueChunk))
+	for lo := 0; lo < len(jobs); lo += enqueueChunk {
+		params = params[:0]
+		for _, j := range jobs[lo:min(lo+enqueueChunk, len(jobs))] {
+			j.ExportID = strings.TrimSpace(j.ExportID)
+			if j.ExportID == "" || j.IntervalEnd.IsZero() {
+				return inserted, errors.New("queue: job needs ExportID and IntervalEnd")
+			}
+			if j.Attempt < 0 {
+				return inserted, errors.New("queue: negative Attempt generation")
+			}
+			j.IntervalEnd = j.IntervalEnd.UTC().Round(0) // one JSON spelling per instant
+			params = append(params, river.InsertManyParams{Args: j, InsertOpts: io})
+		}
+		res, err := q.client.InsertMany(ctx, params)
+		if err != nil {
+			first := params[0].Args.(Job)
+			return inserted, fmt.Errorf("queue: enqueue %d jobs from %s@%s: %w", len(params), first.ExportID, first.IntervalEnd.Format(time.RFC3339), err)
+		}
+		for _, r := range res {
+			if !r.UniqueSkippedAsDuplicate {
+				inserted++
+			}
+		}
 	}
-	return !res.UniqueSkippedAsDuplicate, nil
+	return inserted, nil
 }
 
 // CancelJobsForRun cancels every unfinished job of runID (a running one gets
