@@ -86,7 +86,9 @@ func statuses(rs []run) map[string]int {
 	return m
 }
 
-func TestVerbs(t *testing.T) { verbs(t, func(t *testing.T, o ...func(*control.Config)) *env { return newEnv(t, "", o...) }) }
+func TestVerbs(t *testing.T) {
+	verbs(t, func(t *testing.T, o ...func(*control.Config)) *env { return newEnv(t, "", o...) })
+}
 
 func TestVerbsPostgres(t *testing.T) {
 	url := os.Getenv("SLUICE_TEST_POSTGRES_URL")
