@@ -104,6 +104,13 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 	case errors.Is(cause, errSuperseded):
 		h.runLog(bg, run, "host", slog.LevelWarn, fmt.Sprintf("attempt %d stopped: the run was re-requested", run.Attempt))
 		return queue.Cancel(errSuperseded)
+	case ctx.Err() != nil:
+		// Stopped from outside before the watcher saw why (River's job cancel, sent by the
+		// host that cancelled the run): the stored run says whether it was moved.
+		if cur, err := h.db.GetRun(bg, run.ID); err == nil && (cur.Generation != gen || cur.Status != storage.StatusRunning) {
+			h.runLog(bg, run, "host", slog.LevelWarn, fmt.Sprintf("attempt %d stopped: the run is %s elsewhere", run.Attempt, cur.Status))
+			return queue.Cancel(fmt.Errorf("run moved to %s elsewhere: %w", cur.Status, context.Cause(ctx)))
+		}
 	}
 	msg := runErr.Error()
 	attemptsLeft := true
