@@ -1,8 +1,10 @@
 package api
 
 import (
+	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -27,6 +29,22 @@ type Metrics struct {
 	queueDepth   prometheus.Gauge
 	httpRequests *prometheus.CounterVec
 	httpDuration *prometheus.HistogramVec
+
+	pluginMetrics *prometheus.CounterVec // the plugins' own counters (metric import)
+	pluginDropped *prometheus.CounterVec
+	pluginMu      sync.Mutex
+	pluginNames   map[string]*pluginNames // by plugin name
+}
+
+// MaxPluginMetricNames bounds the distinct metric names one plugin may expose on /metrics;
+// values reported under further names are dropped and counted in
+// sluice_plugin_metric_dropped_total.
+const MaxPluginMetricNames = 50
+
+type pluginNames struct {
+	names          map[string]bool
+	warnedCap      bool
+	warnedNegative bool
 }
 
 // NewMetrics creates the collectors on a new registry (with Go and process collectors).
@@ -63,9 +81,16 @@ func NewMetrics() *Metrics {
 			Name: "sluice_http_request_duration_seconds", Help: "API request durations, by method and route.",
 			Buckets: prometheus.DefBuckets,
 		}, []string{"method", "route"}),
+		pluginMetrics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_plugin_metric_total", Help: "Counters plugins report through the metric host import, by plugin and metric name (at most 50 names per plugin).",
+		}, []string{"plugin", "name"}),
+		pluginDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_plugin_metric_dropped_total", Help: "Plugin metric values dropped: a name past the per-plugin cap, or a negative value.",
+		}, []string{"plugin"}),
+		pluginNames: map[string]*pluginNames{},
 	}
 	m.reg.MustRegister(m.runs, m.records, m.bytes, m.runDuration, m.pluginCalls, m.retries, m.queueDepth,
-		m.httpRequests, m.httpDuration,
+		m.httpRequests, m.httpDuration, m.pluginMetrics, m.pluginDropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -109,6 +134,52 @@ func (m *Metrics) PluginCall(plugin, call string, d time.Duration) {
 		return
 	}
 	m.pluginCalls.WithLabelValues(plugin, call).Observe(d.Seconds())
+}
+
+// PluginMetric adds value to the plugin's counter name (runtime.MetricSink: the runtime
+// calls it for every value a plugin reports through the metric import). At most
+// MaxPluginMetricNames distinct names per plugin are exposed; values under further names, and
+// negative values (a Prometheus counter only goes up), are dropped, counted in
+// sluice_plugin_metric_dropped_total{plugin} and logged once per plugin as a warning.
+func (m *Metrics) PluginMetric(plugin, name string, value int64) {
+	if m == nil {
+		return
+	}
+	m.pluginMu.Lock()
+	pn := m.pluginNames[plugin]
+	if pn == nil {
+		pn = &pluginNames{names: map[string]bool{}}
+		m.pluginNames[plugin] = pn
+	}
+	var warn string
+	drop := false
+	switch {
+	case value < 0:
+		drop = true
+		if !pn.warnedNegative {
+			pn.warnedNegative = true
+			warn = "plugin metric dropped: a negative value cannot be added to a counter (further ones are dropped silently and counted in sluice_plugin_metric_dropped_total)"
+		}
+	case !pn.names[name]:
+		if len(pn.names) >= MaxPluginMetricNames {
+			drop = true
+			if !pn.warnedCap {
+				pn.warnedCap = true
+				warn = "plugin metric dropped: the plugin reports more than the allowed distinct metric names (further ones are dropped silently and counted in sluice_plugin_metric_dropped_total)"
+			}
+		} else {
+			pn.names[name] = true
+		}
+	}
+	m.pluginMu.Unlock()
+	if warn != "" {
+		slog.Default().Warn(warn, "plugin", plugin, "name", name, "value", value, "max_names", MaxPluginMetricNames)
+	}
+	if drop {
+		m.pluginDropped.WithLabelValues(plugin).Inc()
+		return
+	}
+	m.pluginMetrics.WithLabelValues(plugin, name).Add(float64(value))
 }
 
 // SetQueueDepth sets the number of runs waiting in the queue.

@@ -68,11 +68,11 @@ func BenchmarkInstantiate(b *testing.B) {
 	_, p := loadGoGuest(b)
 	ctx := context.Background()
 	for b.Loop() {
-		in, err := p.newInstance(ctx)
+		in, err := p.newInstance(ctx, false)
 		if err != nil {
 			b.Fatal(err)
 		}
-		in.mod.Close(ctx)
+		in.destroy(ctx)
 	}
 }
 

@@ -64,6 +64,11 @@ func hMetric(ctx context.Context, m api.Module, stack []uint64) {
 	if in.run.b.Metric != nil {
 		in.run.b.Metric(n, int64(stack[2]))
 	}
+	// The host-wide sink, once the plugin's name is its manifest's (not during the install's
+	// own sluice_describe, where it is still a placeholder).
+	if sink := in.p.rt.metricSink(); sink != nil && in.p.granted != nil {
+		sink.PluginMetric(in.p.Manifest.Name, n, int64(stack[2]))
+	}
 	ret32(stack, abi.StatusOK, 0)
 }
 

@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/sluicehq/sluice/abi"
@@ -57,7 +59,11 @@ func newPool(p *Plugin) *pool {
 	return &pool{p: p, sem: make(chan struct{}, p.limits.PoolSize)}
 }
 
-func (pl *pool) get(ctx context.Context) (*instance, error) {
+func (pl *pool) get(ctx context.Context) (*instance, error) { return pl.getFor(ctx, false) }
+
+// getFor borrows an instance; control (describe, validate) bounds the wait for room in the
+// memory budget by ControlCallTimeout.
+func (pl *pool) getFor(ctx context.Context, control bool) (*instance, error) {
 	select {
 	case pl.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -77,7 +83,7 @@ func (pl *pool) get(ctx context.Context) (*instance, error) {
 		return in, nil
 	}
 	pl.mu.Unlock()
-	in, err := pl.p.newInstance(ctx)
+	in, err := pl.p.newInstance(ctx, control)
 	if err != nil {
 		pl.mu.Lock()
 		pl.out--
@@ -107,7 +113,7 @@ func (pl *pool) put(in *instance) {
 	pl.mu.Unlock()
 	if reason != "" {
 		pl.p.rt.log.Info("plugin instance discarded", "plugin", pl.p.Manifest.Name, "sha256", pl.p.SHA256[:12], "reason", reason)
-		in.mod.Close(ctx)
+		in.destroy(ctx)
 		pl.mu.Lock()
 		pl.maybeReleaseLocked(ctx)
 		pl.mu.Unlock()
@@ -123,7 +129,7 @@ func (pl *pool) close(ctx context.Context) {
 	pl.idle = nil
 	pl.mu.Unlock()
 	for _, in := range idle {
-		in.mod.Close(ctx)
+		in.destroy(ctx)
 	}
 	pl.mu.Lock()
 	pl.maybeReleaseLocked(ctx)
@@ -159,6 +165,10 @@ type instance struct {
 
 	broken string // non-empty: discard on return to the pool
 
+	lin      linearMemory  // the linear memory, allocated by the runtime
+	reserved uint64        // bytes of the memory budget this instance holds
+	timeout  time.Duration // deadline of the current call
+
 	// Current call.
 	export  string
 	callCtx context.Context
@@ -192,11 +202,24 @@ type runState struct {
 
 type instKey struct{}
 
-func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
+// newInstance instantiates the module. control: for describe or validate, which wait for
+// room in the memory budget at most ControlCallTimeout.
+func (p *Plugin) newInstance(ctx context.Context, control bool) (*instance, error) {
 	if p.compiled == nil {
 		return nil, &HostError{Status: abi.StatusInternal, Msg: fmt.Sprintf("plugin %q is unloaded", p.Manifest.Name)}
 	}
 	in := &instance{p: p}
+	// Room in the host's memory budget first: the instance may grow to its limit.
+	rctx, rcancel := ctx, context.CancelFunc(func() {})
+	if control {
+		rctx, rcancel = context.WithTimeout(ctx, p.rt.cfg.ControlCallTimeout)
+	}
+	reserved, err := p.reserveMemory(rctx)
+	rcancel()
+	if err != nil {
+		return nil, err
+	}
+	in.reserved = reserved
 	in.stdout = &lineWriter{in: in, level: slog.LevelInfo}
 	in.stderr = &lineWriter{in: in, level: slog.LevelWarn, keepTail: true}
 	cfg := wazero.NewModuleConfig().
@@ -209,14 +232,19 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 		WithRandSource(rand.Reader)
 	ictx, cancel := context.WithTimeout(ctx, p.limits.CallTimeout)
 	defer cancel()
+	ictx = experimental.WithMemoryAllocator(ictx, experimental.MemoryAllocatorFunc(func(capBytes, maxBytes uint64) experimental.LinearMemory {
+		in.lin = newLinearMemory(capBytes, maxBytes)
+		return in.lin
+	}))
 	mod, err := p.eng.r.InstantiateModule(ictx, p.compiled, cfg)
 	if err != nil {
+		in.destroy(ctx)
 		return nil, invalid("plugin %q could not be instantiated: %v", p.Manifest.Name, err)
 	}
 	in.mod = mod
 	in.mem = mod.ExportedMemory("memory")
 	if in.mem == nil {
-		mod.Close(ctx)
+		in.destroy(ctx)
 		return nil, invalid("plugin %q does not export its memory", p.Manifest.Name)
 	}
 	f := &in.fn
@@ -233,17 +261,36 @@ func (p *Plugin) newInstance(ctx context.Context) (*instance, error) {
 	if f.initialize != nil {
 		in.beginCall(nil, modeControl)
 		if _, err := in.call(ctx, abi.ExportInitialize, f.initialize); err != nil {
-			mod.Close(ctx)
+			in.destroy(ctx)
 			return nil, err
 		}
 	}
 	return in, nil
 }
 
+// destroy closes the module, gives its linear memory back to the OS and its reservation
+// back to the memory budget. The instance must not be in a call.
+func (in *instance) destroy(ctx context.Context) {
+	if in.mod != nil {
+		in.mod.Close(ctx)
+	}
+	if in.lin != nil {
+		in.lin.release()
+	}
+	if in.reserved > 0 {
+		in.p.rt.budget.release(in.reserved)
+		in.reserved = 0
+	}
+}
+
 // beginCall resets per-call state. b is nil outside a run (no capabilities bound).
 func (in *instance) beginCall(b *Bindings, mode callMode) {
 	in.mode = mode
 	in.hostErr = nil
+	in.timeout = in.p.limits.CallTimeout
+	if mode == modeControl {
+		in.timeout = min(in.timeout, in.p.rt.cfg.ControlCallTimeout)
+	}
 	if b != nil {
 		in.run.b = *b
 	}
@@ -265,7 +312,11 @@ func (in *instance) call(ctx context.Context, export string, fn api.Function, pa
 	if err := ctx.Err(); err != nil {
 		return nil, &CancelledError{Plugin: name, Export: export, Err: err}
 	}
-	cctx, cancel := context.WithTimeout(ctx, in.p.limits.CallTimeout)
+	timeout := in.timeout
+	if timeout <= 0 {
+		timeout = in.p.limits.CallTimeout
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	cctx = context.WithValue(cctx, instKey{}, in)
 	in.export, in.callCtx = export, cctx
@@ -283,7 +334,7 @@ func (in *instance) call(ctx context.Context, export string, fn api.Function, pa
 	}
 	if errors.Is(cctx.Err(), context.DeadlineExceeded) {
 		in.broken = "call deadline exceeded"
-		return nil, &DeadlineError{Plugin: name, Export: export, Timeout: in.p.limits.CallTimeout}
+		return nil, &DeadlineError{Plugin: name, Export: export, Timeout: timeout}
 	}
 	first, stack, _ := strings.Cut(err.Error(), "\n")
 	te := &TrapError{Plugin: name, Export: export, Kind: TrapPanic, Detail: first, Stack: strings.TrimSpace(stack), Err: err}

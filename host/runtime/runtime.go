@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -37,12 +38,13 @@ const (
 	DefaultMaxLogBytesPerRun  = 1 << 20
 	DefaultRecycleMemoryBytes = 128 << 20
 	DefaultPoolSize           = 4
+	DefaultMemoryBudgetBytes  = 1 << 30 // 4 instances at the default memory limit
+	DefaultControlCallTimeout = 5 * time.Second
 
-	MaxLogLineBytes    = 8 << 10 // a longer log line is truncated
-	MaxOpenHandles     = 16      // open uploads (and, separately, encoders) per run
-	MaxResponseBytes   = 4 << 20 // response buffer and guest documents
-	MaxMetricNames     = 32      // distinct metric names per run
-	describeCallBudget = 10 * time.Second
+	MaxLogLineBytes  = 8 << 10 // a longer log line is truncated
+	MaxOpenHandles   = 16      // open uploads (and, separately, encoders) per run
+	MaxResponseBytes = 4 << 20 // response buffer and guest documents
+	MaxMetricNames   = 32      // distinct metric names per run
 )
 
 // Config configures a Runtime. Zero fields take the defaults above.
@@ -54,9 +56,27 @@ type Config struct {
 	MaxModuleBytes int64
 	// Limits are the default limits of every plugin; Load may override them per plugin.
 	Limits Limits
+	// MemoryBudgetBytes bounds the linear memory of all live instances of all plugins
+	// together: every instance reserves its plugin's memory limit from it while it exists
+	// (idle instances are evicted to make room), so instances x limit never exceeds it.
+	// Default 1 GiB; it must be at least one instance's memory limit.
+	MemoryBudgetBytes uint64
+	// ControlCallTimeout is the deadline of _initialize, sluice_describe and
+	// sluice_validate (install checks and config validation, which are answered while an
+	// API request waits) and of waiting for room in the memory budget for them. Default 5 s;
+	// never more than the plugin's CallTimeout.
+	ControlCallTimeout time.Duration
 	// Logger receives the runtime's own events (instances discarded, denied calls). Plugin
 	// log lines go to Bindings.Log.
 	Logger *slog.Logger
+}
+
+// MetricSink receives every value plugins report through the metric import, labelled with
+// the plugin's manifest name (Bindings.Metric still receives the run's own). It is called
+// inside the guest call: it must be cheap and safe for concurrent use, and it is where the
+// number of distinct names per plugin is bounded (api.Metrics does).
+type MetricSink interface {
+	PluginMetric(plugin, name string, value int64)
 }
 
 // Limits bound one plugin's instances. Zero fields take the defaults.
@@ -65,7 +85,7 @@ type Limits struct {
 	CallTimeout        time.Duration // deadline of each guest call, host I/O inside it included
 	MaxLogBytesPerRun  int           // log volume per run (or per call outside a run)
 	RecycleMemoryBytes uint64        // an idle instance with more linear memory is closed
-	PoolSize           int           // instances of the plugin in use at once (runs in parallel)
+	PoolSize           int           // instances of the plugin in use at once (runs in parallel); at most MemoryBudgetBytes / memory limit
 }
 
 func (l Limits) withDefaults(d Limits) Limits {
@@ -102,6 +122,9 @@ type Runtime struct {
 	cache  wazero.CompilationCache
 	hostFn map[string]map[string]api.FunctionDefinition // module -> name -> definition
 
+	budget  *memBudget
+	metrics atomic.Pointer[MetricSink]
+
 	mu      sync.Mutex
 	engines map[uint32]*engine // by memory limit in pages
 	loaded  map[loadKey]*Plugin
@@ -128,7 +151,17 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	rt := &Runtime{cfg: cfg, log: cfg.Logger, engines: map[uint32]*engine{}, loaded: map[loadKey]*Plugin{}}
+	if cfg.MemoryBudgetBytes == 0 {
+		cfg.MemoryBudgetBytes = DefaultMemoryBudgetBytes
+	}
+	if cfg.ControlCallTimeout <= 0 {
+		cfg.ControlCallTimeout = DefaultControlCallTimeout
+	}
+	if limit := uint64(cfg.Limits.MemoryLimitPages) * 65536; limit > cfg.MemoryBudgetBytes {
+		return nil, fmt.Errorf("runtime: the plugin memory budget (%d MiB) is smaller than the memory limit of one instance (%d MiB)",
+			cfg.MemoryBudgetBytes>>20, limit>>20)
+	}
+	rt := &Runtime{cfg: cfg, log: cfg.Logger, budget: newMemBudget(cfg.MemoryBudgetBytes), engines: map[uint32]*engine{}, loaded: map[loadKey]*Plugin{}}
 	if cfg.CacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
 		if err != nil {
@@ -154,6 +187,23 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 
 // Config returns the effective configuration (defaults applied).
 func (rt *Runtime) Config() Config { return rt.cfg }
+
+// UseMetrics sends the metrics plugins report (the metric import) to s, labelled with the
+// plugin's name. Safe to call at any time; nil stops it.
+func (rt *Runtime) UseMetrics(s MetricSink) {
+	if s == nil {
+		rt.metrics.Store(nil)
+		return
+	}
+	rt.metrics.Store(&s)
+}
+
+func (rt *Runtime) metricSink() MetricSink {
+	if s := rt.metrics.Load(); s != nil {
+		return *s
+	}
+	return nil
+}
 
 func (rt *Runtime) engineFor(ctx context.Context, pages uint32) (*engine, error) {
 	rt.mu.Lock()
@@ -217,7 +267,11 @@ func SHA256(wasm []byte) string {
 // manifest, and that every requested capability is granted. The returned plugin is not
 // loaded: it has no instance pool and its compiled module is released.
 func (rt *Runtime) Validate(ctx context.Context, wasm []byte, granted []string) (*Plugin, error) {
-	p, err := rt.prepare(ctx, wasm, granted, rt.cfg.Limits)
+	limits, err := rt.effectiveLimits(rt.cfg.Limits)
+	if err != nil {
+		return nil, err
+	}
+	p, err := rt.prepare(ctx, wasm, granted, limits)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +284,10 @@ func (rt *Runtime) Validate(ctx context.Context, wasm []byte, granted []string) 
 // *Plugin (its grants are those of the first load; reload through a new Runtime to change
 // them).
 func (rt *Runtime) Load(ctx context.Context, wasm []byte, granted []string, limits Limits) (*Plugin, error) {
-	limits = limits.withDefaults(rt.cfg.Limits)
+	limits, err := rt.effectiveLimits(limits)
+	if err != nil {
+		return nil, err
+	}
 	key := loadKey{sha: SHA256(wasm), pages: limits.MemoryLimitPages}
 	rt.mu.Lock()
 	if p, ok := rt.loaded[key]; ok {
@@ -257,6 +314,24 @@ func (rt *Runtime) Load(ctx context.Context, wasm []byte, granted []string, limi
 	}
 	rt.loaded[key] = p
 	return p, nil
+}
+
+// effectiveLimits applies the defaults and fits the pool in the memory budget: at most
+// budget / memory limit instances of one plugin exist at once.
+func (rt *Runtime) effectiveLimits(l Limits) (Limits, error) {
+	l = l.withDefaults(rt.cfg.Limits)
+	if l.MemoryLimitPages > 65536 {
+		return l, invalid("plugin memory limit of %d pages exceeds WebAssembly's 65536 pages (4 GiB)", l.MemoryLimitPages)
+	}
+	limit := uint64(l.MemoryLimitPages) * 65536
+	if limit > rt.cfg.MemoryBudgetBytes {
+		return l, invalid("plugin memory limit of %d MiB (%d pages) exceeds the host's plugin memory budget of %d MiB",
+			limit>>20, l.MemoryLimitPages, rt.cfg.MemoryBudgetBytes>>20)
+	}
+	if n := rt.cfg.MemoryBudgetBytes / limit; uint64(l.PoolSize) > n {
+		l.PoolSize = int(n)
+	}
+	return l, nil
 }
 
 // Unload closes a loaded plugin's instances and compiled module. Sessions in progress keep

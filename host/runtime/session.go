@@ -12,7 +12,7 @@ import (
 // Validate calls sluice_validate on a pooled instance, with no capability bound. A config
 // the plugin refuses comes back as a *PluginError whose Err.Field names the key at fault.
 func (p *Plugin) Validate(ctx context.Context, req abi.ValidateRequest) error {
-	in, err := p.pool.get(ctx)
+	in, err := p.pool.getFor(ctx, true)
 	if err != nil {
 		return err
 	}

@@ -310,7 +310,7 @@ func listOrNone(l []string) string {
 // describe borrows an instance and calls sluice_describe.
 func (p *Plugin) describe(ctx context.Context) (abi.Manifest, error) {
 	var m abi.Manifest
-	in, err := p.pool.get(ctx)
+	in, err := p.pool.getFor(ctx, true)
 	if err != nil {
 		return m, err
 	}
