@@ -62,7 +62,7 @@ type OpenRequest struct {
 	Backfill   bool           `json:"backfill"`
 	Config     map[string]any `json:"config"`  // non-secret keys, defaults applied
 	Columns    []Column       `json:"columns"` // the schema every batch of this run carries
-	Checkpoint string         `json:"checkpoint,omitempty"`
+	// The key "checkpoint" is reserved (SPEC §7): never sent by this host, never read.
 }
 
 // Result is what sluice_finish returns.

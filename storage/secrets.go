@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -14,6 +15,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 )
 
 // Secret encryption at rest: AES-256-GCM with a random 96-bit nonce.
@@ -243,4 +248,123 @@ func createKeyFile(dir, path string) ([]byte, error) {
 		return nil, err
 	}
 	return []byte(entry), nil
+}
+
+// SecretReseal is what (*DB).ResealSecrets did.
+type SecretReseal struct {
+	// KeyID is the current key of the keyring: every stored secret is sealed with it
+	// once ResealSecrets returns without error.
+	KeyID string
+	// Stored counts the exports with a stored secret, soft-deleted ones included.
+	Stored int
+	// Resealed counts the secrets this call re-sealed (0 when nothing was sealed with
+	// another key); FromKeys splits them by the key id that had sealed them.
+	Resealed int
+	FromKeys map[string]int
+}
+
+// UnopenedSecret is one stored secret no key of the keyring opens.
+type UnopenedSecret struct {
+	ExportID, ExportName string
+	Deleted              bool
+	KeyID                string // the key id the sealed text names ("" when malformed)
+	Err                  error
+}
+
+// UnopenedSecretsError is returned by ResealSecrets, which then changed nothing, when
+// some stored secrets cannot be opened by any configured key. It wraps ErrDecrypt.
+type UnopenedSecretsError struct {
+	KeyIDs  []string // the keyring's ids, current first
+	Secrets []UnopenedSecret
+}
+
+func (e *UnopenedSecretsError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d export secret(s) cannot be opened by any configured key (keyring: %s); nothing was re-sealed:",
+		len(e.Secrets), strings.Join(e.KeyIDs, ", "))
+	for _, s := range e.Secrets {
+		deleted := ""
+		if s.Deleted {
+			deleted = ", deleted"
+		}
+		fmt.Fprintf(&b, "\n  export %s (%q%s): sealed with key %q: %v", s.ExportID, s.ExportName, deleted, s.KeyID, s.Err)
+	}
+	b.WriteString("\nadd the key(s) that sealed them to the keyring (after the current key) and run again")
+	return b.String()
+}
+
+// Unwrap makes errors.Is(err, ErrDecrypt) hold.
+func (e *UnopenedSecretsError) Unwrap() error { return ErrDecrypt }
+
+// ResealSecrets re-seals with the current key every export secret sealed with another key,
+// soft-deleted exports included, in one transaction: either every secret is re-sealed or
+// nothing changes. It first opens every stored secret, those already sealed with the current
+// key too, and refuses with an *UnopenedSecretsError (wrapping ErrDecrypt) when any cannot be
+// opened. Running it again re-seals nothing (idempotent).
+//
+// Hosts still sealing with an older current key would seal new secrets with it: give every
+// host the new keyring (new key first, old keys after) before calling this.
+func (db *DB) ResealSecrets(ctx context.Context) (SecretReseal, error) {
+	type row struct {
+		ID           string     `gorm:"column:id"`
+		Name         string     `gorm:"column:name"`
+		SealedSecret string     `gorm:"column:secret_config"`
+		DeletedAt    *time.Time `gorm:"column:deleted_at"`
+	}
+	out := SecretReseal{KeyID: db.keys.CurrentKeyID(), FromKeys: map[string]int{}}
+	err := db.inTx(ctx, func(tx *gorm.DB) error {
+		var rows []row
+		// FOR UPDATE on PostgreSQL (no concurrent change between open and write);
+		// SQLite's write transactions are immediate, which excludes other writers.
+		err := tx.Table(BatchExport{}.TableName()).Clauses(clause.Locking{Strength: "UPDATE"}).
+			Select("id", "name", "secret_config", "deleted_at").Order("id").Find(&rows).Error
+		if err != nil {
+			return mapErr(err, "reseal secrets: read exports")
+		}
+		type reseal struct {
+			id, old, keyID string
+			plaintext      []byte
+		}
+		var todo []reseal
+		var bad []UnopenedSecret
+		for _, r := range rows {
+			if r.SealedSecret == "" {
+				continue // no secret stored (openExport reads it as {})
+			}
+			out.Stored++
+			keyID, _ := SealedKeyID(r.SealedSecret)
+			pt, err := db.keys.Open(r.SealedSecret)
+			if err != nil {
+				bad = append(bad, UnopenedSecret{ExportID: r.ID, ExportName: r.Name, Deleted: r.DeletedAt != nil, KeyID: keyID, Err: err})
+				continue
+			}
+			if db.keys.NeedsReseal(r.SealedSecret) {
+				todo = append(todo, reseal{r.ID, r.SealedSecret, keyID, pt})
+			}
+		}
+		if len(bad) > 0 {
+			return &UnopenedSecretsError{KeyIDs: db.keys.KeyIDs(), Secrets: bad}
+		}
+		for _, r := range todo {
+			sealed, err := db.keys.Seal(r.plaintext)
+			if err != nil {
+				return err
+			}
+			res := tx.Table(BatchExport{}.TableName()).Where("id = ? AND secret_config = ?", r.id, r.old).
+				Update("secret_config", sealed)
+			if res.Error != nil {
+				return mapErr(res.Error, "reseal secrets: export "+r.id)
+			}
+			if res.RowsAffected != 1 {
+				return fmt.Errorf("reseal secrets: export %s changed during the rotation: %w", r.id, ErrConflict)
+			}
+			out.FromKeys[r.keyID]++
+		}
+		out.Resealed = len(todo)
+		return nil
+	})
+	if err != nil {
+		return SecretReseal{KeyID: out.KeyID, FromKeys: map[string]int{}}, err
+	}
+	return out, nil
 }

@@ -2,13 +2,21 @@ package storage
 
 import (
 	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // "pgx" database/sql driver for schema set-up
 )
 
 func TestSealOpenRoundTrip(t *testing.T) {
@@ -197,5 +205,273 @@ func TestKeyFile(t *testing.T) {
 	}
 	if _, err := loadKeyring(Config{}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("no key and no dir: %v", err)
+	}
+}
+
+// resealBackends returns a fresh-database Config maker per backend: SQLite always,
+// PostgreSQL when SLUICE_TEST_POSTGRES_URL is set (each call a new schema).
+func resealBackends(t *testing.T) map[string]func(t *testing.T) Config {
+	out := map[string]func(t *testing.T) Config{
+		DialectSQLite: func(t *testing.T) Config { return Config{DataDir: t.TempDir()} },
+	}
+	base := os.Getenv("SLUICE_TEST_POSTGRES_URL")
+	if base == "" {
+		return out
+	}
+	out[DialectPostgres] = func(t *testing.T) Config {
+		admin, err := sql.Open("pgx", base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { admin.Close() })
+		var b [6]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			t.Fatal(err)
+		}
+		schema := "sluice_test_" + hex.EncodeToString(b[:])
+		if _, err := admin.ExecContext(context.Background(), "CREATE SCHEMA "+schema); err != nil {
+			t.Fatalf("postgres at SLUICE_TEST_POSTGRES_URL: %v", err)
+		}
+		t.Cleanup(func() {
+			if _, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE"); err != nil {
+				t.Errorf("drop schema %s: %v", schema, err)
+			}
+		})
+		u, err := url.Parse(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("search_path", schema)
+		u.RawQuery = q.Encode()
+		return Config{DatabaseURL: u.String(), DataDir: t.TempDir()}
+	}
+	return out
+}
+
+const (
+	resealKeyA = "a:" + "1111111111111111111111111111111111111111111111111111111111111111"
+	resealKeyB = "b:" + "2222222222222222222222222222222222222222222222222222222222222222"
+	resealKeyC = "c:" + "3333333333333333333333333333333333333333333333333333333333333333"
+)
+
+func openWith(t *testing.T, cfg Config, keys string) *DB {
+	t.Helper()
+	cfg.SecretKey = keys
+	db, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db
+}
+
+// addExport creates an export (and its plugin, on first use) whose secret is sealed with
+// db's current key.
+func addExport(t *testing.T, db *DB, name string) BatchExport {
+	t.Helper()
+	ctx := context.Background()
+	p, err := db.GetLatestPluginByName(ctx, "s3")
+	if errors.Is(err, ErrNotFound) {
+		p, err = db.CreatePlugin(ctx, Plugin{Name: "s3", Version: "1", ABIVersion: "1.0", SHA256: strings.Repeat("ab", 32), ModulePath: "/p/s3.wasm"})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := db.CreateExport(ctx, BatchExport{Name: name, PluginID: p.ID, DestinationType: "s3", Interval: IntervalHour,
+		SecretConfig: map[string]any{"aws_secret_access_key": "s3cr3t-" + name}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// sealedKeyIDs returns the key id of every stored secret, by export id.
+func sealedKeyIDs(t *testing.T, db *DB) map[string]string {
+	t.Helper()
+	var rows []struct {
+		ID           string `gorm:"column:id"`
+		SealedSecret string `gorm:"column:secret_config"`
+	}
+	if err := db.Gorm().Table("batch_exports").Select("id", "secret_config").Find(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, r := range rows {
+		out[r.ID], _ = SealedKeyID(r.SealedSecret)
+	}
+	return out
+}
+
+func wantSecret(t *testing.T, db *DB, e BatchExport) {
+	t.Helper()
+	got, err := db.GetExportIncludingDeleted(context.Background(), e.ID)
+	if err != nil {
+		t.Fatalf("export %s: %v", e.Name, err)
+	}
+	if got.SecretConfig["aws_secret_access_key"] != "s3cr3t-"+e.Name {
+		t.Fatalf("export %s: secret %v", e.Name, got.SecretConfig)
+	}
+}
+
+// Seal with key A, rotate to "B,A", then B alone opens everything, deleted exports included.
+func TestResealSecrets(t *testing.T) {
+	t.Parallel()
+	for name, newConfig := range resealBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			cfg := newConfig(t)
+			db := openWith(t, cfg, resealKeyA)
+			e1, e2, e3 := addExport(t, db, "e1"), addExport(t, db, "e2"), addExport(t, db, "e3")
+			if err := db.SoftDeleteExport(ctx, e2.ID); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+
+			db = openWith(t, cfg, resealKeyB+","+resealKeyA)
+			res, err := db.ResealSecrets(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.KeyID != "b" || res.Stored != 3 || res.Resealed != 3 || res.FromKeys["a"] != 3 || len(res.FromKeys) != 1 {
+				t.Fatalf("first rotation: %+v", res)
+			}
+			for id, k := range sealedKeyIDs(t, db) {
+				if k != "b" {
+					t.Fatalf("export %s still sealed with %q", id, k)
+				}
+			}
+			res, err = db.ResealSecrets(ctx)
+			if err != nil || res.Resealed != 0 || res.Stored != 3 || len(res.FromKeys) != 0 {
+				t.Fatalf("second rotation (idempotent): %+v %v", res, err)
+			}
+			db.Close()
+
+			db = openWith(t, cfg, resealKeyB)
+			for _, e := range []BatchExport{e1, e2, e3} {
+				wantSecret(t, db, e)
+			}
+			db.Close()
+			db = openWith(t, cfg, resealKeyA)
+			defer db.Close()
+			if _, err := db.GetExport(ctx, e1.ID); !errors.Is(err, ErrDecrypt) {
+				t.Fatalf("key A alone still opens a rotated secret: %v", err)
+			}
+		})
+	}
+}
+
+// A secret no configured key opens stops the rotation before anything is written, whether
+// its key id is missing from the keyring or present with other key material.
+func TestResealSecretsRefusesUnopenable(t *testing.T) {
+	t.Parallel()
+	for name, newConfig := range resealBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			cfg := newConfig(t)
+			db := openWith(t, cfg, resealKeyA)
+			e1 := addExport(t, db, "e1")
+			db.Close()
+			db = openWith(t, cfg, resealKeyC)
+			e2 := addExport(t, db, "e2")
+			db.Close()
+			db = openWith(t, cfg, "b:other material for id b")
+			e3 := addExport(t, db, "e3")
+			db.Close()
+
+			db = openWith(t, cfg, resealKeyB+","+resealKeyA)
+			before := sealedKeyIDs(t, db)
+			res, err := db.ResealSecrets(ctx)
+			var ue *UnopenedSecretsError
+			if !errors.As(err, &ue) || !errors.Is(err, ErrDecrypt) {
+				t.Fatalf("err %v (%T), want *UnopenedSecretsError wrapping ErrDecrypt", err, err)
+			}
+			if res.Resealed != 0 || len(ue.Secrets) != 2 {
+				t.Fatalf("res %+v, %d unopened, want 0 and 2: %v", res, len(ue.Secrets), err)
+			}
+			got := map[string]string{}
+			for _, s := range ue.Secrets {
+				got[s.ExportID] = s.KeyID
+			}
+			if got[e2.ID] != "c" || got[e3.ID] != "b" {
+				t.Fatalf("unopened %v, want %s (c) and %s (b)", got, e2.ID, e3.ID)
+			}
+			for _, want := range []string{e2.ID, e3.ID, `"c"`, "nothing was re-sealed", "keyring: b, a"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error does not mention %s:\n%v", want, err)
+				}
+			}
+			if after := sealedKeyIDs(t, db); fmt.Sprint(after) != fmt.Sprint(before) || after[e1.ID] != "a" {
+				t.Fatalf("a refused rotation changed secrets: %v -> %v", before, after)
+			}
+			db.Close()
+
+			// With every key that sealed them (but not the wrong "b"), e3 still refuses.
+			db = openWith(t, cfg, resealKeyC+","+resealKeyA+",b:other material for id b")
+			defer db.Close()
+			res, err = db.ResealSecrets(ctx)
+			if err != nil || res.Resealed != 2 || res.FromKeys["a"] != 1 || res.FromKeys["b"] != 1 {
+				t.Fatalf("rotation to c: %+v %v", res, err)
+			}
+			wantSecret(t, db, e1)
+			wantSecret(t, db, e2)
+			wantSecret(t, db, e3)
+		})
+	}
+}
+
+// A write failing half-way (a trigger refusing the last export's update) rolls back the
+// secrets already re-sealed in the same call.
+func TestResealSecretsAllOrNothing(t *testing.T) {
+	t.Parallel()
+	for name, newConfig := range resealBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			cfg := newConfig(t)
+			db := openWith(t, cfg, resealKeyA)
+			var last string
+			for _, n := range []string{"e1", "e2", "e3", "e4"} {
+				if id := addExport(t, db, n).ID; id > last {
+					last = id
+				}
+			}
+			var ddl []string
+			if db.Dialect() == DialectSQLite {
+				ddl = []string{`CREATE TRIGGER fail_reseal BEFORE UPDATE OF secret_config ON batch_exports
+					WHEN NEW.id = '` + last + `' BEGIN SELECT RAISE(ABORT, 'injected failure'); END`}
+			} else {
+				ddl = []string{
+					`CREATE FUNCTION fail_reseal() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql`,
+					`CREATE TRIGGER fail_reseal BEFORE UPDATE ON batch_exports FOR EACH ROW
+					WHEN (NEW.id = '` + last + `') EXECUTE FUNCTION fail_reseal()`,
+				}
+			}
+			for _, q := range ddl {
+				if err := db.Gorm().Exec(q).Error; err != nil {
+					t.Fatal(err)
+				}
+			}
+			db.Close()
+
+			db = openWith(t, cfg, resealKeyB+","+resealKeyA)
+			defer db.Close()
+			res, err := db.ResealSecrets(ctx)
+			if err == nil || !strings.Contains(err.Error(), "injected failure") || res.Resealed != 0 {
+				t.Fatalf("res %+v err %v, want the injected failure", res, err)
+			}
+			for id, k := range sealedKeyIDs(t, db) {
+				if k != "a" {
+					t.Fatalf("export %s re-sealed with %q by a failed rotation", id, k)
+				}
+			}
+			if err := db.Gorm().Exec(`DROP TRIGGER fail_reseal` + map[bool]string{true: "", false: " ON batch_exports"}[db.Dialect() == DialectSQLite]).Error; err != nil {
+				t.Fatal(err)
+			}
+			if res, err := db.ResealSecrets(ctx); err != nil || res.Resealed != 4 {
+				t.Fatalf("after dropping the trigger: %+v %v", res, err)
+			}
+		})
 	}
 }

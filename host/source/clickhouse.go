@@ -256,24 +256,14 @@ func (s *ClickHouse) buildQuery(q Query) (string, []any) {
 	}
 	// uuids are ordered by their canonical text: byte order, like Position and SQLite.
 	// (ClickHouse orders the UUID type by its halves, not bytewise.)
-	inner := `SELECT ` + c.uuid + `, ` + c.event + `, ` + c.distinctID + `, toNullable(` + c.personID + `), toInt64(` + c.teamID + `), ` +
+	query := `SELECT ` + c.uuid + `, ` + c.event + `, ` + c.distinctID + `, toNullable(` + c.personID + `), toInt64(` + c.teamID + `), ` +
 		c.properties + `, toNullable(` + c.personProperties + `), ` + c.elementsChain + `, ` + c.timestamp + `, toNullable(` + c.createdAt + `), ` +
 		ins + ` AS ` + aliasIns + `, toString(` + c.uuid + `) AS ` + aliasUUID + `
 FROM ` + s.table + `
 WHERE ` + strings.Join(where, "\n  AND ") + `
 ORDER BY ` + aliasIns + `, ` + aliasUUID + `
 LIMIT 1 BY ` + c.event + `, cityHash64(` + c.distinctID + `), ` + c.uuid
-	if q.After == nil {
-		return inner, args
-	}
-	// Resuming: de-duplicate over the whole interval first, then skip to the checkpoint,
-	// so a duplicate whose first copy came before the checkpoint is not sent again.
-	outer := `SELECT * FROM (` + inner + `)
-WHERE ` + aliasIns + ` > ` + s.timeArg(insCol, q.After.InsertedAt, false, &args) + ` OR (` + aliasIns + ` = ` +
-		s.timeArg(insCol, q.After.InsertedAt, false, &args) + ` AND ` + aliasUUID + ` > ?)
-ORDER BY ` + aliasIns + `, ` + aliasUUID
-	args = append(args, uuid.UUID(q.After.UUID).String())
-	return outer, args
+	return query, args
 }
 
 // Stream implements Source. Rows are read with rows.Next() block by block; the server sorts.

@@ -37,8 +37,6 @@ type Query struct {
 	// timestamp < End+1 day, so ClickHouse can prune partitions. Zero means
 	// DefaultLookback; a negative value disables the guard.
 	Lookback time.Duration
-	// After resumes strictly after this position (a checkpoint from a previous attempt).
-	After *Position
 }
 
 // Filter operators, PostHog's names.
@@ -59,7 +57,10 @@ type PropertyFilter struct {
 }
 
 // Position is a point in the stream order (inserted_at, uuid); uuids compare as bytes
-// (RFC 4122 byte order, the same as their canonical text).
+// (RFC 4122 byte order, the same as their canonical text). The order is total and the
+// same on every read of an interval, so a retried run sends the same rows in the same
+// order (destinations that name files per run rely on it). It is not a resume point:
+// a retried run re-reads its whole interval (docs/RATIONALE.md).
 type Position struct {
 	InsertedAt time.Time
 	UUID       [16]byte
@@ -80,8 +81,8 @@ type BatchOptions struct {
 }
 
 // BatchFunc receives one encoded batch. batch is only valid during the call (its buffer is
-// reused); last is the position of its last row, a checkpoint. Returning an error stops
-// the stream and Stream returns that error.
+// reused); last is the position of its last row (for progress and logs). Returning an
+// error stops the stream and Stream returns that error.
 type BatchFunc func(batch []byte, records int, last Position) error
 
 // Source streams the events of an interval.
@@ -118,11 +119,6 @@ func normalize(q Query, opts BatchOptions) (Query, BatchOptions, error) {
 		default:
 			return q, opts, fmt.Errorf("%w: property filter %d (%q) has unknown op %q", ErrInvalidQuery, i, f.Key, f.Op)
 		}
-	}
-	if q.After != nil {
-		a := *q.After
-		a.InsertedAt = a.InsertedAt.UTC()
-		q.After = &a
 	}
 	if opts.MaxRecords <= 0 {
 		opts.MaxRecords = DefaultMaxRecords

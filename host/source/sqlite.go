@@ -173,10 +173,6 @@ func (s *SQLite) buildQuery(q Query) (string, []any) {
 	for _, f := range q.PropertyFilters {
 		where = append(where, sqliteFilter(f, &args))
 	}
-	if q.After != nil {
-		where = append(where, "(inserted_at, uuid) > (?, ?)")
-		args = append(args, q.After.InsertedAt.UnixMicro(), q.After.UUID[:])
-	}
 	return `SELECT uuid, event, distinct_id, person_id, team_id, properties, person_properties,
 		elements_chain, timestamp, created_at, inserted_at
 		FROM events INDEXED BY events_inserted_at_uuid
