@@ -12,20 +12,22 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/host/schedule"
 	"github.com/sluicehq/sluice/internal/configschema"
 	"github.com/sluicehq/sluice/storage"
 )
 
-// Intervals and their periods.
-var intervals = map[string]time.Duration{
-	storage.IntervalHour:       time.Hour,
-	storage.IntervalDay:        24 * time.Hour,
-	storage.IntervalWeek:       7 * 24 * time.Hour,
-	storage.IntervalEvery5Min:  5 * time.Minute,
-	storage.IntervalEvery15Min: 15 * time.Minute,
-}
+// Interval names, as the scheduler (host/schedule) defines them.
+var intervalNames = schedule.Intervals
 
-var intervalNames = []string{storage.IntervalHour, storage.IntervalDay, storage.IntervalWeek, storage.IntervalEvery5Min, storage.IntervalEvery15Min}
+// intervals maps each interval to its nominal period (the backfill size bound).
+var intervals = func() map[string]time.Duration {
+	m := map[string]time.Duration{}
+	for _, iv := range schedule.Intervals {
+		m[iv] = schedule.Spec{Interval: iv}.Period()
+	}
+	return m
+}()
 
 // Property filter operators.
 var operators = []string{"exact", "is_not", "is_set", "is_not_set", "icontains"}
@@ -61,6 +63,8 @@ type exportBody struct {
 	Paused         *bool            `json:"paused"`
 	Model          *string          `json:"model"`
 	Filters        *Filters         `json:"filters"`
+	// TeamID is PostHog's team (project) id: only its events are exported. null clears it.
+	TeamID json.RawMessage `json:"team_id"`
 }
 
 type destinationView struct {
@@ -84,6 +88,7 @@ type exportView struct {
 	LastPausedAt   *time.Time      `json:"last_paused_at"`
 	Model          string          `json:"model"`
 	Filters        Filters         `json:"filters"`
+	TeamID         *int64          `json:"team_id"`
 	CreatedAt      time.Time       `json:"created_at"`
 	UpdatedAt      time.Time       `json:"updated_at"`
 }
@@ -110,7 +115,7 @@ func (s *Server) exportView(ctx context.Context, mc manifestCache, e storage.Bat
 			return exportView{}, fmt.Errorf("export %s config: %w", e.ID, err)
 		}
 	}
-	var filters Filters
+	var filters storedFilters
 	if e.Filters != "" {
 		if err := json.Unmarshal([]byte(e.Filters), &filters); err != nil {
 			return exportView{}, fmt.Errorf("export %s filters: %w", e.ID, err)
@@ -131,7 +136,7 @@ func (s *Server) exportView(ctx context.Context, mc manifestCache, e storage.Bat
 	return exportView{
 		ID: e.ID, Name: e.Name, Destination: dv, Interval: e.Interval, Timezone: e.Timezone,
 		IntervalOffset: e.IntervalOffset, StartAt: e.StartAt, EndAt: e.EndAt, Paused: e.Paused,
-		LastPausedAt: e.LastPausedAt, Model: e.Model, Filters: filters, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
+		LastPausedAt: e.LastPausedAt, Model: e.Model, Filters: filters.Filters, TeamID: filters.TeamID, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
 	}, nil
 }
 
@@ -202,41 +207,49 @@ func (s *Server) saveExport(c echo.Context, e storage.BatchExport, body exportBo
 		}
 		e.Name = name
 	}
+	// The schedule: the scheduler's own rules (schedule.Spec.Problems) decide, so an
+	// export the API accepts is one the host can schedule.
 	if body.Interval != nil {
-		if _, ok := intervals[*body.Interval]; !ok {
-			errs = append(errs, fieldErr("interval", fmt.Sprintf("unknown interval %q: want one of %s", *body.Interval, strings.Join(intervalNames, ", "))))
-		}
 		e.Interval = *body.Interval
+		if iv, err := schedule.ParseInterval(*body.Interval); err == nil {
+			e.Interval = iv // canonical spelling
+		}
 	}
 	if body.Timezone != nil {
-		if _, err := time.LoadLocation(*body.Timezone); err != nil || *body.Timezone == "" || *body.Timezone == "Local" {
-			errs = append(errs, fieldErr("timezone", fmt.Sprintf("unknown time zone %q: want an IANA name such as UTC or Europe/Paris", *body.Timezone)))
-		}
 		e.Timezone = *body.Timezone
 	}
 	if body.IntervalOffset != nil {
-		e.IntervalOffset = int(*body.IntervalOffset)
+		// Clamped so the conversion to a duration cannot overflow; still out of range.
+		e.IntervalOffset = int(min(max(*body.IntervalOffset, -1), 1<<40))
 	}
-	if period, ok := intervals[e.Interval]; ok && (body.IntervalOffset != nil || body.Interval != nil) {
-		if e.IntervalOffset < 0 || time.Duration(e.IntervalOffset)*time.Second >= period {
-			errs = append(errs, fieldErr("interval_offset", fmt.Sprintf("must be from 0 to %d seconds for interval %q", int64(period/time.Second)-1, e.Interval)))
-		}
-	}
-	if st := timeField("start_at", body.StartAt, &errs); st.set {
+	var timeErrs []FieldError
+	if st := timeField("start_at", body.StartAt, &timeErrs); st.set {
 		e.StartAt = nil
 		if !st.null {
 			e.StartAt = &st.t
 		}
 	}
-	if et := timeField("end_at", body.EndAt, &errs); et.set {
+	if et := timeField("end_at", body.EndAt, &timeErrs); et.set {
 		e.EndAt = nil
 		if !et.null {
 			e.EndAt = &et.t
 		}
 	}
-	if e.StartAt != nil && e.EndAt != nil && !e.StartAt.Before(*e.EndAt) {
-		errs = append(errs, fieldErr("end_at", "must be after start_at"))
+	for _, p := range scheduleProblems(e) {
+		switch {
+		case p.Field == schedule.FieldInterval && create && body.Interval == nil:
+			// already "required"
+		case p.Field == schedule.FieldEndAt:
+			timeErrs = append(timeErrs, fieldErr(p.Field, p.Message))
+		default:
+			errs = append(errs, fieldErr(p.Field, p.Message))
+		}
 	}
+	if body.Timezone != nil && *body.Timezone == "" {
+		// Empty means UTC to the scheduler; the API wants the name.
+		errs = append(errs, fieldErr("timezone", `unknown time zone "": want an IANA name such as UTC or Europe/Paris`))
+	}
+	errs = append(errs, timeErrs...)
 	if body.Paused != nil {
 		e.Paused = *body.Paused
 	}
@@ -248,8 +261,33 @@ func (s *Server) saveExport(c echo.Context, e storage.BatchExport, body exportBo
 	}
 	if body.Filters != nil {
 		errs = append(errs, validateFilters(*body.Filters)...)
-		b, _ := json.Marshal(body.Filters)
+	}
+	team, teamSet := teamField(body.TeamID, &errs)
+	if body.Filters != nil || teamSet {
+		var cur storedFilters
+		if e.Filters != "" {
+			if err := json.Unmarshal([]byte(e.Filters), &cur); err != nil {
+				return fmt.Errorf("export %s filters: %w", e.ID, err)
+			}
+		}
+		if body.Filters != nil {
+			cur.Filters = *body.Filters
+		}
+		if teamSet {
+			cur.TeamID = team
+		}
+		b, err := json.Marshal(cur)
+		if err != nil {
+			return err
+		}
 		e.Filters = string(b)
+	}
+	if len(errs) == 0 {
+		ferrs, err := s.checkTeam(ctx, e)
+		if err != nil {
+			return err
+		}
+		errs = append(errs, ferrs...)
 	}
 
 	// The destination: resolve the plugin (latest version of the type) and its config.
@@ -343,6 +381,71 @@ func (s *Server) exportChanged(ctx context.Context, id string) {
 	if err := s.ctl.ExportChanged(ctx, id); err != nil {
 		s.log.Error("api: reschedule export", "export_id", id, "err", err)
 	}
+}
+
+// scheduleProblems checks the export's schedule with host/schedule's rules: the function
+// the scheduler itself applies (schedule.Parse), so anything accepted here schedules.
+func scheduleProblems(e storage.BatchExport) []*schedule.FieldError {
+	spec := schedule.Spec{Interval: e.Interval, Timezone: e.Timezone,
+		Offset: time.Duration(e.IntervalOffset) * time.Second, StartAt: e.StartAt, EndAt: e.EndAt}
+	return spec.Problems()
+}
+
+// storedFilters is the JSON of storage.BatchExport.Filters: the API's filters plus the
+// team, which host/control's queryFor pushes into the source query.
+type storedFilters struct {
+	Filters
+	TeamID *int64 `json:"team_id,omitempty"`
+}
+
+// teamField reads team_id: absent (set false), null (set, nil) or a positive integer.
+func teamField(raw json.RawMessage, errs *[]FieldError) (*int64, bool) {
+	if raw == nil {
+		return nil, false
+	}
+	if string(raw) == "null" {
+		return nil, true
+	}
+	var v int64
+	if err := json.Unmarshal(raw, &v); err == nil && v > 0 {
+		return &v, true
+	}
+	*errs = append(*errs, fieldErr("team_id", "must be a positive integer (the PostHog team/project id) or null, got "+string(raw)))
+	return nil, false
+}
+
+// TeamLister is implemented by a Controller whose event source can list the teams it holds
+// events of (host/control's API, from source.TeamLister). When the Controller implements
+// it, an export must name its team_id as soon as the source holds more than one team:
+// otherwise it would export every team's events.
+type TeamLister interface {
+	// SourceTeamIDs returns up to max distinct team ids present in the event source.
+	SourceTeamIDs(ctx context.Context, max int) ([]int64, error)
+}
+
+// checkTeam requires team_id when the source is multi-tenant.
+func (s *Server) checkTeam(ctx context.Context, e storage.BatchExport) ([]FieldError, error) {
+	tl, ok := s.ctl.(TeamLister)
+	if !ok {
+		return nil, nil
+	}
+	var f storedFilters
+	if e.Filters != "" {
+		if err := json.Unmarshal([]byte(e.Filters), &f); err != nil {
+			return nil, fmt.Errorf("export %s filters: %w", e.ID, err)
+		}
+	}
+	if f.TeamID != nil {
+		return nil, nil
+	}
+	teams, err := tl.SourceTeamIDs(ctx, 2)
+	if err != nil {
+		return nil, fmt.Errorf("list the source's teams: %w", err)
+	}
+	if len(teams) < 2 {
+		return nil, nil
+	}
+	return []FieldError{fieldErr("team_id", fmt.Sprintf("required: the event source holds the events of several teams (%d, %d, ...); name the team whose events this export sends", teams[0], teams[1]))}, nil
 }
 
 func validateFilters(f Filters) []FieldError {

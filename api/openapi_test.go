@@ -289,8 +289,8 @@ func TestOpenAPISchemasMatchResponses(t *testing.T) {
 
 	// Request schemas: the fields each body accepts are documented, and no others.
 	reqs := map[string][]string{
-		"BatchExportCreate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters"},
-		"BatchExportUpdate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters"},
+		"BatchExportCreate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters", "team_id"},
+		"BatchExportUpdate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters", "team_id"},
 		"DestinationInput":  {"type", "config"},
 		"Filters":           {"include_events", "exclude_events", "properties"},
 		"PropertyFilter":    {"key", "operator", "value"},

@@ -56,6 +56,8 @@ func run(ctx context.Context, args []string) error {
 		}
 	case "demo":
 		return demoSeed(ctx, args[1:])
+	case "secrets":
+		return secrets(ctx, args[1:])
 	case "version":
 		fmt.Println("sluice", version)
 		return nil
@@ -94,4 +96,18 @@ func envInt(name string, def int) int {
 		return -1
 	}
 	return n
+}
+
+// envBool returns the variable's value as a boolean (strconv.ParseBool: true, false, 1, 0...),
+// false when it is unset, and an error naming the variable when it is not a boolean.
+func envBool(name string) (bool, error) {
+	v := env(name, "")
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s must be true or false, got %q", name, v)
+	}
+	return b, nil
 }

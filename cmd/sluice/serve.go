@@ -17,6 +17,7 @@ import (
 	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/host/capture"
 	"github.com/sluicehq/sluice/host/control"
+	"github.com/sluicehq/sluice/host/runtime"
 )
 
 func serve(ctx context.Context, args []string) error {
@@ -31,19 +32,29 @@ func serve(ctx context.Context, args []string) error {
 	pluginsDir := fs.String("plugins-dir", env("SLUICE_PLUGINS_DIR", "bin/plugins"), "built first-party plugins (SLUICE_PLUGINS_DIR)")
 	lock := fs.String("lock", env("SLUICE_PLUGINS_LOCK", "plugins.lock"), "plugins.lock pinning the first-party plugins")
 	workers := fs.Int("workers", 4, "runs executed at once by this host")
+	backfillPar := fs.Int("backfill-parallelism", envInt("SLUICE_BACKFILL_PARALLELISM", 2), "backfill runs executed at once by this host, all backfills together, oldest request first; scheduled runs have their own workers (SLUICE_BACKFILL_PARALLELISM)")
 	settle := fs.Duration("settle-delay", 30*time.Second, "wait after an interval ends before exporting it")
 	runTimeout := fs.Duration("run-timeout", time.Hour, "deadline of one run attempt")
 	rescueAfter := fs.Duration("rescue-after", 0, "a run left Running by a dead host is retried after this (default run-timeout + 1m)")
 	partMiB := fs.Int("s3-part-size-mib", envInt("SLUICE_S3_PART_SIZE_MIB", 50), "S3 multipart part size in MiB, 5 to 5120; an upload holds up to 3 parts in memory (SLUICE_S3_PART_SIZE_MIB)")
 	bqEndpoint := fs.String("bigquery-endpoint", env("SLUICE_BIGQUERY_ENDPOINT", ""), "BigQuery-compatible REST endpoint used without authentication, for emulators and tests (SLUICE_BIGQUERY_ENDPOINT)")
 	sfEndpoint := fs.String("snowflake-endpoint", env("SLUICE_SNOWFLAKE_ENDPOINT", ""), "Snowflake-compatible address (http://127.0.0.1:PORT) replacing <account>.snowflakecomputing.com, for tests (SLUICE_SNOWFLAKE_ENDPOINT)")
+	ambientDef, ambientErr := envBool("SLUICE_S3_AMBIENT_CREDENTIALS")
+	s3Ambient := fs.Bool("s3-ambient-credentials", ambientDef, "let S3 exports without an access key use this host's own AWS credentials (environment, shared files, instance or container role) for any bucket and endpoint they name: only when every user with the write scope may use them (SLUICE_S3_AMBIENT_CREDENTIALS)")
+	pluginMemMiB := fs.Int("plugin-memory-budget-mib", envInt("SLUICE_PLUGIN_MEMORY_BUDGET_MIB", runtime.DefaultMemoryBudgetBytes>>20), "linear memory all plugin instances together may reach, in MiB; each instance reserves its memory limit (256 MiB by default) from it (SLUICE_PLUGIN_MEMORY_BUDGET_MIB)")
 	demoFlag := fs.Bool("demo", false, "seed synthetic events and a demo export writing files under DATA_DIR/exports/demo")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if ambientErr != nil && !flagSet(fs, "s3-ambient-credentials") {
+		return ambientErr
+	}
 	if *partMiB < 5 || *partMiB > 5120 {
 		return fmt.Errorf("--s3-part-size-mib (SLUICE_S3_PART_SIZE_MIB) must be an integer from 5 to 5120, got %d", *partMiB)
+	}
+	if minMiB := runtime.DefaultMemoryLimitPages * 65536 >> 20; *pluginMemMiB < minMiB {
+		return fmt.Errorf("--plugin-memory-budget-mib (SLUICE_PLUGIN_MEMORY_BUDGET_MIB) must be at least one instance's memory limit, %d MiB; got %d", minMiB, *pluginMemMiB)
 	}
 	level := slog.LevelInfo
 	if *debug {
@@ -64,12 +75,18 @@ func serve(ctx context.Context, args []string) error {
 		logger.Info("admin API token (set SLUICE_API_TOKEN to choose it)", "file", filepath.Join(*dataDir, "api-token"))
 	}
 
+	if *s3Ambient {
+		logger.Warn("S3 exports without keys use this host's AWS credentials (--s3-ambient-credentials)")
+	}
 	h, err := control.New(ctx, control.Config{
 		DataDir: *dataDir, DatabaseURL: *dbURL, SecretKey: *secretKey, ClickHouseDSN: *chDSN,
 		PluginsDir: *pluginsDir, LockFile: *lock, Workers: *workers, SettleDelay: *settle, Logger: logger,
 		RunTimeout: *runTimeout, RescueAfter: *rescueAfter, BigQueryEndpoint: *bqEndpoint,
-		S3PartSize:        int64(*partMiB) << 20,
-		SnowflakeEndpoint: *sfEndpoint,
+		S3PartSize:           int64(*partMiB) << 20,
+		S3AmbientCredentials: *s3Ambient,
+		BackfillParallelism:  *backfillPar,
+		SnowflakeEndpoint:    *sfEndpoint,
+		Runtime:              runtime.Config{MemoryBudgetBytes: uint64(*pluginMemMiB) << 20},
 	})
 	if err != nil {
 		return err
@@ -125,6 +142,13 @@ func tokenFile(path string) (string, error) {
 		return "", fmt.Errorf("write api token: %w", err)
 	}
 	return t, nil
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func dbKind(url string) string {

@@ -43,8 +43,9 @@ func capBinding(capability string, fields []abi.Field, public map[string]any, se
 }
 
 // openObjectStore binds the object capability of one export. dataDir roots the local sink;
-// partSize (0: objstore's default) sizes S3 multipart parts.
-func openObjectStore(ctx context.Context, dataDir string, partSize int64, b map[string]string) (objstore.Store, error) {
+// partSize (0: objstore's default) sizes S3 multipart parts; ambient lets an S3 binding
+// without keys use the host's default AWS credential chain (Config.S3AmbientCredentials).
+func openObjectStore(ctx context.Context, dataDir string, partSize int64, ambient bool, b map[string]string) (objstore.Store, error) {
 	bucket := b["bucket"]
 	if bucket == "" {
 		return nil, errors.New("the destination config binds no bucket (object.bucket)")
@@ -59,15 +60,19 @@ func openObjectStore(ctx context.Context, dataDir string, partSize int64, b map[
 		}
 		return objstore.NewLocalDir(root, b["prefix"])
 	}
+	if b["access_key_id"] == "" && b["secret_access_key"] == "" && !ambient {
+		return nil, fmt.Errorf("%w (the host's own AWS credentials are used only when the operator sets SLUICE_S3_AMBIENT_CREDENTIALS=true)", objstore.ErrNoCredentials)
+	}
 	return objstore.NewS3(ctx, objstore.S3Config{
-		Bucket:          bucket,
-		Prefix:          b["prefix"],
-		Region:          b["region"],
-		EndpointURL:     b["endpoint_url"],
-		AccessKeyID:     b["access_key_id"],
-		SecretAccessKey: b["secret_access_key"],
-		Encryption:      b["encryption"],
-		KMSKeyID:        b["kms_key_id"],
-		PartSize:        partSize,
+		Bucket:             bucket,
+		Prefix:             b["prefix"],
+		Region:             b["region"],
+		EndpointURL:        b["endpoint_url"],
+		AccessKeyID:        b["access_key_id"],
+		SecretAccessKey:    b["secret_access_key"],
+		AmbientCredentials: ambient,
+		Encryption:         b["encryption"],
+		KMSKeyID:           b["kms_key_id"],
+		PartSize:           partSize,
 	})
 }

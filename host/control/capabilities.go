@@ -48,7 +48,7 @@ func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExp
 		if params["bucket"] == "" {
 			return b, release, errNoBucket
 		}
-		store, err := openObjectStore(ctx, h.cfg.DataDir, h.cfg.S3PartSize, params)
+		store, err := openObjectStore(ctx, h.cfg.DataDir, h.cfg.S3PartSize, h.cfg.S3AmbientCredentials, params)
 		if err != nil {
 			return b, release, err
 		}

@@ -50,6 +50,12 @@ type Config struct {
 	// S3PartSize is the multipart part size of S3 uploads (0: 50 MiB). An upload holds up to
 	// 3 parts in memory: smaller parts lower a run's memory, at more requests per object.
 	S3PartSize int64
+	// S3AmbientCredentials lets an S3 destination whose config has no access key use the
+	// host's default AWS credential chain (environment variables, shared config files, web
+	// identity, container or instance role). Off by default: such an export fails at
+	// binding. Turning it on grants every user with the write scope the host's AWS
+	// identity, for any bucket and endpoint their export names (SLUICE_S3_AMBIENT_CREDENTIALS).
+	S3AmbientCredentials bool
 
 	// BigQueryEndpoint, when set, sends every bigquery capability to this BigQuery-compatible
 	// REST endpoint without authentication (a loopback fake or an emulator), never to Google.
@@ -199,6 +205,15 @@ func (h *Host) UseMetrics(m Metrics) {
 	if s, ok := m.(runtime.MetricSink); ok {
 		h.rt.UseMetrics(s)
 	}
+}
+
+// SourceTeamIDs lists up to max team ids present in the event source (nil when the source
+// cannot tell): the API requires team_id on exports of a source holding several teams.
+func (h *Host) SourceTeamIDs(ctx context.Context, max int) ([]int64, error) {
+	if tl, ok := h.src.(source.TeamLister); ok {
+		return tl.TeamIDs(ctx, max)
+	}
+	return nil, nil
 }
 
 // DB is the host's storage.

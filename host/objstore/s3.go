@@ -49,9 +49,16 @@ type S3Config struct {
 	// EndpointURL selects an S3-compatible server (R2, GCS HMAC, versitygw, ...).
 	// When set, requests go to it with path-style addressing.
 	EndpointURL string
-	// Static credentials. If both are empty the SDK's default chain is used.
+	// Static credentials: the export's own. Both or neither.
 	AccessKeyID     string
 	SecretAccessKey string
+	// AmbientCredentials lets a store without static credentials use the SDK's default
+	// chain: the host's environment (AWS_ACCESS_KEY_ID...), shared files, web identity,
+	// container or instance role. Those are the host's credentials, not the export's, and
+	// they would be sent to whatever bucket and endpoint the export names, so this is an
+	// operator's decision (SLUICE_S3_AMBIENT_CREDENTIALS). False (the default): NewS3
+	// refuses a config without keys with a Fatal error.
+	AmbientCredentials bool
 	// Encryption is "", "AES256" or "aws:kms" (with an optional KMSKeyID).
 	Encryption string
 	KMSKeyID   string
@@ -149,6 +156,9 @@ func NewS3(ctx context.Context, cfg S3Config) (Store, error) {
 	if (cfg.AccessKeyID == "") != (cfg.SecretAccessKey == "") {
 		return nil, configErr("access key id and secret access key go together")
 	}
+	if cfg.AccessKeyID == "" && !cfg.AmbientCredentials {
+		return nil, &Error{Op: "s3 config", Err: ErrNoCredentials, class: Fatal}
+	}
 
 	region := cfg.Region
 	if region == "" {
@@ -187,6 +197,10 @@ func NewS3(ctx context.Context, cfg S3Config) (Store, error) {
 	}
 	return s, nil
 }
+
+// ErrNoCredentials: an S3 store without an access key, when ambient credentials are not
+// allowed (S3Config.AmbientCredentials).
+var ErrNoCredentials = errors.New("no access key: an S3 destination must set its own access key id and secret access key")
 
 func configErr(msg string) error {
 	return &Error{Op: "s3 config", Err: errors.New(msg), class: Fatal}

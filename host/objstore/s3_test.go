@@ -654,3 +654,39 @@ func BenchmarkS3Write(b *testing.B) {
 		})
 	}
 }
+
+// Issue 17: an S3 store bound without keys used the host's own AWS credentials (the SDK's
+// default chain) for whatever bucket and endpoint the export named. Without
+// AmbientCredentials it must refuse at binding; with it, the default chain applies.
+func TestS3NoKeysNoAmbientCredentials(t *testing.T) {
+	if os.Getenv("SLUICE_TEST_S3_ENDPOINT") == "" {
+		t.Skip("needs versitygw (gofakes3 accepts any credentials)")
+	}
+	b := backends(t)[1]
+	bucket := b.newBucket(t)
+	// The host's environment holds working keys for the server.
+	t.Setenv("AWS_ACCESS_KEY_ID", b.access)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", b.secret)
+	cfg := S3Config{Bucket: bucket, EndpointURL: b.endpoint}
+
+	st, err := NewS3(context.Background(), cfg)
+	if err == nil {
+		// Show what the escalation does: the environment's keys work.
+		if cerr := st.Check(context.Background()); cerr == nil {
+			t.Fatal("a store without keys used the host's AWS credentials from the environment")
+		}
+		t.Fatal("a store without keys was bound")
+	}
+	if Classify(err) != Fatal || !strings.Contains(err.Error(), "no access key") {
+		t.Fatalf("error %v (%v), want a Fatal config error saying there is no access key", err, Classify(err))
+	}
+
+	cfg.AmbientCredentials = true
+	st, err = NewS3(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Check(context.Background()); err != nil {
+		t.Fatalf("ambient credentials allowed: %v", err)
+	}
+}

@@ -253,10 +253,13 @@ func (s Spec) crontab() string {
 	sec, min, hour := off%60, (off/60)%60, (off/3600)%24
 	var expr string
 	switch s.norm() {
-	case Interval5Minutes:
-		expr = "0 */5 * * * *"
-	case Interval15Minutes:
-		expr = "0 */15 * * * *"
+	case Interval5Minutes, Interval15Minutes:
+		step := int64(s.Period() / time.Minute)
+		if first := (off / 60) % step; first != 0 {
+			expr = fmt.Sprintf("%d %d/%d * * * *", sec, first, step)
+		} else {
+			expr = fmt.Sprintf("%d */%d * * * *", sec, step)
+		}
 	case IntervalHour:
 		expr = fmt.Sprintf("%d %d * * * *", sec, min)
 	case IntervalDay:

@@ -192,3 +192,23 @@ func TestSchedulerRealClockStartStop(t *testing.T) {
 		t.Fatal("Upsert after Stop accepted")
 	}
 }
+
+// Issue 17: a 5-minute export with an offset registers and fires at the shifted ends.
+func TestSchedulerSubHourOffset(t *testing.T) {
+	s, clock := startFake(t, "2026-01-01T00:00:30Z")
+	rec := newRecorder()
+	if err := s.Upsert("exp-5m", Spec{Interval: Interval5Minutes, Offset: 90 * time.Second}, rec.fire); err != nil {
+		t.Fatalf("Upsert: %v", err)
+	}
+	s.Start()
+	if got := s.NextFire("exp-5m"); !got.Equal(utc("2026-01-01T00:01:30Z")) {
+		t.Fatalf("NextFire = %s", got)
+	}
+	for _, w := range []string{"2026-01-01T00:01:30Z", "2026-01-01T00:06:30Z"} {
+		blockTimers(t, clock, 1)
+		clock.Advance(utc(w).Sub(clock.Now()))
+		if got := rec.wait(t); !got.Equal(utc(w)) {
+			t.Fatalf("fired end %s, want %s", got, w)
+		}
+	}
+}

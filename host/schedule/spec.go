@@ -38,8 +38,10 @@ type Spec struct {
 	Timezone string
 	// Offset shifts every interval end: for "hour" the minute/second within
 	// the hour (< 1h); for "day" the wall-clock time of day (< 24h); for
-	// "week" the time since Sunday 00:00 (< 7d: day*24h + time of day). It
-	// must be 0 for the 5- and 15-minute intervals. Whole seconds only.
+	// "week" the time since Sunday 00:00 (< 7d: day*24h + time of day); for
+	// the 5- and 15-minute intervals the seconds past each local multiple of
+	// the period (< 5m, < 15m: offset 120 ends a 5-minute export at :02, :07,
+	// ...). Whole seconds only.
 	Offset time.Duration
 	// StartAt and EndAt bound the data: no interval [start, end) begins
 	// before StartAt or ends after EndAt. Either may be nil.
@@ -68,44 +70,79 @@ func Parse(interval, timezone string, offset time.Duration, startAt, endAt *time
 	return s, s.Validate()
 }
 
-// Validate checks the interval, timezone, offset bounds and start/end order.
-func (s Spec) Validate() error {
-	if _, err := ParseInterval(s.Interval); err != nil {
-		return err
-	}
-	if _, err := s.location(); err != nil {
-		return err
-	}
-	if s.Offset < 0 {
-		return fmt.Errorf("%w: offset %s is negative", ErrInvalid, s.Offset)
-	}
-	if s.Offset%time.Second != 0 {
-		return fmt.Errorf("%w: offset %s is not a whole number of seconds", ErrInvalid, s.Offset)
-	}
-	if max := s.maxOffset(); s.Offset >= max {
-		if max == 1 {
-			return fmt.Errorf("%w: interval %q takes no offset (got %s)", ErrInvalid, s.Interval, s.Offset)
-		}
-		return fmt.Errorf("%w: offset %s must be less than %s for interval %q", ErrInvalid, s.Offset, max, s.Interval)
-	}
-	if s.StartAt != nil && s.EndAt != nil && !s.StartAt.Before(*s.EndAt) {
-		return fmt.Errorf("%w: start_at %s is not before end_at %s", ErrInvalid, s.StartAt.Format(time.RFC3339), s.EndAt.Format(time.RFC3339))
-	}
-	return nil
+// Field names of an export's schedule, as the REST API spells them: FieldError.Field.
+const (
+	FieldInterval = "interval"
+	FieldTimezone = "timezone"
+	FieldOffset   = "interval_offset"
+	FieldEndAt    = "end_at"
+)
+
+// FieldError is one problem of a Spec, naming the export field at fault. It wraps
+// ErrInvalid. The API reports it on that field; the scheduler refuses the spec with it.
+type FieldError struct {
+	Field   string // FieldInterval, FieldTimezone, FieldOffset or FieldEndAt
+	Message string
 }
 
-func (s Spec) maxOffset() time.Duration {
-	switch s.norm() {
-	case IntervalHour:
-		return time.Hour
-	case IntervalDay:
-		return 24 * time.Hour
-	case IntervalWeek:
-		return 7 * 24 * time.Hour
-	default:
-		return 1 // only 0 allowed
+func (e *FieldError) Error() string { return ErrInvalid.Error() + ": " + e.Field + ": " + e.Message }
+
+// Unwrap makes errors.Is(err, ErrInvalid) true.
+func (e *FieldError) Unwrap() error { return ErrInvalid }
+
+// Validate checks the interval, timezone, offset bounds and start/end order: nil when
+// Problems finds none, else the first problem (errors.As finds its *FieldError) or, with
+// several, all of them joined. The API validates exports with Problems, so whatever it
+// accepts the scheduler accepts.
+func (s Spec) Validate() error {
+	ps := s.Problems()
+	switch len(ps) {
+	case 0:
+		return nil
+	case 1:
+		return ps[0]
 	}
+	errs := make([]error, len(ps))
+	for i, p := range ps {
+		errs[i] = p
+	}
+	return errors.Join(errs...)
 }
+
+// Problems lists every problem of the spec, in field order (interval, timezone,
+// interval_offset, end_at); nil when the spec is valid. It is the one definition of a
+// valid schedule: the API answers 400 naming these fields, Upsert refuses the same specs.
+func (s Spec) Problems() []*FieldError {
+	var out []*FieldError
+	add := func(field, format string, args ...any) {
+		out = append(out, &FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+	}
+	_, ivErr := ParseInterval(s.Interval)
+	if ivErr != nil {
+		add(FieldInterval, "unknown interval %q (allowed: %q)", s.Interval, Intervals)
+	}
+	if _, err := s.location(); err != nil {
+		add(FieldTimezone, "unknown time zone %q: want an IANA name such as UTC or Europe/Paris", s.Timezone)
+	}
+	if ivErr == nil {
+		max := s.maxOffset()
+		maxSec := int64(max/time.Second) - 1
+		switch {
+		case s.Offset < 0 || s.Offset >= max:
+			add(FieldOffset, "must be from 0 to %d seconds for interval %q (less than %s), got %s", maxSec, s.norm(), max, s.Offset)
+		case s.Offset%time.Second != 0:
+			add(FieldOffset, "must be a whole number of seconds, got %s", s.Offset)
+		}
+	}
+	if s.StartAt != nil && s.EndAt != nil && !s.StartAt.Before(*s.EndAt) {
+		add(FieldEndAt, "must be after start_at (start_at %s, end_at %s)", s.StartAt.UTC().Format(time.RFC3339), s.EndAt.UTC().Format(time.RFC3339))
+	}
+	return out
+}
+
+// maxOffset is the exclusive bound of the offset: the interval's nominal period. An
+// offset shifts the interval boundaries by that much, for every interval.
+func (s Spec) maxOffset() time.Duration { return s.Period() }
 
 func (s Spec) norm() string {
 	iv, err := ParseInterval(s.Interval)
@@ -118,6 +155,10 @@ func (s Spec) norm() string {
 func (s Spec) location() (*time.Location, error) {
 	if s.Timezone == "" {
 		return time.UTC, nil
+	}
+	if s.Timezone == "Local" {
+		// The host's own zone: not a property of the export, and hosts may differ.
+		return nil, fmt.Errorf("%w: timezone %q is the host's zone, not an IANA name", ErrInvalid, s.Timezone)
 	}
 	loc, err := time.LoadLocation(s.Timezone)
 	if err != nil {

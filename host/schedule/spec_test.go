@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -55,10 +56,14 @@ func TestParseAndValidate(t *testing.T) {
 		{name: "day offset too big", interval: "day", offset: 24 * time.Hour, wantErr: "less than 24h0m0s"},
 		{name: "week offset too big", interval: "week", offset: 7 * 24 * time.Hour, wantErr: "less than 168h0m0s"},
 		{name: "hour offset too big", interval: "hour", offset: time.Hour, wantErr: "less than 1h0m0s"},
-		{name: "5m offset", interval: "every 5 minutes", offset: time.Minute, wantErr: "takes no offset"},
-		{name: "negative offset", interval: "day", offset: -time.Hour, wantErr: "negative"},
+		{name: "5m offset", interval: "every 5 minutes", offset: 4*time.Minute + 59*time.Second},
+		{name: "15m offset", interval: "every 15 minutes", offset: 14 * time.Minute},
+		{name: "5m offset too big", interval: "every 5 minutes", offset: 5 * time.Minute, wantErr: "less than 5m0s"},
+		{name: "15m offset too big", interval: "every 15 minutes", offset: 15 * time.Minute, wantErr: "from 0 to 899 seconds"},
+		{name: "Local tz", interval: "day", tz: "Local", wantErr: "timezone"},
+		{name: "negative offset", interval: "day", offset: -time.Hour, wantErr: "from 0 to 86399"},
 		{name: "sub-second offset", interval: "day", offset: time.Millisecond, wantErr: "whole number"},
-		{name: "start after end", interval: "day", start: tp("2026-02-01T00:00:00Z"), end: tp("2026-01-01T00:00:00Z"), wantErr: "not before"},
+		{name: "start after end", interval: "day", start: tp("2026-02-01T00:00:00Z"), end: tp("2026-01-01T00:00:00Z"), wantErr: "end_at: must be after start_at"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -276,6 +281,8 @@ func TestCrontab(t *testing.T) {
 	cases := map[string]Spec{
 		"CRON_TZ=UTC 0 */5 * * * *":            {Interval: "every 5 minutes"},
 		"CRON_TZ=UTC 0 */15 * * * *":           {Interval: "every 15 minutes"},
+		"CRON_TZ=UTC 30 1/5 * * * *":           {Interval: "every 5 minutes", Offset: 90 * time.Second},
+		"CRON_TZ=UTC 0 5/15 * * * *":           {Interval: "every 15 minutes", Offset: 5 * time.Minute},
 		"CRON_TZ=UTC 30 15 * * * *":            {Interval: "hour", Offset: 15*time.Minute + 30*time.Second},
 		"CRON_TZ=America/New_York 0 0 2 * * *": {Interval: "day", Timezone: "America/New_York", Offset: 2 * time.Hour},
 		"CRON_TZ=Europe/Paris 0 0 9 * * 1":     {Interval: "week", Timezone: "Europe/Paris", Offset: 33 * time.Hour},
@@ -286,4 +293,71 @@ func TestCrontab(t *testing.T) {
 		}
 	}
 	_ = mustLoc
+}
+
+// Issue 17: a 5- or 15-minute export with an interval_offset was accepted by the API and
+// then refused by the scheduler, so it never ran. An offset shifts the boundaries by that
+// many seconds and must be smaller than the period, for every interval.
+func TestSubHourOffset(t *testing.T) {
+	cases := []struct {
+		name        string
+		spec        Spec
+		after, upTo string
+		want        string
+	}{
+		{name: "5m offset 2m", spec: Spec{Interval: Interval5Minutes, Offset: 2 * time.Minute},
+			after: "2026-01-01T00:00:00Z", upTo: "2026-01-01T00:15:00Z",
+			want: "2026-01-01T00:02:00Z 2026-01-01T00:07:00Z 2026-01-01T00:12:00Z"},
+		{name: "5m offset 299s", spec: Spec{Interval: Interval5Minutes, Offset: 299 * time.Second},
+			after: "2026-01-01T00:00:00Z", upTo: "2026-01-01T00:10:00Z",
+			want: "2026-01-01T00:04:59Z 2026-01-01T00:09:59Z"},
+		{name: "15m offset 5m Kolkata", spec: Spec{Interval: Interval15Minutes, Offset: 5 * time.Minute, Timezone: "Asia/Kolkata"},
+			after: "2026-01-01T00:00:00Z", upTo: "2026-01-01T01:00:00Z",
+			// local 05:35, 05:50, 06:05, 06:20 (UTC+5:30)
+			want: "2026-01-01T00:05:00Z 2026-01-01T00:20:00Z 2026-01-01T00:35:00Z 2026-01-01T00:50:00Z"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if err := c.spec.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			got := c.spec.EndsBetween(utc(c.after), utc(c.upTo))
+			if fmtTimes(got) != c.want {
+				t.Fatalf("got %s\nwant %s", fmtTimes(got), c.want)
+			}
+			for _, end := range got {
+				start, _ := c.spec.IntervalFor(end)
+				if d := end.Sub(start); d != c.spec.Period() {
+					t.Fatalf("interval ending %s lasts %s", end, d)
+				}
+			}
+		})
+	}
+	for _, iv := range []string{Interval5Minutes, Interval15Minutes} {
+		p := Spec{Interval: iv}.Period()
+		err := Spec{Interval: iv, Offset: p}.Validate()
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != FieldOffset || !strings.Contains(fe.Message, fmt.Sprintf("from 0 to %d", int(p/time.Second)-1)) {
+			t.Fatalf("%s offset %s: %v", iv, p, err)
+		}
+	}
+}
+
+// Problems names the field at fault for each problem, all at once.
+func TestProblemsNameFields(t *testing.T) {
+	s := Spec{Interval: "day", Timezone: "Local", Offset: -time.Second,
+		StartAt: tp("2026-02-01T00:00:00Z"), EndAt: tp("2026-01-01T00:00:00Z")}
+	var fields []string
+	for _, p := range s.Problems() {
+		if !errors.Is(p, ErrInvalid) {
+			t.Fatalf("%v does not wrap ErrInvalid", p)
+		}
+		fields = append(fields, p.Field)
+	}
+	if got := strings.Join(fields, ","); got != "timezone,interval_offset,end_at" {
+		t.Fatalf("fields %s", got)
+	}
+	if ps := (Spec{Interval: "fortnight"}).Problems(); len(ps) != 1 || ps[0].Field != FieldInterval {
+		t.Fatal("unknown interval not named")
+	}
 }
