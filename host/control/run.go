@@ -231,9 +231,17 @@ func (h *Host) execute(ctx context.Context, run storage.Run, export storage.Batc
 		})
 	var res abi.Result
 	if err == nil {
-		res, err = sess.Finish(ctx)
-		if res.Records == 0 {
-			res.Records = records
+		var fin runtime.Result
+		fin, err = sess.Finish(ctx)
+		res = fin.Result
+		switch {
+		case err != nil:
+		case !fin.RecordsReported:
+			res.Records = records // the plugin does not count: what it was given
+		case res.Records != records:
+			// The plugin's count is what the destination holds (a warehouse load, a filter):
+			// it is what the run records, and the log says so.
+			h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("the destination reports %d records written of %d streamed", res.Records, records))
 		}
 	}
 	if err != nil {

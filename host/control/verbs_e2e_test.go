@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	neturl "net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -185,6 +186,29 @@ func verbs(t *testing.T, mk func(*testing.T, ...func(*control.Config)) *env) {
 		}
 		if n := s3.uploads.Load(); n != 1 {
 			t.Fatalf("%d successful uploads, want 1: two jobs executed the run", n)
+		}
+	})
+
+	t.Run("a plugin's own count of records, even 0, is what the run records", func(t *testing.T) {
+		e := mk(t)
+		wasm, err := os.ReadFile(filepath.Join(repoRoot(t), "host", "runtime", "testdata", "good.wasm"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, body := e.install("good.wasm", wasm, ""); code != http.StatusCreated {
+			t.Fatalf("install: HTTP %d %s", code, body)
+		}
+		id := e.createExportTo("good", "counts-nothing", map[string]any{})
+		end := t0.Truncate(time.Hour)
+		e.backfill(id, end.Add(-time.Hour), end)
+		rs := e.waitRuns(id, "the run", allFinished(1))
+		streamed := e.countIn(end.Add(-time.Hour), end)
+		if rs[0].Status != "Completed" || rs[0].RecordsCompleted != 0 || streamed == 0 {
+			t.Fatalf("run %+v; the plugin wrote 0 of %d records", rs[0], streamed)
+		}
+		logs := e.do("GET", "/api/v1/batch_exports/"+id+"/runs/"+rs[0].ID+"/logs", nil, http.StatusOK)
+		if b, _ := json.Marshal(logs); !strings.Contains(string(b), fmt.Sprintf("reports 0 records written of %d streamed", streamed)) {
+			t.Errorf("the run's log does not say the counts differ: %s", b)
 		}
 	})
 

@@ -3,6 +3,7 @@ package runtime
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -143,8 +144,8 @@ func (s *Session) WriteBatch(ctx context.Context, batch []byte, records int) err
 }
 
 // Finish calls sluice_finish and returns the run's result.
-func (s *Session) Finish(ctx context.Context) (abi.Result, error) {
-	var r abi.Result
+func (s *Session) Finish(ctx context.Context) (Result, error) {
+	var r Result
 	if err := s.usable(abi.ExportFinish); err != nil {
 		return r, err
 	}
@@ -154,8 +155,22 @@ func (s *Session) Finish(ctx context.Context) (abi.Result, error) {
 	if err != nil {
 		return r, err
 	}
-	err = in.decode(abi.ExportFinish, doc, &r)
-	return r, err
+	if err = in.decode(abi.ExportFinish, doc, &r.Result); err != nil {
+		return r, err
+	}
+	var keys map[string]json.RawMessage
+	if json.Unmarshal(doc, &keys) == nil {
+		_, r.RecordsReported = keys["records"]
+	}
+	return r, nil
+}
+
+// Result is what sluice_finish returned. RecordsReported tells a plugin's own count of
+// the records it wrote, 0 included, from a result without a "records" key: then the
+// host records the number it streamed (SPEC section 7).
+type Result struct {
+	abi.Result
+	RecordsReported bool
 }
 
 // Classify decides what to do with a failure of this run (SPEC section 10). Cancellation,

@@ -70,7 +70,7 @@ func TestPluginEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return res
+		return res.Result
 	}
 	res := run(req)
 	if res.Records != 2000 {

@@ -128,7 +128,7 @@ func TestPluginEndToEnd(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				return res
+				return res.Result
 			}
 			res := run(req)
 			if res.Records != 3000 || len(res.Outputs) != 1 || res.Outputs[0].Name != "analytics.public.events" {
