@@ -175,11 +175,13 @@ func verbs(t *testing.T, mk func(*testing.T, ...func(*control.Config)) *env) {
 		end := t0.Truncate(time.Hour)
 		e.backfill(id, end.Add(-time.Hour), end)
 		rs := e.waitRuns(id, "the run to fail once", func(rs []run) bool { return len(rs) == 1 && rs[0].Status == "FailedRetryable" })
-		// River holds an automatic retry in ~3 s; the user's retry must not add a second run.
+		// River holds an automatic retry in ~3 s; the user's retry must not add a second
+		// execution, even while the re-run is still uploading when that retry comes due.
 		s3.failing.Store(false)
+		s3.delay.Store(int64(8 * time.Second))
 		e.do("POST", fmt.Sprintf("/api/v1/batch_exports/%s/runs/%s/retry", id, rs[0].ID), nil, http.StatusAccepted)
 		e.waitRuns(id, "the retried run", func(rs []run) bool { return rs[0].Status == "Completed" })
-		time.Sleep(5 * time.Second) // past the automatic retry's time
+		time.Sleep(4 * time.Second) // past the automatic retry's time
 		rs = e.runs(id)
 		if rs[0].Status != "Completed" || rs[0].Attempt != 2 {
 			t.Fatalf("after the automatic retry's time: %+v", rs[0])
@@ -259,10 +261,11 @@ func waitBackfill(t *testing.T, e *env, exportID string, bf map[string]any, want
 }
 
 // countingS3 is an in-memory S3 that fails every upload with a 503 while failing is set,
-// and counts the uploads that succeed.
+// makes the others wait delay, and counts the uploads that succeed.
 type countingS3 struct {
 	url     string
 	failing atomic.Bool
+	delay   atomic.Int64 // a successful upload's wait, in nanoseconds
 	uploads atomic.Int32
 }
 
@@ -283,6 +286,9 @@ func newCountingS3(t *testing.T, bucket string) *countingS3 {
 			w.WriteHeader(http.StatusServiceUnavailable)
 			_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>ServiceUnavailable</Code><Message>try later</Message></Error>`)
 			return
+		}
+		if upload {
+			time.Sleep(time.Duration(c.delay.Load()))
 		}
 		mu.Lock()
 		defer mu.Unlock()
