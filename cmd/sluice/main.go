@@ -5,6 +5,7 @@
 //	sluice plugins lock          rewrite plugins.lock from the built plugins
 //	sluice plugins test X.wasm   run a plugin through the conformance suite
 //	sluice demo                  seed synthetic events into the embedded store
+//	sluice secrets rotate        re-seal every destination secret with the newest key
 //	sluice version
 package main
 
@@ -72,6 +73,8 @@ func usage() error {
   sluice plugins lock [--plugins-dir D] [--lock F]
   sluice plugins test PATH.wasm           run a plugin through the conformance suite
   sluice demo [--data-dir D] [--events N] seed synthetic events into the embedded store
+  sluice secrets rotate [--data-dir D] [--database-url U] [--secret-key K]
+                                          re-seal every destination secret with the first key
   sluice version`)
 	return flag.ErrHelp
 }
