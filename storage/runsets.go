@@ -34,7 +34,8 @@ type BackfillRuns struct {
 
 // AddBackfillRuns gives backfill backfillID one run per interval, in one transaction: a
 // new run where the interval has none, or the existing run moved to this backfill when it
-// has finished (Completed, Failed, Cancelled). A moved run goes back to Starting with the
+// has finished (Completed, Failed, Cancelled) and belongs to no backfill still running
+// (the new backfill is Running itself: it is created before its runs). A moved run goes back to Starting with the
 // next generation and its previous counts and error cleared. Runs still in flight are
 // left alone and reported.
 func (db *DB) AddBackfillRuns(ctx context.Context, exportID, backfillID string, intervals []Interval) (BackfillRuns, error) {
@@ -67,6 +68,9 @@ func (db *DB) AddBackfillRuns(ctx context.Context, exportID, backfillID string, 
 			res := tx.Model(&Run{}).
 				Where("export_id = ? AND interval_end IN ? AND status IN ? AND (backfill_id IS NULL OR backfill_id <> ?)",
 					exportID, ends[lo:min(lo+chunk, len(ends))], []RunStatus{StatusCompleted, StatusFailed, StatusCancelled}, backfillID).
+				// A finished run of a backfill still running stays with it.
+				Where("backfill_id IS NULL OR backfill_id NOT IN (?)",
+					tx.Model(&Backfill{}).Select("id").Where("status IN ?", []RunStatus{StatusStarting, StatusRunning})).
 				Updates(map[string]any{
 					"status": StatusStarting, "backfill_id": backfillID, "generation": gorm.Expr("generation + 1"),
 					"records_completed": 0, "bytes_exported": 0, "latest_error": "",

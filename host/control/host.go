@@ -244,6 +244,9 @@ func (h *Host) Start(ctx context.Context) error {
 	if err := h.enqueueWaiting(ctx); err != nil {
 		return err
 	}
+	if err := h.reconcileBackfills(ctx, exports); err != nil {
+		return err
+	}
 	if err := h.q.Start(ctx); err != nil {
 		return fmt.Errorf("start run queue: %w", err)
 	}

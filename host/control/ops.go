@@ -33,7 +33,7 @@ func (h *Host) Ready(ctx context.Context) error {
 }
 
 // RequestBackfill gives a backfill one run per interval of the export that lies within
-// [start, end], clipped to the export's end_at and to now, and enqueues them all at once on
+// [start, end], clipped to the export's end_at and to now minus the settle delay, and enqueues them all at once on
 // the backfill queue, whose BackfillParallelism workers per host run them oldest first.
 // An interval that already ran is re-run as part of this backfill (a new generation: the
 // destination writes it again); one still waiting or running for something else is left
@@ -47,9 +47,10 @@ func (h *Host) RequestBackfill(ctx context.Context, exportID string, start, end 
 	if err != nil {
 		return nil, err
 	}
-	now := h.cfg.Clock.Now()
-	if end.After(now) {
-		end = now
+	// Intervals ended within the settle delay are the schedule's: their late inserts have
+	// not landed yet (docs/runs.md).
+	if settled := h.cfg.Clock.Now().Add(-h.cfg.SettleDelay); end.After(settled) {
+		end = settled
 	}
 	var intervals []storage.Interval
 	for _, t := range spec.EndsBetween(start.Add(spec.Period()-time.Nanosecond), end) {
@@ -92,6 +93,23 @@ func (h *Host) RequestBackfill(ctx context.Context, exportID string, start, end 
 	return &b, err
 }
 
+// reconcileBackfills closes the backfills left Running with no unfinished run (a host
+// stopped between a backfill's last run and its status): called at start.
+func (h *Host) reconcileBackfills(ctx context.Context, exports []storage.BatchExport) error {
+	for _, e := range exports {
+		bs, err := h.db.ListBackfills(ctx, e.ID)
+		if err != nil {
+			return fmt.Errorf("backfills of %s: %w", e.ID, err)
+		}
+		for _, b := range bs {
+			if !b.Status.Terminal() {
+				h.backfillRunFinished(ctx, b.ID)
+			}
+		}
+	}
+	return nil
+}
+
 // backfillRunFinished closes a backfill once none of its runs will change on its own: an
 // index lookup per finished run, whatever the backfill's size. Its final status comes
 // from the counts of all its runs.
@@ -113,7 +131,17 @@ func (h *Host) backfillRunFinished(ctx context.Context, backfillID string) {
 	if p.FailedRuns > 0 {
 		to = storage.StatusFailed
 	}
-	b, err := h.db.UpdateBackfillStatus(ctx, backfillID, []storage.RunStatus{storage.StatusRunning, storage.StatusStarting}, to)
+	cur, err := h.db.GetBackfill(ctx, backfillID)
+	if err != nil {
+		h.log.Error("backfill progress", "backfill_id", backfillID, "err", err)
+		return
+	}
+	if cur.Status == to || cur.Status == storage.StatusCancelled {
+		return
+	}
+	// From Running, or between Completed and Failed when a run of a finished backfill was
+	// retried since: the status follows its runs.
+	b, err := h.db.UpdateBackfillStatus(ctx, backfillID, []storage.RunStatus{storage.StatusRunning, storage.StatusStarting, storage.StatusCompleted, storage.StatusFailed}, to)
 	switch {
 	case errors.Is(err, storage.ErrConflict):
 		// finished already (another host's last run, or cancelled)

@@ -91,7 +91,10 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 	if runErr == nil {
 		log.Info("run completed", "records", res.Records, "bytes", res.Bytes, "duration", time.Since(started))
 		h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("completed: %d records, %d bytes in %s", res.Records, res.Bytes, time.Since(started).Round(time.Millisecond)))
-		h.finishRun(ctx, run, gen, storage.StatusCompleted, res.Records, res.Bytes, "")
+		// The destination has the data: record it even if the job's context ends now.
+		if err := h.finishRun(context.WithoutCancel(ctx), run, gen, storage.StatusCompleted, res.Records, res.Bytes, ""); err != nil {
+			return err // River retries; the attempt rewrites the same data
+		}
 		h.metrics.RunFinished(export.DestinationType, storage.StatusCompleted, time.Since(started), res.Records, res.Bytes)
 		return nil
 	}
@@ -99,7 +102,9 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 	switch cause := context.Cause(ctx); {
 	case errors.Is(cause, errCancelledByUser):
 		h.runLog(bg, run, "host", slog.LevelWarn, "cancelled")
-		h.finishRun(bg, run, gen, storage.StatusCancelled, 0, 0, "cancelled")
+		if err := h.finishRun(bg, run, gen, storage.StatusCancelled, 0, 0, "cancelled"); err != nil {
+			return err
+		}
 		return queue.Cancel(errCancelledByUser)
 	case errors.Is(cause, errSuperseded):
 		h.runLog(bg, run, "host", slog.LevelWarn, fmt.Sprintf("attempt %d stopped: the run was re-requested", run.Attempt))
@@ -107,7 +112,11 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 	case ctx.Err() != nil:
 		// Stopped from outside before the watcher saw why (River's job cancel, sent by the
 		// host that cancelled the run): the stored run says whether it was moved.
-		if cur, err := h.db.GetRun(bg, run.ID); err == nil && (cur.Generation != gen || cur.Status != storage.StatusRunning) {
+		cur, err := h.db.GetRun(bg, run.ID)
+		if err != nil {
+			return fmt.Errorf("attempt stopped from outside; reading the run: %w", err)
+		}
+		if cur.Generation != gen || cur.Status != storage.StatusRunning {
 			h.runLog(bg, run, "host", slog.LevelWarn, fmt.Sprintf("attempt %d stopped: the run is %s elsewhere", run.Attempt, cur.Status))
 			return queue.Cancel(fmt.Errorf("run moved to %s elsewhere: %w", cur.Status, context.Cause(ctx)))
 		}
@@ -125,14 +134,15 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 		}
 		log.Error("run failed", "err", runErr, "reason", reason)
 		h.runLog(bg, run, "host", slog.LevelError, fmt.Sprintf("failed (%s): %s", reason, msg))
-		h.finishRun(bg, run, gen, storage.StatusFailed, 0, 0, msg)
+		if err := h.finishRun(bg, run, gen, storage.StatusFailed, 0, 0, msg); err != nil {
+			return err
+		}
 		h.metrics.RunFinished(export.DestinationType, storage.StatusFailed, time.Since(started), 0, 0)
 		h.maybeAutoPause(bg, export)
 		return queue.Cancel(runErr)
-	case class.Outcome == abi.OutcomeOK:
-		h.finishRun(bg, run, gen, storage.StatusCompleted, res.Records, res.Bytes, "")
-		return nil
 	default:
+		// "ok" is retried too: a run's failure means its finish did not succeed, so nothing
+		// is known to be committed, and a run is never Completed over a failure.
 		h.setRetryable(bg, run, gen, msg)
 		h.metrics.RunRetried(export.DestinationType)
 		if class.Outcome == abi.OutcomeRetryAfter && class.RetryAfterMS > 0 {
@@ -266,8 +276,11 @@ func hostClassify(err error) abi.Classification {
 }
 
 // finishRun records the end of the run's attempt by the job of generation gen, and closes
-// its backfill when it was the last unfinished run.
-func (h *Host) finishRun(ctx context.Context, run storage.Run, gen int, to storage.RunStatus, records, bytes int64, msg string) {
+// its backfill when it was the last unfinished run. It returns an error only when the
+// status could not be written: the caller returns it to the queue, which tries the job
+// again rather than leave the run Running. A run moved by someone else meanwhile
+// (cancelled, re-requested) is not an error: the newer state stands.
+func (h *Host) finishRun(ctx context.Context, run storage.Run, gen int, to storage.RunStatus, records, bytes int64, msg string) error {
 	now := h.cfg.Clock.Now().UTC()
 	from := []storage.RunStatus{storage.StatusStarting, storage.StatusRunning, storage.StatusFailedRetryable}
 	_, err := h.db.TransitionRunOf(ctx, run.ID, gen, from, to, func(r *storage.Run) {
@@ -282,14 +295,15 @@ func (h *Host) finishRun(ctx context.Context, run storage.Run, gen int, to stora
 		// Cancelled through another host, or re-requested, while this attempt ran: the
 		// newer state stands.
 		h.log.Warn("run moved by someone else while it ran; not recording", "run_id", run.ID, "status", to, "err", err)
-		return
+		return nil
 	case err != nil:
 		h.log.Error("cannot record run status", "run_id", run.ID, "status", to, "err", err)
-		return
+		return fmt.Errorf("recording run %s %s: %w", run.ID, to, err)
 	}
 	if run.BackfillID != nil {
 		h.backfillRunFinished(ctx, *run.BackfillID)
 	}
+	return nil
 }
 
 func (h *Host) setRetryable(ctx context.Context, run storage.Run, gen int, msg string) {

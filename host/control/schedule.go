@@ -30,10 +30,9 @@ func (h *Host) schedule(ctx context.Context, e storage.BatchExport, catchUp bool
 		return err
 	}
 	exportID := e.ID
-	if err := h.sched.Upsert(exportID, spec, func(ctx context.Context, end time.Time) {
-		if _, err := h.enqueueInterval(ctx, exportID, end, nil); err != nil {
-			h.log.Error("cannot enqueue scheduled run", "export_id", exportID, "interval_end", end, "err", err)
-		}
+	if err := h.sched.Upsert(exportID, spec, func(ctx context.Context, end time.Time) error {
+		_, err := h.enqueueInterval(ctx, exportID, end, nil)
+		return err
 	}); err != nil {
 		return err
 	}
@@ -63,6 +62,11 @@ func (h *Host) schedule(ctx context.Context, e storage.BatchExport, catchUp bool
 // generation) in the queue.
 func (h *Host) enqueueInterval(ctx context.Context, exportID string, end time.Time, backfillID *string) (storage.Run, error) {
 	e, err := h.db.GetExport(ctx, exportID)
+	if errors.Is(err, storage.ErrNotFound) || err == nil && (e.Paused || e.DeletedAt != nil) {
+		// Paused or deleted through another host: this host's scheduler learns it here.
+		h.sched.Remove(exportID)
+		return storage.Run{}, nil
+	}
 	if err != nil {
 		return storage.Run{}, err
 	}

@@ -188,9 +188,13 @@ func (u *localUpload) Commit(ctx context.Context) (ObjectInfo, error) {
 		return ObjectInfo{}, u.fail(wrapLocal("commit", u.full, err))
 	}
 	u.tmp = ""
-	if d, err := u.root.Open(path.Dir(u.key)); err == nil { // make the rename durable
-		d.Sync()
-		d.Close()
+	// Make the rename durable: a crash must not take back a file a Completed run reported.
+	d, err := u.root.Open(path.Dir(u.key))
+	if err == nil {
+		err = errors.Join(d.Sync(), d.Close())
+	}
+	if err != nil {
+		return ObjectInfo{}, u.fail(wrapLocal("commit: sync directory", u.full, err))
 	}
 	u.state = stateCommitted
 	u.root.Close()

@@ -14,8 +14,10 @@ import (
 )
 
 // FireFunc is called once per interval end, with the interval END (not the
-// time it fires). The context is cancelled when the Scheduler stops.
-type FireFunc func(ctx context.Context, end time.Time)
+// time it fires). The context is cancelled when the Scheduler stops. An error
+// (or a panic) keeps that end pending: the next trigger hands it over again,
+// before any later end, so a failed enqueue loses no interval.
+type FireFunc func(ctx context.Context, end time.Time) error
 
 // Option configures a Scheduler.
 type Option func(*Scheduler)
@@ -219,19 +221,22 @@ func (s *Scheduler) run(ctx context.Context, exportID string, e *entry) {
 			case <-s.clock.After(d):
 			}
 		}
-		e.lastEnd = end
 		s.log.Debug("schedule: interval end", "export_id", exportID, "end", end)
-		s.safeFire(ctx, exportID, e.fire, end)
+		if err := s.safeFire(ctx, exportID, e.fire, end); err != nil {
+			s.log.Error("schedule: interval end not handed over; retried at the next trigger", "export_id", exportID, "end", end, "err", err)
+			return
+		}
+		e.lastEnd = end
 	}
 }
 
-func (s *Scheduler) safeFire(ctx context.Context, exportID string, fire FireFunc, end time.Time) {
+func (s *Scheduler) safeFire(ctx context.Context, exportID string, fire FireFunc, end time.Time) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("schedule: fire panicked", "export_id", exportID, "end", end, "panic", r)
+			err = fmt.Errorf("fire panicked: %v", r)
 		}
 	}()
-	fire(ctx, end)
+	return fire(ctx, end)
 }
 
 func specEqual(a, b Spec) bool {

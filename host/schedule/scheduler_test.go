@@ -2,6 +2,7 @@ package schedule
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -20,11 +21,12 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{ch: make(chan time.Time, 100)} }
 
-func (r *recorder) fire(_ context.Context, end time.Time) {
+func (r *recorder) fire(_ context.Context, end time.Time) error {
 	r.mu.Lock()
 	r.ends = append(r.ends, end)
 	r.mu.Unlock()
 	r.ch <- end
+	return nil
 }
 
 func (r *recorder) wait(t *testing.T) time.Time {
@@ -94,6 +96,38 @@ func TestSchedulerFakeClockThreeHours(t *testing.T) {
 	}
 	if got := s.NextFire("exp-1"); !got.Equal(utc("2026-01-01T04:00:00Z")) {
 		t.Fatalf("NextFire = %s", got)
+	}
+}
+
+// A failed hand-over keeps its interval end: the next trigger gives it again, first.
+func TestSchedulerRetriesFailedFire(t *testing.T) {
+	s, clock := startFake(t, "2026-01-01T00:30:00Z")
+	rec := newRecorder()
+	var failOnce sync.Once
+	fire := func(ctx context.Context, end time.Time) error {
+		var err error
+		failOnce.Do(func() { err = errors.New("storage is down") })
+		if err != nil {
+			rec.ch <- time.Time{} // a failed attempt
+			return err
+		}
+		return rec.fire(ctx, end)
+	}
+	if err := s.Upsert("exp-1", Spec{Interval: IntervalHour}, fire); err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	blockTimers(t, clock, 1)
+	clock.Advance(time.Hour) // 01:00 fails
+	if got := rec.wait(t); !got.IsZero() {
+		t.Fatalf("want the failed attempt first, got %s", got)
+	}
+	blockTimers(t, clock, 1)
+	clock.Advance(time.Hour) // 02:00: 01:00 again, then 02:00
+	for _, w := range []string{"2026-01-01T01:00:00Z", "2026-01-01T02:00:00Z"} {
+		if got := rec.wait(t); !got.Equal(utc(w)) {
+			t.Fatalf("fired end %s, want %s", got, w)
+		}
 	}
 }
 
@@ -179,7 +213,7 @@ func TestSchedulerRealClockStartStop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Upsert("e", Spec{Interval: Interval5Minutes}, func(context.Context, time.Time) {}); err != nil {
+	if err := s.Upsert("e", Spec{Interval: Interval5Minutes}, func(context.Context, time.Time) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
 	s.Start()
@@ -188,7 +222,7 @@ func TestSchedulerRealClockStartStop(t *testing.T) {
 	if err := s.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Upsert("f", Spec{Interval: Interval5Minutes}, func(context.Context, time.Time) {}); err == nil {
+	if err := s.Upsert("f", Spec{Interval: Interval5Minutes}, func(context.Context, time.Time) error { return nil }); err == nil {
 		t.Fatal("Upsert after Stop accepted")
 	}
 }

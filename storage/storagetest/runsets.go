@@ -58,6 +58,13 @@ func testBackfillRuns(t *testing.T, newConfig NewConfig) {
 		t.Fatal("a Running run is unfinished")
 	}
 
+	// While the first backfill runs, its finished runs stay with it.
+	held := check(db.CreateBackfill(ctx, storage.Backfill{ExportID: e.ID, StartAt: base, EndAt: base.Add(n * time.Hour), Status: storage.StatusRunning}))(t)
+	if got := check(db.AddBackfillRuns(ctx, e.ID, held.ID, ivs))(t); len(got.Runs) != 0 || len(got.InFlight) != n {
+		t.Fatalf("a backfill took %d runs of a running one (%d in flight)", len(got.Runs), len(got.InFlight))
+	}
+	check(db.UpdateBackfillStatus(ctx, b1.ID, nil, storage.StatusFailed))(t)
+
 	b2 := check(db.CreateBackfill(ctx, storage.Backfill{ExportID: e.ID, StartAt: base, EndAt: base.Add(n * time.Hour), Status: storage.StatusRunning}))(t)
 	again := check(db.AddBackfillRuns(ctx, e.ID, b2.ID, ivs))(t)
 	if len(again.Runs) != n-1 || again.Created != 0 || again.Rerun != n-1 || len(again.InFlight) != 1 || again.InFlight[0].ID != got.Runs[0].ID {
