@@ -19,6 +19,7 @@ type runView struct {
 	IntervalStart    time.Time  `json:"interval_start"`
 	IntervalEnd      time.Time  `json:"interval_end"`
 	Attempt          int        `json:"attempt"`
+	Generation       int        `json:"generation"`
 	RecordsCompleted int64      `json:"records_completed"`
 	BytesExported    int64      `json:"bytes_exported"`
 	LatestError      string     `json:"latest_error"`
@@ -31,7 +32,7 @@ type runView struct {
 
 func newRunView(r storage.Run) runView {
 	return runView{ID: r.ID, ExportID: r.ExportID, Status: string(r.Status), IntervalStart: r.IntervalStart,
-		IntervalEnd: r.IntervalEnd, Attempt: r.Attempt, RecordsCompleted: r.RecordsCompleted,
+		IntervalEnd: r.IntervalEnd, Attempt: r.Attempt, Generation: r.Generation, RecordsCompleted: r.RecordsCompleted,
 		BytesExported: r.BytesExported, LatestError: r.LatestError, BackfillID: r.BackfillID,
 		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt}
 }
