@@ -1,6 +1,7 @@
 package control_test
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -76,5 +77,91 @@ func TestEndToEndSnowflake(t *testing.T) {
 	rs = e.waitRuns(denied, "1 run", allFinished(1))
 	if rs[0].Status != "Failed" || rs[0].Attempt != 1 || !strings.Contains(rs[0].LatestError, "Incorrect username or password") {
 		t.Fatalf("run %+v, want Failed at attempt 1 with Snowflake's message", rs[0])
+	}
+}
+
+// TestEndToEndSnowflakeReruns (issue 17): a user's retry of a Completed run and a second
+// backfill over the same range load the rows again (a new generation stages new paths,
+// which COPY's load metadata has not seen), an automatic retry after a fault that follows
+// the COPY does not double them (the same files are skipped), two exports into one table
+// in the same interval both land, and records_completed is what Snowflake loaded.
+func TestEndToEndSnowflakeReruns(t *testing.T) {
+	t.Setenv("SNOWFLAKE_DISABLE_PLATFORM_DETECTION", "true")
+	const password = "sf-secret-pass-42"
+	fake := sffake.New(sffake.Options{Password: password, Schemas: []string{"ANALYTICS.PUBLIC"}})
+	t.Cleanup(fake.Close)
+	e := newEnv(t, "", func(c *control.Config) { c.SnowflakeEndpoint = fake.URL })
+
+	config := func(table string) map[string]any {
+		return map[string]any{"account": "testaccount", "user": "sluice", "password": password,
+			"database": "analytics", "schema": "public", "table_name": table, "warehouse": "WH"}
+	}
+	end := t0.Truncate(time.Hour)
+	start := end.Add(-time.Hour)
+	want := e.countIn(start, end)
+	backfill := func(id string) {
+		e.do("POST", "/api/v1/batch_exports/"+id+"/backfills",
+			map[string]any{"start_at": start.Format(time.RFC3339), "end_at": end.Format(time.RFC3339)}, http.StatusCreated)
+	}
+	uuids := func(table string) []string {
+		t.Helper()
+		tb, ok := fake.Table("ANALYTICS", "PUBLIC", table)
+		if !ok {
+			t.Fatalf("no table %s; statements: %v", table, fake.SQL())
+		}
+		out := make([]string, 0, len(tb.Rows))
+		for _, row := range tb.Rows {
+			u, _ := row["UUID"].(string)
+			out = append(out, u)
+		}
+		return out
+	}
+	completed := func(r run, attempt int) {
+		t.Helper()
+		if r.Status != "Completed" || r.Attempt != attempt || r.RecordsCompleted != want {
+			t.Fatalf("run %+v, want Completed at attempt %d with %d records", r, attempt, want)
+		}
+	}
+
+	id := e.createExportTo("snowflake", "sf-rerun", config("events"))
+	backfill(id)
+	r := e.waitAttempt(id, 1)
+	completed(r, 1)
+	e.timesEach(uuids("events"), 1, start, end)
+
+	// (a) The user retries the Completed run: it loads the rows again.
+	e.do("POST", fmt.Sprintf("/api/v1/batch_exports/%s/runs/%s/retry", id, r.ID), nil, http.StatusAccepted)
+	completed(e.waitAttempt(id, 2), 2)
+	e.timesEach(uuids("events"), 2, start, end)
+
+	// (b) A second backfill over the same range loads them once more.
+	backfill(id)
+	completed(e.waitAttempt(id, 3), 3)
+	e.timesEach(uuids("events"), 3, start, end)
+
+	// (c) The COPY commits but its answer is lost (a retryable fault after it ran): the
+	// automatic retry re-stages the same files, which the load metadata skips; the run
+	// still reports the rows the first attempt loaded.
+	fault := sffake.WarehouseSuspended
+	fault.AfterRun = true
+	fake.FailStatement(`COPY INTO "ANALYTICS"."PUBLIC"."retried"`, 1, fault)
+	retried := e.createExportTo("snowflake", "sf-retried", config("retried"))
+	backfill(retried)
+	completed(e.waitAttempt(retried, 2), 2)
+	e.timesEach(uuids("retried"), 1, start, end)
+
+	// (d) Two exports into one table in the same interval both land.
+	d1 := e.createExportTo("snowflake", "sf-shared-1", config("shared"))
+	d2 := e.createExportTo("snowflake", "sf-shared-2", config("shared"))
+	backfill(d1)
+	backfill(d2)
+	for _, d := range []string{d1, d2} {
+		completed(e.waitAttempt(d, 1), 1)
+	}
+	e.timesEach(uuids("shared"), 2, start, end)
+	for _, table := range []string{"events", "retried", "shared"} {
+		if staged := fake.StagedFiles("ANALYTICS", "PUBLIC", table); len(staged) != 0 {
+			t.Errorf("files left in the %s stage: %v", table, staged)
+		}
 	}
 }

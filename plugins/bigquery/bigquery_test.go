@@ -3,6 +3,8 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +63,10 @@ type fakeBQ struct {
 	calls   []map[string]any
 	allowed bool
 	fail    map[string]abi.Error // by op
+	// insert answers the INSERT query (default: 2 rows affected, a new job).
+	insert string
+	// outputRows answers job_status (the direct load's job).
+	outputRows int64
 }
 
 func (f *fakeBQ) handle(capability string, req []byte) (abi.Status, []byte) {
@@ -82,7 +88,12 @@ func (f *fakeBQ) handle(capability string, req []byte) (abi.Status, []byte) {
 		}
 		return abi.StatusOK, []byte(`{"allowed":false,"reason":"no bigquery.jobs.create"}`)
 	case "query":
+		if sql, _ := m["sql"].(string); f.insert != "" && strings.HasPrefix(sql, "INSERT") {
+			return abi.StatusOK, []byte(f.insert)
+		}
 		return abi.StatusOK, []byte(`{"job_id":"j","rows_affected":2}`)
+	case "job_status":
+		return abi.StatusOK, []byte(fmt.Sprintf(`{"job_id":%q,"state":"DONE","output_rows":%d}`, m["job_id"], f.outputRows))
 	case "check_access":
 		return abi.StatusOK, []byte(`{"location":"US"}`)
 	case "table_info":
@@ -126,7 +137,7 @@ func TestStageFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Close()
-	stage := "stage_events_20261128T130000_2"
+	stage := "stage_events_run_1_g0_2"
 	body := string(h.Objects[stage])
 	if res.Records != 2 || strings.Count(body, "\n") != 2 || !strings.Contains(body, `"properties":{"$ip":"1.2.3.4"`) ||
 		strings.Contains(body, "person_properties") {
@@ -158,7 +169,7 @@ func TestStageFlow(t *testing.T) {
 
 func TestDirectLoadWithoutQueryPermission(t *testing.T) {
 	h := sdktest.New()
-	f := &fakeBQ{allowed: false}
+	f := &fakeBQ{allowed: false, outputRows: 2}
 	h.Calls = f.handle
 	cfg := baseConfig()
 	cfg["use_json_type"] = true
@@ -172,7 +183,7 @@ func TestDirectLoadWithoutQueryPermission(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.Close()
-	if got := strings.Join(f.ops(), ","); got != "ensure_table,check_query_permission" {
+	if got := strings.Join(f.ops(), ","); got != "ensure_table,check_query_permission,job_status" {
 		t.Fatalf("ops %s", got)
 	}
 	lines := strings.Split(strings.TrimSpace(string(h.Objects["events"])), "\n")
@@ -274,6 +285,143 @@ func TestInsertSQLParquetJSON(t *testing.T) {
 		`JSON_QUERY(PARSE_JSON(properties), '$."$set_once"') AS set_once`, `JSON_VALUE(properties, '$."$ip"') AS ip`} {
 		if !strings.Contains(sql, want) {
 			t.Errorf("lacks %q:\n%s", want, sql)
+		}
+	}
+}
+
+// runOnce runs one attempt of run-1 with the given attempt and generation and returns the
+// result and the capability calls.
+func runOnce(t *testing.T, f *fakeBQ, runID string, attempt, generation int, cfg map[string]any) (abi.Result, *sdktest.Host) {
+	t.Helper()
+	h := sdktest.New()
+	h.Calls = f.handle
+	req := sdktest.Interval(t0, cfg)
+	req.RunID, req.Attempt, req.Generation = runID, attempt, generation
+	if err := h.Open(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.WriteBatch(batch()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	return res, h
+}
+
+// prefixes lists the job_id_prefix of every INSERT the plugin asked for.
+func (f *fakeBQ) insertPrefixes() []string {
+	var out []string
+	for _, c := range f.calls {
+		if sql, _ := c["sql"].(string); strings.HasPrefix(sql, "INSERT") {
+			out = append(out, c["job_id_prefix"].(string))
+		}
+	}
+	return out
+}
+
+// Issue 17: a deliberate re-run (a higher generation) must insert again, so its job ids
+// differ from the first execution's; an automatic retry (same generation, next attempt)
+// must reuse them so the capability finds the insert that already succeeded.
+func TestJobIDsPerGeneration(t *testing.T) {
+	f := &fakeBQ{allowed: true}
+	runOnce(t, f, "run-1", 1, 0, baseConfig())
+	runOnce(t, f, "run-1", 2, 0, baseConfig()) // automatic retry
+	runOnce(t, f, "run-1", 3, 2, baseConfig()) // user retry of the completed run
+	runOnce(t, f, "run-1", 4, 3, baseConfig()) // a second backfill over it
+	got := f.insertPrefixes()
+	want := []string{"sluice_run-1_insert", "sluice_run-1_insert", "sluice_run-1_g2_insert", "sluice_run-1_g3_insert"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("insert job prefixes %v, want %v", got, want)
+	}
+	// Direct loads and stage loads take the same per-generation base.
+	if a, b, c := jobBase("run-1", 0), jobBase("run-1", 0), jobBase("run-1", 1); a != b || a == c || a != "sluice_run-1" {
+		t.Fatalf("job bases %s %s %s", a, b, c)
+	}
+}
+
+// Issue 17: two exports writing one table in the same interval must not share a stage
+// table (WRITE_TRUNCATE would replace the other's rows); neither may two generations.
+func TestStageTablePerRun(t *testing.T) {
+	f := &fakeBQ{allowed: true}
+	_, a := runOnce(t, f, "0f0e-run-a", 1, 0, baseConfig())
+	_, b := runOnce(t, f, "0f0e-run-b", 1, 0, baseConfig())
+	_, c := runOnce(t, f, "0f0e-run-a", 1, 1, baseConfig())
+	names := map[string]bool{}
+	for _, h := range []*sdktest.Host{a, b, c} {
+		if len(h.Objects) != 1 {
+			t.Fatalf("uploads %v", h.Objects)
+		}
+		for k := range h.Objects {
+			names[k] = true
+		}
+	}
+	if len(names) != 3 {
+		t.Fatalf("stage tables %v: two runs or generations share one", names)
+	}
+	for n := range names {
+		if !regexp.MustCompile(`^stage_events_[A-Za-z0-9_]+$`).MatchString(n) {
+			t.Errorf("stage table %q", n)
+		}
+	}
+	long := stageName(strings.Repeat("t", 900), strings.Repeat("r", 200), 12, 3)
+	if len(long) > maxTableID || !strings.HasPrefix(long, "stage_ttt") || long == stageName(strings.Repeat("t", 900), strings.Repeat("r", 200), 12, 4) {
+		t.Errorf("long stage name %d bytes: %s", len(long), long)
+	}
+}
+
+// Issue 17: records is what BigQuery inserted (the DML affected rows), including when an
+// earlier attempt of this generation already inserted (the finished job's count), and
+// for a direct load the load job's output rows.
+func TestRecordsAreLoadedRows(t *testing.T) {
+	f := &fakeBQ{allowed: true, insert: `{"job_id":"sluice_run-1_insert","rows_affected":7,"existing":true}`}
+	res, h := runOnce(t, f, "run-1", 2, 0, baseConfig())
+	if res.Records != 7 || res.Outputs[0].Records != 7 {
+		t.Fatalf("result %+v, want the 7 rows the earlier job inserted", res)
+	}
+	if !strings.Contains(strings.Join(h.Logs, "\n"), "already inserted") {
+		t.Errorf("logs %v", h.Logs)
+	}
+	f = &fakeBQ{allowed: true, insert: `{"job_id":"sluice_run-1_insert","rows_affected":1}`}
+	if res, _ := runOnce(t, f, "run-1", 1, 0, baseConfig()); res.Records != 1 {
+		t.Fatalf("result %+v, want the 1 row the INSERT affected", res)
+	}
+	f = &fakeBQ{allowed: false, outputRows: 5}
+	if res, _ := runOnce(t, f, "run-1", 1, 0, baseConfig()); res.Records != 5 {
+		t.Fatalf("direct load result %+v, want the job's 5 output rows", res)
+	}
+}
+
+// Issue 17: properties that are not valid JSON are kept as text (never nulled) and logged.
+func TestInvalidPropertiesKept(t *testing.T) {
+	for _, useJSON := range []bool{false, true} {
+		f := &fakeBQ{allowed: false, outputRows: 1}
+		h := sdktest.New()
+		h.Calls = f.handle
+		cfg := baseConfig()
+		cfg["use_json_type"] = useJSON
+		if err := h.Open(sdktest.Interval(t0, cfg)); err != nil {
+			t.Fatal(err)
+		}
+		ev := abi.Event{Event: "e", DistinctID: "d", TeamID: 2, Properties: `{"$ip": "1.2.3.4", broken`, Timestamp: t0, InsertedAt: t0}
+		ev.UUID[15] = 9
+		if err := h.WriteBatch(sdktest.Events(ev)); err != nil {
+			t.Fatalf("use_json_type %v: %v", useJSON, err)
+		}
+		if _, err := h.Finish(); err != nil {
+			t.Fatalf("use_json_type %v: %v", useJSON, err)
+		}
+		var row map[string]any
+		if err := json.Unmarshal(h.Objects["events"], &row); err != nil {
+			t.Fatalf("use_json_type %v: %v in %s", useJSON, err, h.Objects["events"])
+		}
+		if row["properties"] != `{"$ip": "1.2.3.4", broken` {
+			t.Errorf("use_json_type %v: properties %#v, want the text kept", useJSON, row["properties"])
+		}
+		if logs := strings.Join(h.Logs, "\n"); !strings.Contains(logs, "not valid JSON") || !strings.Contains(logs, "00000000-0000-0000-0000-000000000009") {
+			t.Errorf("use_json_type %v: not logged: %s", useJSON, logs)
 		}
 	}
 }

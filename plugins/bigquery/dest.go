@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -25,7 +26,11 @@ var (
 	projectRE = regexp.MustCompile(`^[a-z][a-z0-9:.-]{3,127}$`)
 	nameRE    = regexp.MustCompile(`^[A-Za-z0-9_]{1,900}$`)
 	unsafeRE  = regexp.MustCompile(`[^A-Za-z0-9_-]`)
+	tableRE   = regexp.MustCompile(`[^A-Za-z0-9_]`)
 )
+
+// maxTableID is BigQuery's limit on a table id (bytes).
+const maxTableID = 1024
 
 type config struct {
 	ProjectID   string `json:"project_id"`
@@ -137,10 +142,11 @@ type destination struct {
 	cfg      config
 	runID    string
 	attempt  int
+	gen      int
 	parquet  bool
 	useStage bool
 	stage    string
-	jobBase  string // sluice_{run id}: per run, not per attempt
+	jobBase  string // sluice_{run id}[_g{generation}]: per run and generation, not per attempt
 	up       *sdk.Upload
 	enc      *sdk.Encoder
 	records  int64
@@ -148,6 +154,33 @@ type destination struct {
 	dropped  bool
 	now      func() time.Time
 	line     []byte
+	badProps int64  // events whose properties are not valid JSON (direct load)
+	badFirst string // the first such event's uuid
+}
+
+// jobBase is the prefix of a run's job ids: the insert's and the direct load's ids are
+// per (run, generation), so an automatic retry (same generation) finds the job that
+// already succeeded while a deliberate re-run (a higher generation) loads again.
+// Generation 0 keeps the ids of hosts before generations (sluice_{run id}).
+func jobBase(runID string, gen int) string {
+	b := "sluice_" + unsafeRE.ReplaceAllString(runID, "_")
+	if gen > 0 {
+		b += fmt.Sprintf("_g%d", gen)
+	}
+	return b
+}
+
+// stageName is the stage table of one attempt: unique per run (so per export: two exports
+// into one table never share a stage), generation and attempt (WRITE_TRUNCATE never
+// truncates another attempt's stage). A name over BigQuery's limit is shortened with a
+// hash of the full name.
+func stageName(table, runID string, gen, attempt int) string {
+	name := fmt.Sprintf("stage_%s_%s_g%d_%d", table, tableRE.ReplaceAllString(runID, "_"), gen, attempt)
+	if len(name) <= maxTableID {
+		return name
+	}
+	sum := sha256.Sum256([]byte(name))
+	return name[:maxTableID-33] + "_" + hex.EncodeToString(sum[:16])
 }
 
 func (d *destination) Validate(c *sdk.Config) error {
@@ -184,10 +217,10 @@ func (d *destination) Open(rc *sdk.RunContext) error {
 	if d.now == nil {
 		d.now = time.Now
 	}
-	d.runID, d.attempt = rc.RunID, max(rc.Attempt, 1)
+	d.runID, d.attempt, d.gen = rc.RunID, max(rc.Attempt, 1), max(rc.Generation, 0)
 	d.parquet = d.cfg.FileFormat == FormatParquet
-	d.jobBase = "sluice_" + unsafeRE.ReplaceAllString(rc.RunID, "_")
-	d.stage = fmt.Sprintf("stage_%s_%s_%d", d.cfg.TableID, rc.IntervalEnd.UTC().Format("20060102T150405"), d.attempt)
+	d.jobBase = jobBase(rc.RunID, d.gen)
+	d.stage = stageName(d.cfg.TableID, rc.RunID, d.gen, d.attempt)
 
 	var et struct {
 		Created      bool     `json:"created"`
@@ -213,7 +246,7 @@ func (d *destination) Open(rc *sdk.RunContext) error {
 		sdk.Log(slog.LevelWarn, "no query permission: loading straight into the final table", "reason", perm.Reason)
 	}
 	sdk.Log(slog.LevelInfo, "bigquery export starting", "table", d.cfg.DatasetID+"."+d.cfg.TableID,
-		"created", et.Created, "stage", d.useStage, "format", d.cfg.FileFormat, "attempt", d.attempt)
+		"created", et.Created, "stage", d.useStage, "format", d.cfg.FileFormat, "attempt", d.attempt, "generation", d.gen)
 	return nil
 }
 
@@ -277,7 +310,18 @@ func (d *destination) writeRows(b *sdk.Batch) error {
 	ingested := d.now().UTC().Format("2006-01-02T15:04:05.000000Z")
 	return b.Events(func(e *abi.Event) error {
 		var props map[string]json.RawMessage
-		_ = json.Unmarshal([]byte(e.Properties), &props)
+		properties := any(nil)
+		if json.Valid([]byte(e.Properties)) {
+			_ = json.Unmarshal([]byte(e.Properties), &props) // not an object: nothing to derive
+		} else {
+			// Not JSON: kept as text (a STRING column holds it as is, a JSON column as a
+			// JSON string, as the host's JSON Lines encoder does), never nulled; logged.
+			properties = e.Properties
+			if d.badProps == 0 {
+				d.badFirst = uuidString(e.UUID)
+			}
+			d.badProps++
+		}
 		jsonField := func(raw json.RawMessage) any {
 			if raw == nil || string(raw) == "null" {
 				return nil
@@ -306,9 +350,12 @@ func (d *destination) writeRows(b *sdk.Batch) error {
 			SiteURL    string `json:"site_url"`
 			Timestamp  string `json:"timestamp"`
 			Ingested   string `json:"bq_ingested_timestamp"`
-		}{uuidString(e.UUID), e.Event, jsonField(json.RawMessage(e.Properties)), string(elements),
+		}{uuidString(e.UUID), e.Event, properties, string(elements),
 			jsonField(props["$set"]), jsonField(props["$set_once"]), e.DistinctID, e.TeamID, ip, "",
 			e.Timestamp.UTC().Format("2006-01-02T15:04:05.000000Z"), ingested}
+		if properties == nil {
+			row.Properties = jsonField(json.RawMessage(e.Properties))
+		}
 		line, err := json.Marshal(row)
 		if err != nil {
 			return err
@@ -325,6 +372,11 @@ func uuidString(u [16]byte) string {
 }
 
 func (d *destination) Finish() (abi.Result, error) {
+	if d.badProps > 0 {
+		sdk.Log(slog.LevelWarn, "some events' properties are not valid JSON: their text is kept as a string",
+			"events", d.badProps, "first_uuid", d.badFirst)
+		_ = sdk.Metric("invalid_properties", d.badProps)
+	}
 	if d.up == nil {
 		sdk.Log(slog.LevelInfo, "no events in the interval: nothing loaded")
 		return abi.Result{}, nil
@@ -335,27 +387,47 @@ func (d *destination) Finish() (abi.Result, error) {
 		return abi.Result{}, err
 	}
 	target := d.cfg.DatasetID + "." + d.cfg.TableID
+	var loaded int64
 	if d.useStage {
 		d.loaded = true
 		var qr struct {
-			RowsAffected int64 `json:"rows_affected"`
-			Existing     bool  `json:"existing"`
+			JobID        string `json:"job_id"`
+			RowsAffected int64  `json:"rows_affected"`
+			Existing     bool   `json:"existing"`
 		}
 		err := call(map[string]any{"op": "query", "sql": insertSQL(&d.cfg, d.stage, d.parquet),
 			"job_id_prefix": d.jobBase + "_insert"}, &qr)
 		if err != nil {
 			return abi.Result{}, err
 		}
+		// The INSERT's DML affected rows: this attempt's, or those of the job an earlier
+		// attempt of this generation ran (the capability reports that finished job).
+		loaded = qr.RowsAffected
 		if qr.Existing {
-			sdk.Log(slog.LevelInfo, "an earlier attempt of this run already inserted its rows: not inserting again")
+			sdk.Log(slog.LevelInfo, "an earlier attempt of this run already inserted its rows: not inserting again",
+				"job_id", qr.JobID, "rows_inserted", qr.RowsAffected, "generation", d.gen)
 		}
 		if err := d.dropStage(); err != nil {
 			sdk.Log(slog.LevelWarn, "could not drop the stage table", "table", d.stage, "error", err.Error())
 		}
+	} else if ci.ETag != "" {
+		// The load job's output rows (the job this attempt ran, or the one an earlier
+		// attempt of this generation ran: the sink then reports that job).
+		var js struct {
+			OutputRows int64 `json:"output_rows"`
+		}
+		if err := call(map[string]any{"op": "job_status", "job_id": ci.ETag}, &js); err != nil {
+			return abi.Result{}, err
+		}
+		loaded = js.OutputRows
+	}
+	if loaded != d.records {
+		sdk.Log(slog.LevelInfo, "BigQuery loaded a different number of rows than the run streamed",
+			"rows_loaded", loaded, "records_streamed", d.records)
 	}
 	_ = sdk.Metric("load_jobs", 1)
-	return abi.Result{Records: d.records, Bytes: ci.Bytes,
-		Outputs: []abi.Output{{Kind: "bigquery_table", Name: target, Records: d.records, Bytes: ci.Bytes}}}, nil
+	return abi.Result{Records: loaded, Bytes: ci.Bytes,
+		Outputs: []abi.Output{{Kind: "bigquery_table", Name: target, Records: loaded, Bytes: ci.Bytes}}}, nil
 }
 
 func (d *destination) dropStage() error {

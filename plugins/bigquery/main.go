@@ -1,5 +1,5 @@
 // Command bigquery is Sluice's BigQuery destination plugin. Like PostHog's BigQuery batch
-// export, a run loads its events into a stage table stage_{table}_{interval_end}_{attempt}
+// export, a run loads its events into a stage table stage_{table}_{run}_g{generation}_{attempt}
 // with one load job (host-encoded Parquet or JSON Lines streamed through the
 // `bigquery_load` sink; the guest never touches a record), then copies them into the final
 // table with one `INSERT INTO final SELECT ...` that also derives set, set_once, ip and

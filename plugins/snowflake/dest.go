@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
@@ -152,14 +153,31 @@ const maxCopyFiles = 1000
 type destination struct {
 	sdk.Base
 	cfg       config
-	stagePath string // sluice/{run id}: per run, so a retried attempt rewrites the same files
+	stagePath string // sluice/{run id}[_g{generation}]: a retried attempt rewrites the same files
+	gen       int
 	up        *sdk.Upload
 	enc       *sdk.Encoder
 	part      int
 	files     []string // staged file names of this attempt, in order
+	fileRows  []int64  // records encoded into each of files
+	partRows  int64    // records encoded into the open file
 	records   int64
 	bytes     int64
 	maxBytes  int64
+}
+
+// stagePath is the run's directory in the table stage, per (run, generation): an automatic
+// retry (same generation) rewrites byte-identical files that Snowflake's load metadata skips,
+// while a deliberate re-run (a higher generation) stages new paths that load again. Run ids
+// are unique per export and interval, so two exports into one table never share a path.
+// Generation 0 keeps the path of hosts before generations (sluice/{run id}). The REMOVE of
+// a path ends with "/", so sluice/{run} never matches sluice/{run}_g1.
+func stagePath(runID string, gen int) string {
+	p := "sluice/" + unsafeRE.ReplaceAllString(runID, "_")
+	if gen > 0 {
+		p += fmt.Sprintf("_g%d", gen)
+	}
+	return p
 }
 
 func (d *destination) Validate(c *sdk.Config) error {
@@ -218,7 +236,8 @@ func (d *destination) Open(rc *sdk.RunContext) error {
 			return fmt.Errorf("this export's schema lacks column %q, which the Snowflake events table needs", name)
 		}
 	}
-	d.stagePath = "sluice/" + unsafeRE.ReplaceAllString(rc.RunID, "_")
+	d.stagePath = stagePath(rc.RunID, rc.Generation)
+	d.gen = max(rc.Generation, 0)
 	d.maxBytes = int64(d.cfg.MaxFileSizeMB) << 20
 	if err := execute(createSQL(&d.cfg), nil); err != nil {
 		return err
@@ -271,7 +290,8 @@ func (d *destination) commitFile() error {
 		return err
 	}
 	d.files = append(d.files, d.fileName(d.part))
-	d.part++
+	d.fileRows = append(d.fileRows, d.partRows)
+	d.part, d.partRows = d.part+1, 0
 	d.bytes += ci.Bytes
 	return nil
 }
@@ -289,6 +309,7 @@ func (d *destination) WriteBatch(b *sdk.Batch) error {
 		return err
 	}
 	d.records += int64(b.Records())
+	d.partRows += int64(b.Records())
 	// Split files at about max_file_size_mb, compressed (checked between batches).
 	if n := d.up.Bytes(); n >= d.maxBytes {
 		return d.commitFile()
@@ -306,33 +327,46 @@ func (d *destination) Finish() (abi.Result, error) {
 		sdk.Log(slog.LevelInfo, "no events in the interval: nothing loaded")
 		return abi.Result{}, nil
 	}
-	var loaded int64
+	// Records is what Snowflake loaded: the COPY's rows_loaded, plus, for a file the load
+	// metadata skipped, the rows an earlier attempt of this generation loaded from it (a
+	// file is skipped only when a file of that path with the same checksum was loaded into
+	// the table: the same bytes, so exactly the rows this attempt encoded into it).
+	var loaded, skipped int64
 	for start := 0; start < len(d.files); start += maxCopyFiles {
-		batch := d.files[start:min(start+maxCopyFiles, len(d.files))]
+		end := min(start+maxCopyFiles, len(d.files))
+		batch := d.files[start:end]
 		var res execResult
 		if err := execute(copySQL(&d.cfg, d.stagePath, batch), &res); err != nil {
 			return abi.Result{}, err
 		}
+		reported := map[string]bool{}
 		for _, f := range res.Files {
 			if f.Status != "LOADED" {
 				return abi.Result{}, sdk.WithCode(fmt.Errorf("COPY INTO %s: file %s %s: %s", d.cfg.TableName, f.File, f.Status, f.FirstError),
 					"copy_"+strings.ToLower(f.Status), abi.StatusFatalIO)
 			}
+			reported[path.Base(f.File)] = true
+			loaded += f.RowsLoaded
 		}
-		loaded += res.RowsLoaded
+		for i, name := range batch {
+			if !reported[name] {
+				skipped += d.fileRows[start+i]
+			}
+		}
 	}
-	if loaded < d.records {
+	if skipped > 0 {
 		sdk.Log(slog.LevelInfo, "some staged files were already loaded by an earlier attempt of this run: Snowflake skipped them",
-			"rows_loaded", loaded, "records", d.records)
+			"rows_loaded", loaded, "rows_loaded_before", skipped, "records", d.records, "generation", d.gen)
 	}
+	loaded += skipped
 	// Files skipped by the load metadata are not purged: remove what is left of this run.
 	if err := execute("REMOVE '@%"+quote(d.cfg.TableName)+"/"+d.stagePath+"/'", nil); err != nil {
 		sdk.Log(slog.LevelWarn, "could not clean the run's stage path", "error", err.Error())
 	}
 	_ = sdk.Metric("staged_files", int64(len(d.files)))
 	target := d.cfg.Database + "." + d.cfg.Schema + "." + d.cfg.TableName
-	return abi.Result{Records: d.records, Bytes: d.bytes,
-		Outputs: []abi.Output{{Kind: "snowflake_table", Name: target, Records: d.records, Bytes: d.bytes}}}, nil
+	return abi.Result{Records: loaded, Bytes: d.bytes,
+		Outputs: []abi.Output{{Kind: "snowflake_table", Name: target, Records: loaded, Bytes: d.bytes}}}, nil
 }
 
 // Close aborts a file left open by a failed run (nothing staged).

@@ -76,6 +76,8 @@ type fakeSF struct {
 	calls  []map[string]any
 	fail   map[string]abi.Error // by the statement's first word, or op
 	loaded int
+	// copy answers COPY statements when set.
+	copy string
 }
 
 func (f *fakeSF) handle(capability string, req []byte) (abi.Status, []byte) {
@@ -94,6 +96,8 @@ func (f *fakeSF) handle(capability string, req []byte) (abi.Status, []byte) {
 		return st, b
 	}
 	switch {
+	case op == "execute" && strings.HasPrefix(sql, "COPY") && f.copy != "":
+		return abi.StatusOK, []byte(f.copy)
 	case op == "execute" && strings.HasPrefix(sql, "COPY"):
 		return abi.StatusOK, []byte(`{"kind":"COPY","rows_loaded":2,"files":[{"file":"sluice/run-1/part-00000.jsonl","status":"LOADED","rows_loaded":2}]}`)
 	case op == "execute":
@@ -277,5 +281,75 @@ func TestCopySQLParquet(t *testing.T) {
 		if !strings.Contains(sql, want) {
 			t.Errorf("lacks %q:\n%s", want, sql)
 		}
+	}
+}
+
+// runOnce runs one attempt of runID with the given attempt and generation.
+func runOnce(t *testing.T, f *fakeSF, runID string, attempt, generation int) (abi.Result, *sdktest.Host) {
+	t.Helper()
+	h := sdktest.New()
+	h.Calls = f.handle
+	req := sdktest.Interval(t0, baseConfig())
+	req.RunID, req.Attempt, req.Generation = runID, attempt, generation
+	if err := h.Open(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.WriteBatch(batch()); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.Finish()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	return res, h
+}
+
+// Issue 17: COPY's load metadata skips a file already loaded under the same path, so a
+// deliberate re-run (a higher generation) must stage new paths, while an automatic retry
+// (same generation) rewrites the same ones.
+func TestStagePathPerGeneration(t *testing.T) {
+	var keys, copies, removes []string
+	for _, g := range []struct{ attempt, gen int }{{1, 0}, {2, 0}, {3, 2}, {4, 3}} {
+		f := &fakeSF{}
+		_, h := runOnce(t, f, "run-1", g.attempt, g.gen)
+		for k := range h.Objects {
+			keys = append(keys, k)
+		}
+		for _, c := range f.calls {
+			sql, _ := c["sql"].(string)
+			if i := strings.Index(sql, "FROM '@%"); strings.HasPrefix(sql, "COPY") && i >= 0 {
+				copies = append(copies, sql[i:strings.Index(sql[i:], ")")+i])
+			}
+			if strings.HasPrefix(sql, "REMOVE") {
+				removes = append(removes, sql)
+			}
+		}
+	}
+	want := []string{"sluice/run-1/part-00000.jsonl", "sluice/run-1/part-00000.jsonl", "sluice/run-1_g2/part-00000.jsonl", "sluice/run-1_g3/part-00000.jsonl"}
+	if strings.Join(keys, " ") != strings.Join(want, " ") {
+		t.Fatalf("staged keys %v, want %v", keys, want)
+	}
+	if copies[0] != copies[1] || copies[2] != `FROM '@%"events"/sluice/run-1_g2/'` || removes[3] != `REMOVE '@%"events"/sluice/run-1_g3/'` {
+		t.Fatalf("copies %v removes %v", copies, removes)
+	}
+	// Two exports (two runs) into one table in one interval never share a path.
+	if stagePath("run-a", 0) == stagePath("run-b", 0) {
+		t.Fatal("two runs share a stage path")
+	}
+}
+
+// Issue 17: records is what the COPY loaded (rows_loaded), and for files the load metadata
+// skipped (an earlier attempt of this generation loaded them) the rows they hold.
+func TestRecordsAreRowsLoaded(t *testing.T) {
+	f := &fakeSF{copy: `{"kind":"COPY","rows_loaded":3,"files":[{"file":"sluice/run-1/part-00000.jsonl","status":"LOADED","rows_loaded":3}]}`}
+	if res, _ := runOnce(t, f, "run-1", 1, 0); res.Records != 3 || res.Outputs[0].Records != 3 {
+		t.Fatalf("result %+v, want the 3 rows Snowflake reported", res)
+	}
+	// Every file skipped: Snowflake answers "Copy executed with 0 files processed.".
+	f = &fakeSF{copy: `{"kind":"COPY","rows_affected":0}`}
+	res, h := runOnce(t, f, "run-1", 2, 0)
+	if res.Records != 2 || !strings.Contains(strings.Join(h.Logs, "\n"), "already loaded") {
+		t.Fatalf("result %+v logs %v", res, h.Logs)
 	}
 }

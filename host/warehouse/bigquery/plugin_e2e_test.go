@@ -94,7 +94,7 @@ func TestPluginEndToEnd(t *testing.T) {
 	for _, j := range f.Jobs() {
 		if l := j.Configuration.Load; l != nil {
 			loads++
-			if l.SourceFormat != "PARQUET" || l.WriteDisposition != "WRITE_TRUNCATE" || !strings.HasPrefix(l.DestinationTable.TableId, "stage_events_20261128T130000_") {
+			if l.SourceFormat != "PARQUET" || l.WriteDisposition != "WRITE_TRUNCATE" || !strings.HasPrefix(l.DestinationTable.TableId, "stage_events_run_42_g0_") {
 				t.Fatalf("load %+v", l)
 			}
 		}
@@ -106,11 +106,23 @@ func TestPluginEndToEnd(t *testing.T) {
 		t.Fatalf("loads %d inserts %d", loads, inserts)
 	}
 	// A retried attempt of the same run loads its own stage but does not insert again.
+	// It still reports the rows the earlier attempt's INSERT inserted.
 	req.Attempt = 2
-	run(req)
+	if res := run(req); res.Records != 2000 {
+		t.Fatalf("retry result %+v, want the 2000 rows inserted before", res)
+	}
 	tb, _ = f.Table(proj, ds, "events")
 	if len(tb.Rows) != 2000 {
 		t.Fatalf("retry inserted again: %d rows", len(tb.Rows))
+	}
+	// A deliberate re-run (a higher generation) inserts again (issue 17).
+	req.Attempt, req.Generation = 3, 2
+	if res := run(req); res.Records != 2000 {
+		t.Fatalf("re-run result %+v", res)
+	}
+	tb, _ = f.Table(proj, ds, "events")
+	if len(tb.Rows) != 4000 {
+		t.Fatalf("re-run: %d rows, want 4000", len(tb.Rows))
 	}
 	for _, name := range f.Tables(proj, ds) {
 		if strings.HasPrefix(name, "stage_") {

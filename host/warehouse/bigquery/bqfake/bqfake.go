@@ -76,6 +76,7 @@ type Server struct {
 	sessions  map[string]*session
 	requests  []string
 	nextID    int
+	onJob     func(job *bq.Job)
 	// Location reported for datasets and jobs (default US).
 	Location string
 }
@@ -140,6 +141,15 @@ func (s *Server) FailJobs(kind string, n int, f Fault) {
 	for range n {
 		s.jobFaults[kind] = append(s.jobFaults[kind], f)
 	}
+}
+
+// OnJob sets a function called with every inserted job (load or query, its configuration
+// filled in) before the fake runs it, without the fake's lock held: a test can hold a job
+// back until something else happened (another job arrived), to interleave two runs.
+func (s *Server) OnJob(f func(job *bq.Job)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onJob = f
 }
 
 // Table returns a copy of a stored table.
@@ -520,6 +530,12 @@ func (s *Server) jobInsert(w http.ResponseWriter, r *http.Request, m []string) {
 
 // finishInsert registers and runs a job, answering the insert.
 func (s *Server) finishInsert(w http.ResponseWriter, project string, job *bq.Job, media []byte) {
+	s.mu.Lock()
+	hook := s.onJob
+	s.mu.Unlock()
+	if hook != nil && job.Configuration != nil {
+		hook(job)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if job.Configuration == nil {

@@ -60,6 +60,10 @@ type Fault struct {
 	// Delay holds the answer back (an abort-request or the client going away ends it
 	// early, with Snowflake's 000604 cancellation).
 	Delay time.Duration
+	// AfterRun runs the statement first and then answers the fault: the statement's effect
+	// stays (rows loaded, load metadata recorded) but the client never sees its result, as
+	// when a connection drops after Snowflake committed.
+	AfterRun bool
 }
 
 // Common faults, with Snowflake's codes and messages.
@@ -662,6 +666,9 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, body []byte) {
 			if f.Code == "" && f.HTTPStatus == 0 {
 				goto run
 			}
+		}
+		if f.AfterRun {
+			_, _ = s.exec(sess, req.SQLText, st.Bindings)
 		}
 		fail(w, f, queryID)
 		return
