@@ -200,9 +200,9 @@ func TestEndToEndBigQueryReruns(t *testing.T) {
 	noStage()
 
 	// (c) The INSERT job fails after the stage load: the automatic retry (same generation)
-	// lands the rows once. (quotaExceeded: the client does not retry it itself; a failed
-	// backendError query job is retried by the client until the guest call's deadline.)
-	fake.FailJobs("query", 1, bqfake.Fault{Reason: "quotaExceeded", Message: "Quota exceeded: too many DML statements."})
+	// lands the rows once. backendError: the client's Job.Wait would retry the failed job
+	// until the guest call's deadline; the capability returns the job's error at once.
+	fake.FailJobs("query", 1, bqfake.Fault{Reason: "backendError", Message: "Backend error. Please try again."})
 	retried := e.createExportTo("bigquery", "bq-retried", config("retried"))
 	backfill(retried)
 	completed(e.waitAttempt(retried, 2), 2)

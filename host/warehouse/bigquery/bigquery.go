@@ -422,7 +422,7 @@ func (c *Capability) Query(ctx context.Context, r QueryRequest) (*QueryResult, e
 		if err != nil && isDuplicate(err) {
 			// Raced with another attempt: that job decides.
 			if job, err = c.client.JobFromIDLocation(ctx, id, c.cfg.Location); err == nil {
-				st, werr := job.Wait(ctx)
+				st, werr := waitJob(ctx, job)
 				if werr != nil {
 					return nil, mapError("query", werr)
 				}
@@ -441,7 +441,7 @@ func (c *Capability) Query(ctx context.Context, r QueryRequest) (*QueryResult, e
 			return nil, mapError("query", err)
 		}
 	}
-	st, err := job.Wait(ctx)
+	st, err := waitJob(ctx, job)
 	if err != nil {
 		return nil, mapError("query", err)
 	}
@@ -449,6 +449,29 @@ func (c *Capability) Query(ctx context.Context, r QueryRequest) (*QueryResult, e
 		return nil, mapError("query", err)
 	}
 	return queryResult(job, false), nil
+}
+
+// waitJob polls the job's status until it is done. Unlike Job.Wait, which for a query job
+// reads its results and retries a job that ended in a retryable-looking error (backendError)
+// until the context ends, it returns at once when the job has ended, failed or not: the
+// caller reads st.Err() and the plugin decides about a retry.
+func waitJob(ctx context.Context, job *bigquery.Job) (*bigquery.JobStatus, error) {
+	delay := 20 * time.Millisecond
+	for {
+		st, err := job.Status(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if st.Done() {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, time.Second)
+	}
 }
 
 func queryResult(job *bigquery.Job, existing bool) *QueryResult {
@@ -480,7 +503,7 @@ func (c *Capability) pickJobID(ctx context.Context, prefix string) (id string, p
 		}
 		st := job.LastStatus()
 		if st == nil || !st.Done() {
-			if st, err = job.Wait(ctx); err != nil {
+			if st, err = waitJob(ctx, job); err != nil {
 				return "", nil, mapError("job "+id, err)
 			}
 		}
