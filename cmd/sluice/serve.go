@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/api"
+	"github.com/sluicehq/sluice/console"
 	"github.com/sluicehq/sluice/host/capture"
 	"github.com/sluicehq/sluice/host/control"
 	"github.com/sluicehq/sluice/host/runtime"
@@ -106,7 +107,9 @@ func serve(ctx context.Context, args []string) error {
 			logger.Error("demo setup failed", "err", err)
 		}
 	}
-	hs := &http.Server{Addr: *addr, Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// The web console at "/"; every other path (the API, capture, probes) goes to srv.
+	web := console.New(console.Config{Logger: logger}, srv.Handler())
+	hs := &http.Server{Addr: *addr, Handler: web.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.ListenAndServe() }()
 	logger.Info("sluice serving", "addr", "http://"+*addr, "data_dir", *dataDir, "database", dbKind(*dbURL), "source", sourceKind(*chDSN))
