@@ -16,15 +16,16 @@ import (
 type csvEncoder struct {
 	bw      *bufio.Writer
 	w       *csv.Writer
+	blocks  *blockStream // block compression: cut after the row that reaches the block size
 	cols    []outCol
 	fields  []string
 	scratch []byte
 }
 
-func newCSVEncoder(w io.Writer, cols []outCol) (*csvEncoder, error) {
+func newCSVEncoder(w io.Writer, cols []outCol, blocks *blockStream) (*csvEncoder, error) {
 	// csv.NewWriter reuses a *bufio.Writer of at least 4 KiB as its own buffer.
 	bw := bufio.NewWriterSize(w, flushAt)
-	e := &csvEncoder{bw: bw, w: csv.NewWriter(bw), cols: cols, fields: make([]string, len(cols))}
+	e := &csvEncoder{bw: bw, w: csv.NewWriter(bw), blocks: blocks, cols: cols, fields: make([]string, len(cols))}
 	for i, c := range cols {
 		e.fields[i] = c.name
 	}
@@ -92,6 +93,14 @@ func (e *csvEncoder) writeRow(vals []abi.Value) error {
 	}
 	err := e.w.Write(e.fields)
 	clear(e.fields)
+	if err == nil && e.blocks != nil && e.blocks.pending()+e.bw.Buffered() >= e.blocks.size {
+		// The block so far is what bufio passed on plus what it holds: independent of when
+		// it flushed, and of the batches.
+		e.w.Flush()
+		if err = e.w.Error(); err == nil {
+			err = e.blocks.cut()
+		}
+	}
 	return err
 }
 
@@ -112,7 +121,19 @@ func (e *csvEncoder) endBatch() error {
 	if cap(e.scratch) > maxKeptBuffer {
 		e.scratch = nil
 	}
-	return e.w.Error()
+	if err := e.w.Error(); err != nil {
+		return err
+	}
+	if e.blocks != nil {
+		// As for jsonl: the destination holds every row but less than batchCut bytes.
+		if e.blocks.pending() >= batchCut {
+			if err := e.blocks.cut(); err != nil {
+				return err
+			}
+		}
+		return e.blocks.drain()
+	}
+	return nil
 }
 
 func (e *csvEncoder) close() error {

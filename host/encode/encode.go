@@ -5,8 +5,10 @@
 //
 // One Encoder writes one file. Every batch given to it must carry the schema given to New.
 // Memory stays bounded whatever the number of batches: JSON Lines and CSV keep one output
-// buffer (about 64 KiB, more only while a single row is larger), Parquet flushes a row group
-// every RowGroupRows rows or RowGroupBytes bytes of input. See docs/encoders.md.
+// buffer (about 64 KiB, more only while a single row is larger), or, compressed as parallel
+// blocks (gzip, zstd, snappy, lz4: blocks.go), at most 2 x Workers blocks of about BlockSize
+// in flight; Parquet flushes a row group every RowGroupRows rows or RowGroupBytes bytes of
+// input. See docs/encoders.md.
 package encode
 
 import (
@@ -131,6 +133,8 @@ type options struct {
 	levelSet      bool
 	rowGroupRows  int
 	rowGroupBytes int64
+	blockSize     int // <= 0: one serial stream
+	workers       int // <= 0: GOMAXPROCS
 }
 
 // Level sets the compression level, in the codec's own scale: gzip 1-9, zstd 1-4 (fastest,
@@ -159,6 +163,22 @@ func RowGroupBytes(n int64) Option {
 	}
 }
 
+// BlockSize sets the uncompressed size at which JSON Lines and CSV output compressed with
+// gzip, zstd, snappy or lz4 is cut into independently compressed blocks (default
+// DefaultBlockSize, 1 MiB; a block ends at the first record boundary at or past it, or at the
+// end of a batch once it holds 64 KiB). The bytes of the file depend on it. n <= 0 writes one
+// serial stream, as before blocks existed. Brotli, parquet and uncompressed output ignore it.
+func BlockSize(n int) Option {
+	return func(o *options) { o.blockSize = n }
+}
+
+// Workers sets how many goroutines compress blocks at once for one file (default
+// GOMAXPROCS at New); at most twice as many blocks are in flight. It does not change the
+// bytes of the file.
+func Workers(n int) Option {
+	return func(o *options) { o.workers = n }
+}
+
 // outCol is one output column: which batch column feeds it and under which name.
 type outCol struct {
 	src  int
@@ -177,7 +197,8 @@ type rowEncoder interface {
 type Encoder struct {
 	cols    []abi.Column
 	out     []outCol
-	stream  *compressStream // nil for parquet and for no compression
+	stream  *compressStream // serial stream compression; nil for parquet and for no compression
+	blocks  *blockStream    // block-parallel stream compression, or nil
 	rows    rowEncoder
 	reader  abi.BatchReader
 	vals    []abi.Value
@@ -193,7 +214,8 @@ func New(w io.Writer, spec abi.EncoderSpec, cols []abi.Column, opts ...Option) (
 	if err := ValidatePair(spec.Format, spec.Compression); err != nil {
 		return nil, err
 	}
-	o := options{rowGroupRows: DefaultRowGroupRows, rowGroupBytes: DefaultRowGroupBytes}
+	o := options{rowGroupRows: DefaultRowGroupRows, rowGroupBytes: DefaultRowGroupBytes,
+		blockSize: DefaultBlockSize}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -210,7 +232,15 @@ func New(w io.Writer, spec abi.EncoderSpec, cols []abi.Column, opts ...Option) (
 		return e, nil
 	}
 	dst := w
-	if spec.Compression != CompressionNone {
+	switch {
+	case spec.Compression == CompressionNone:
+	case o.blockSize > 0 && blockable(spec.Compression):
+		e.blocks, err = newBlockStream(w, spec.Compression, o)
+		if err != nil {
+			return nil, err
+		}
+		dst = e.blocks
+	default:
 		e.stream, err = newCompressStream(w, spec.Compression, o)
 		if err != nil {
 			return nil, err
@@ -219,9 +249,9 @@ func New(w io.Writer, spec abi.EncoderSpec, cols []abi.Column, opts ...Option) (
 	}
 	switch spec.Format {
 	case FormatJSONL:
-		e.rows = newJSONLEncoder(dst, out)
+		e.rows = newJSONLEncoder(dst, out, e.blocks)
 	case FormatCSV:
-		e.rows, err = newCSVEncoder(dst, out)
+		e.rows, err = newCSVEncoder(dst, out, e.blocks)
 	}
 	if err != nil {
 		return nil, err
@@ -310,18 +340,33 @@ func (e *Encoder) WriteBatch(batch []byte) (records int, err error) {
 	return records, nil
 }
 
-// Close writes the format's footer and flushes the compressor. It does not close w.
+// Close writes the format's footer and flushes the compressor; with block compression it
+// waits for every block and writes the rest in order. It does not close w. After an error
+// it returns that error (and still waits for the blocks in flight, writing none of them);
+// a second Close returns what the first did.
 func (e *Encoder) Close() error {
 	if e.closed {
 		return e.err
 	}
 	e.closed = true
 	if e.err != nil {
+		if e.blocks != nil {
+			e.blocks.abort()
+		}
 		return e.err
 	}
 	if err := e.rows.close(); err != nil {
 		e.err = err
+		if e.blocks != nil {
+			e.blocks.abort()
+		}
 		return err
+	}
+	if e.blocks != nil {
+		if err := e.blocks.close(); err != nil {
+			e.err = err
+			return err
+		}
 	}
 	if e.stream != nil {
 		if err := e.stream.Close(); err != nil {

@@ -15,14 +15,17 @@ const flushAt = 64 << 10
 const maxKeptBuffer = 4 << 20
 
 // outBuf is an append buffer flushed to w once it holds flushAt bytes: one copy per byte
-// instead of bufio's two, and rows are built with append-style formatting.
+// instead of bufio's two, and rows are built with append-style formatting. With blocks set,
+// buf is the block being filled: handed over whole (no copy) once it reaches the block size.
 type outBuf struct {
-	w   io.Writer
-	buf []byte
+	w      io.Writer
+	blocks *blockStream
+	limit  int
+	buf    []byte
 }
 
 func (o *outBuf) maybeFlush() error {
-	if len(o.buf) < flushAt {
+	if len(o.buf) < o.limit {
 		return nil
 	}
 	return o.flush()
@@ -31,6 +34,11 @@ func (o *outBuf) maybeFlush() error {
 func (o *outBuf) flush() error {
 	if len(o.buf) == 0 {
 		return nil
+	}
+	if o.blocks != nil {
+		var err error
+		o.buf, err = o.blocks.submit(o.buf)
+		return err
 	}
 	_, err := o.w.Write(o.buf)
 	if cap(o.buf) > maxKeptBuffer {
@@ -49,8 +57,14 @@ type jsonlEncoder struct {
 	tmp  []byte
 }
 
-func newJSONLEncoder(w io.Writer, cols []outCol) *jsonlEncoder {
-	e := &jsonlEncoder{out: outBuf{w: w, buf: make([]byte, 0, 2*flushAt)}, cols: cols}
+func newJSONLEncoder(w io.Writer, cols []outCol, blocks *blockStream) *jsonlEncoder {
+	e := &jsonlEncoder{out: outBuf{w: w, limit: flushAt, buf: make([]byte, 0, 2*flushAt)}, cols: cols}
+	if blocks != nil {
+		// Blocks end at the first row boundary at or past the block size, or at the end of a
+		// batch once they hold batchCut bytes (endBatch): never where timing decides.
+		e.out = outBuf{blocks: blocks, limit: blocks.size, buf: blocks.cur}
+		blocks.cur = nil
+	}
 	for i, c := range cols {
 		k := []byte{','}
 		if i == 0 {
@@ -121,7 +135,18 @@ func (e *jsonlEncoder) appendJSONText(b []byte, text []byte) []byte {
 	return appendJSONString(b, text)
 }
 
-func (e *jsonlEncoder) endBatch() error { return e.out.flush() }
+func (e *jsonlEncoder) endBatch() error {
+	if e.out.blocks != nil {
+		// What the destination holds after a batch: every row but less than batchCut bytes.
+		if len(e.out.buf) >= batchCut {
+			if err := e.out.flush(); err != nil {
+				return err
+			}
+		}
+		return e.out.blocks.drain()
+	}
+	return e.out.flush()
+}
 
 func (e *jsonlEncoder) close() error { return e.out.flush() }
 
