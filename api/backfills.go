@@ -103,16 +103,26 @@ func (s *Server) createBackfill(c echo.Context) error {
 	return c.JSON(http.StatusCreated, v)
 }
 
+// listBackfills: newest first; limit (1-500, default 100) and cursor (next_cursor of
+// the previous page: the (created_at, id) of its last backfill).
 func (s *Server) listBackfills(c echo.Context) error {
 	e, err := s.loadExport(c)
 	if err != nil {
 		return err
 	}
+	var errs []FieldError
+	page, limit := pageQuery(c, &errs)
+	if err := badFields(errs); err != nil {
+		return err
+	}
 	ctx := c.Request().Context()
-	bs, err := s.db.ListBackfills(ctx, e.ID)
+	bs, err := s.db.ListBackfillsPage(ctx, e.ID, page)
 	if err != nil {
 		return err
 	}
+	bs, next := nextPage(bs, limit, func(b storage.Backfill) storage.Cursor {
+		return storage.Cursor{CreatedAt: b.CreatedAt, ID: b.ID}
+	})
 	out := make([]backfillView, 0, len(bs))
 	for _, b := range bs {
 		v, err := s.backfillView(ctx, b)
@@ -121,7 +131,7 @@ func (s *Server) listBackfills(c echo.Context) error {
 		}
 		out = append(out, v)
 	}
-	return c.JSON(http.StatusOK, list(out, ""))
+	return c.JSON(http.StatusOK, list(out, next))
 }
 
 // loadBackfill reads the :backfill_id of the export in the path (404 if it belongs to

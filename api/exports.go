@@ -509,37 +509,42 @@ func scalarOrList(v any) bool {
 	return scalar(v)
 }
 
+// listExports: oldest first; filters destination_type and paused; limit (1-500,
+// default 100) and cursor (next_cursor of the previous page: the (created_at, id)
+// of its last export).
 func (s *Server) listExports(c echo.Context) error {
 	ctx := c.Request().Context()
 	var errs []FieldError
-	typ := c.QueryParam("destination_type")
-	paused := c.QueryParam("paused")
-	if paused != "" && paused != "true" && paused != "false" {
+	f := storage.ExportFilter{DestinationType: c.QueryParam("destination_type")}
+	switch paused := c.QueryParam("paused"); paused {
+	case "":
+	case "true", "false":
+		v := paused == "true"
+		f.Paused = &v
+	default:
 		errs = append(errs, fieldErr("paused", "must be true or false"))
 	}
+	page, limit := pageQuery(c, &errs)
 	if err := badFields(errs); err != nil {
 		return err
 	}
-	all, err := s.db.ListExports(ctx, storage.ExportFilter{})
+	rows, err := s.db.ListExportsPage(ctx, f, page)
 	if err != nil {
 		return err
 	}
+	rows, next := nextPage(rows, limit, func(e storage.BatchExport) storage.Cursor {
+		return storage.Cursor{CreatedAt: e.CreatedAt, ID: e.ID}
+	})
 	mc := manifestCache{}
-	out := []exportView{}
-	for _, e := range all {
-		if typ != "" && e.DestinationType != typ {
-			continue
-		}
-		if paused != "" && e.Paused != (paused == "true") {
-			continue
-		}
+	out := make([]exportView, 0, len(rows))
+	for _, e := range rows {
 		v, err := s.exportView(ctx, mc, e)
 		if err != nil {
 			return err
 		}
 		out = append(out, v)
 	}
-	return c.JSON(http.StatusOK, list(out, ""))
+	return c.JSON(http.StatusOK, list(out, next))
 }
 
 func (s *Server) getExport(c echo.Context) error {

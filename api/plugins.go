@@ -127,13 +127,35 @@ func (s *Server) installPlugin(c echo.Context) error {
 	return c.JSON(http.StatusCreated, v)
 }
 
+// listPlugins: one item per plugin name (its latest version, with every version), by
+// name; limit (1-500 names, default 100) and cursor (next_cursor of the previous page:
+// the last name on it, which is the whole sort key since names are unique here).
 func (s *Server) listPlugins(c echo.Context) error {
-	all, err := s.db.ListPlugins(c.Request().Context())
+	var errs []FieldError
+	limit := queryInt(c, "limit", listDefaultLimit, 1, listMaxLimit, &errs)
+	page := storage.PluginPage{Limit: limit + 1}
+	if cur := c.QueryParam("cursor"); cur != "" {
+		name, ok := decodeCursor(cur)
+		if !ok || !pluginNameRE.MatchString(name) {
+			errs = append(errs, fieldErr("cursor", badCursor))
+		}
+		page.AfterName = name
+	}
+	if err := badFields(errs); err != nil {
+		return err
+	}
+	all, err := s.db.ListPluginsPage(c.Request().Context(), page)
 	if err != nil {
 		return err
 	}
+	groups := groupByName(all)
+	next := ""
+	if len(groups) > limit {
+		groups = groups[:limit]
+		next = encodeCursor(groups[limit-1][0].Name)
+	}
 	out := []pluginView{}
-	for _, group := range groupByName(all) {
+	for _, group := range groups {
 		v, err := s.pluginView(c, group[0])
 		if err != nil {
 			return err
@@ -141,10 +163,10 @@ func (s *Server) listPlugins(c echo.Context) error {
 		v.Versions = versions(group)
 		out = append(out, v)
 	}
-	return c.JSON(http.StatusOK, list(out, ""))
+	return c.JSON(http.StatusOK, list(out, next))
 }
 
-// groupByName splits ListPlugins' output (by name, newest first) into one slice per name.
+// groupByName splits ListPlugins' (or ListPluginsPage's) output (by name, newest first) into one slice per name.
 func groupByName(all []storage.Plugin) [][]storage.Plugin {
 	var out [][]storage.Plugin
 	for _, p := range all {

@@ -65,16 +65,26 @@ func (s *Server) createToken(c echo.Context) error {
 	return c.JSON(http.StatusCreated, v)
 }
 
+// listTokens: oldest first; limit (1-500, default 100) and cursor (next_cursor of
+// the previous page: the (created_at, id) of its last token).
 func (s *Server) listTokens(c echo.Context) error {
-	ts, err := s.db.ListAPITokens(c.Request().Context())
+	var errs []FieldError
+	page, limit := pageQuery(c, &errs)
+	if err := badFields(errs); err != nil {
+		return err
+	}
+	ts, err := s.db.ListAPITokensPage(c.Request().Context(), page)
 	if err != nil {
 		return err
 	}
+	ts, next := nextPage(ts, limit, func(t storage.APIToken) storage.Cursor {
+		return storage.Cursor{CreatedAt: t.CreatedAt, ID: t.ID}
+	})
 	out := make([]tokenView, len(ts))
 	for i, t := range ts {
 		out[i] = newTokenView(t)
 	}
-	return c.JSON(http.StatusOK, list(out, ""))
+	return c.JSON(http.StatusOK, list(out, next))
 }
 
 func (s *Server) deleteToken(c echo.Context) error {

@@ -1,6 +1,8 @@
 package console_test
 
 import (
+	"fmt"
+	"html"
 	"net/http"
 	"net/url"
 	"strings"
@@ -194,6 +196,34 @@ func TestHandlers(t *testing.T) {
 		resp, body := c.post("/exports/"+id+"/test", url.Values{"csrf_token": {csrf}})
 		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "Destination test") || !strings.Contains(body, "<li>") {
 			t.Fatalf("test: HTTP %d: %s", resp.StatusCode, body)
+		}
+	})
+
+	t.Run("the exports list pages past 50 exports", func(t *testing.T) {
+		c := e.client()
+		c.signIn(adminToken)
+		for i := range 55 {
+			e.createExport(fmt.Sprintf("paged-%02d", i), localConfig("paged"))
+		}
+		seen := 0
+		path := "/exports"
+		for pages := 0; path != ""; pages++ {
+			if pages > 5 {
+				t.Fatal("the exports list never ends")
+			}
+			resp, body := c.get(path)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s: HTTP %d", path, resp.StatusCode)
+			}
+			seen += strings.Count(body, ">paged-")
+			path = ""
+			if i := strings.Index(body, `href="/exports?cursor=`); i >= 0 {
+				rest := body[i+len(`href="`):]
+				path = html.UnescapeString(rest[:strings.Index(rest, `"`)])
+			}
+		}
+		if seen != 55 {
+			t.Fatalf("the pages listed %d of 55 exports", seen)
 		}
 	})
 

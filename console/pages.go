@@ -223,7 +223,11 @@ func (c *Console) nextRun(e exportView) time.Time {
 
 func (c *Console) exportsPage(w http.ResponseWriter, r *http.Request, s *session) {
 	var exports list[exportView]
-	if e := c.apiCall(r, s, http.MethodGet, apiBase, nil, &exports); e != nil {
+	path := apiBase + "?limit=50"
+	if cur := r.URL.Query().Get("cursor"); cur != "" {
+		path += "&cursor=" + url.QueryEscape(cur)
+	}
+	if e := c.apiCall(r, s, http.MethodGet, path, nil, &exports); e != nil {
 		c.apiFail(w, r, s, e)
 		return
 	}
@@ -236,7 +240,17 @@ func (c *Console) exportsPage(w http.ResponseWriter, r *http.Request, s *session
 		}
 		rows = append(rows, row)
 	}
-	c.render(w, http.StatusOK, "exports", page{Title: "Exports", Nav: "exports", Flash: flash(r), Data: rows}, s)
+	next := ""
+	if exports.NextCursor != nil {
+		next = *exports.NextCursor
+	}
+	c.render(w, http.StatusOK, "exports", page{Title: "Exports", Nav: "exports", Flash: flash(r), Data: exportsData{Rows: rows, Next: next}}, s)
+}
+
+// exportsData is one page of the exports list (50 a page; Next is the API's cursor).
+type exportsData struct {
+	Rows []exportRow
+	Next string
 }
 
 type exportPageData struct {

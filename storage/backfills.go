@@ -42,11 +42,20 @@ func (db *DB) GetBackfill(ctx context.Context, id string) (Backfill, error) {
 	return b, mapErr(err, "backfill "+id)
 }
 
-// ListBackfills returns an export's backfills, newest first.
+// ListBackfills returns every backfill of an export, newest first. It is not
+// paged: the host's control paths use it; the API pages with ListBackfillsPage.
 func (db *DB) ListBackfills(ctx context.Context, exportID string) ([]Backfill, error) {
 	var out []Backfill
 	err := db.gdb.WithContext(ctx).Where("export_id = ?", exportID).
 		Order("created_at DESC").Order("id DESC").Find(&out).Error
+	return out, mapErr(err, "list backfills of "+exportID)
+}
+
+// ListBackfillsPage returns one page of ListBackfills: newest first by
+// (created_at, id), the rows after p.After, at most p.Limit of them.
+func (db *DB) ListBackfillsPage(ctx context.Context, exportID string, p Page) ([]Backfill, error) {
+	var out []Backfill
+	err := p.apply(db.gdb.WithContext(ctx).Where("export_id = ?", exportID), true).Find(&out).Error
 	return out, mapErr(err, "list backfills of "+exportID)
 }
 

@@ -140,22 +140,45 @@ func (db *DB) getExport(_ context.Context, q *gorm.DB, id string, deleted bool) 
 	return e, db.openExport(&e)
 }
 
-// ExportFilter narrows ListExports.
+// ExportFilter narrows ListExports and ListExportsPage.
 type ExportFilter struct {
-	PluginID       string // only exports of this plugin
-	IncludeDeleted bool
+	PluginID        string // only exports of this plugin
+	DestinationType string // only exports to this plugin name
+	Paused          *bool  // only paused (true) or unpaused (false) exports
+	IncludeDeleted  bool
 }
 
-// ListExports returns exports (live ones unless IncludeDeleted), oldest first,
-// with SecretConfig decrypted.
-func (db *DB) ListExports(ctx context.Context, f ExportFilter) ([]BatchExport, error) {
-	q := db.gdb.WithContext(ctx).Order("created_at").Order("id")
+func (f ExportFilter) apply(q *gorm.DB) *gorm.DB {
 	if !f.IncludeDeleted {
 		q = q.Where("deleted_at IS NULL")
 	}
 	if f.PluginID != "" {
 		q = q.Where("plugin_id = ?", f.PluginID)
 	}
+	if f.DestinationType != "" {
+		q = q.Where("destination_type = ?", f.DestinationType)
+	}
+	if f.Paused != nil {
+		q = q.Where("paused = ?", *f.Paused)
+	}
+	return q
+}
+
+// ListExports returns every export (live ones unless IncludeDeleted), oldest
+// first, with SecretConfig decrypted. It is not paged: the host's control paths
+// (scheduling every export) use it; the API pages with ListExportsPage.
+func (db *DB) ListExports(ctx context.Context, f ExportFilter) ([]BatchExport, error) {
+	q := f.apply(db.gdb.WithContext(ctx)).Order("created_at").Order("id")
+	return db.findExports(q)
+}
+
+// ListExportsPage returns one page of ListExports: oldest first by (created_at,
+// id), the rows after p.After, at most p.Limit of them.
+func (db *DB) ListExportsPage(ctx context.Context, f ExportFilter, p Page) ([]BatchExport, error) {
+	return db.findExports(p.apply(f.apply(db.gdb.WithContext(ctx)), false))
+}
+
+func (db *DB) findExports(q *gorm.DB) ([]BatchExport, error) {
 	var out []BatchExport
 	if err := q.Find(&out).Error; err != nil {
 		return nil, mapErr(err, "list exports")

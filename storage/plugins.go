@@ -58,6 +58,28 @@ func (db *DB) ListPlugins(ctx context.Context) ([]Plugin, error) {
 	return out, mapErr(err, "list plugins")
 }
 
+// PluginPage asks for one page of ListPluginsPage. The API lists one item per
+// plugin name, so plugins page by name, which is the whole sort key of the page.
+type PluginPage struct {
+	AfterName string // "": the first page
+	Limit     int    // at most this many names; 0 means DefaultPageLimit
+}
+
+// ListPluginsPage returns every version of the first p.Limit plugin names after
+// p.AfterName, in ListPlugins' order (by name, then newest first). One statement,
+// so a page never holds part of a name's versions.
+func (db *DB) ListPluginsPage(ctx context.Context, p PluginPage) ([]Plugin, error) {
+	limit := p.Limit
+	if limit <= 0 {
+		limit = DefaultPageLimit
+	}
+	g := db.gdb.WithContext(ctx)
+	names := g.Model(&Plugin{}).Distinct("name").Where("name > ?", p.AfterName).Order("name").Limit(limit)
+	var out []Plugin
+	err := g.Where("name IN (?)", names).Order("name").Order("created_at DESC").Order("id").Find(&out).Error
+	return out, mapErr(err, "list plugins")
+}
+
 // DeletePlugin removes the plugin; ErrConflict while a live (not soft-deleted)
 // export uses it.
 func (db *DB) DeletePlugin(ctx context.Context, id string) error {

@@ -109,6 +109,14 @@ func (db *DB) ListAPITokens(ctx context.Context) ([]APIToken, error) {
 	return out, mapErr(err, "list tokens")
 }
 
+// ListAPITokensPage returns one page of ListAPITokens: oldest first by
+// (created_at, id), the rows after p.After, at most p.Limit of them.
+func (db *DB) ListAPITokensPage(ctx context.Context, p Page) ([]APIToken, error) {
+	var out []APIToken
+	err := p.apply(db.gdb.WithContext(ctx), false).Find(&out).Error
+	return out, mapErr(err, "list tokens")
+}
+
 // DeleteAPIToken revokes a token.
 func (db *DB) DeleteAPIToken(ctx context.Context, id string) error {
 	res := db.gdb.WithContext(ctx).Where("id = ?", id).Delete(&APIToken{})

@@ -44,6 +44,10 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"ForEachRunAndRecentFailures", testForEachRunAndRecentFailures},
 		{"Logs", testLogs},
 		{"APITokens", testAPITokens},
+		{"ExportPages", testExportPages},
+		{"BackfillPages", testBackfillPages},
+		{"TokenPages", testTokenPages},
+		{"PluginPages", testPluginPages},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
