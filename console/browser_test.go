@@ -2,6 +2,8 @@ package console_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,9 +15,9 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// browser starts Debian's chromium headless, loopback only, with a fresh profile. It
-// skips the test when chromium is missing, unless SLUICE_REQUIRE_SERVICES=1 (CI).
-func browser(t *testing.T) context.Context {
+// chromiumPath finds Debian's chromium ($SLUICE_CHROMIUM first). It skips the test when
+// chromium is missing, unless SLUICE_REQUIRE_SERVICES=1 (CI), where it fails.
+func chromiumPath(t *testing.T) string {
 	t.Helper()
 	path := os.Getenv("SLUICE_CHROMIUM")
 	if path == "" {
@@ -32,8 +34,15 @@ func browser(t *testing.T) context.Context {
 		}
 		t.Skip("chromium is not installed: apt-get install chromium (make deps)")
 	}
+	return path
+}
+
+// browser starts Debian's chromium headless, loopback only, with a fresh profile. It
+// skips the test when chromium is missing, unless SLUICE_REQUIRE_SERVICES=1 (CI).
+func browser(t *testing.T) context.Context {
+	t.Helper()
 	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(path),
+		chromedp.ExecPath(chromiumPath(t)),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.Headless,
 		chromedp.NoSandbox,
@@ -250,15 +259,31 @@ func TestBrowser(t *testing.T) {
 	})
 
 	t.Run("install a plugin by upload", func(t *testing.T) {
+		// good.wasm is not installed (the first-party plugins are) and asks for no capability.
+		module := filepath.Join(e.root, "host", "runtime", "testdata", "good.wasm")
+		wasm, err := os.ReadFile(module)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(wasm)
+		run(t, ctx, chromedp.Navigate(e.url+"/plugins"), chromedp.WaitVisible("#module"))
+		if n := value(t, ctx, chromedp.Evaluate[int](`document.querySelectorAll('#p-good').length`)); n != 0 {
+			t.Fatal("the good plugin is listed before its upload")
+		}
 		run(t, ctx,
-			chromedp.Navigate(e.url+"/plugins"),
-			chromedp.WaitVisible("#module"),
-			chromedp.SetUploadFiles(chromedp.CSS("#module"), []string{filepath.Join(e.root, "bin", "plugins", "example.wasm")}),
-			chromedp.Click("#cap-object"),
+			chromedp.SetUploadFiles(chromedp.CSS("#module"), []string{module}),
 			chromedp.Click(`//button[text()="Install"]`),
 			chromedp.WaitVisible(`//p[contains(., "Plugin installed.")]`),
-			chromedp.WaitReady("#p-example"),
+			chromedp.WaitVisible("#p-good"),
 		)
+		card := value(t, ctx, chromedp.Text(`//section[h2[@id="p-good"]]`))
+		for _, w := range []string{"good", "0.1.0", "hand-written test module", "1.0", hex.EncodeToString(sum[:]), "none"} {
+			if !strings.Contains(card, w) {
+				t.Errorf("the installed plugin's card lacks %q: %s", w, card)
+			}
+		}
+		// still listed after a fresh load, with the first-party ones
+		run(t, ctx, chromedp.Reload(), chromedp.WaitVisible("#p-good"), chromedp.WaitVisible("#p-s3"))
 		screenshot(t, ctx, "plugins")
 	})
 
@@ -271,6 +296,30 @@ func TestBrowser(t *testing.T) {
 			}
 		}
 		screenshot(t, ctx, "exports")
+	})
+
+	t.Run("the keyboard reaches every action on the main pages", func(t *testing.T) {
+		pages := []struct {
+			path, ready string
+			want        [][]string // actions that must be among those reached
+		}{
+			{"/exports", "table", [][]string{{"New export"}, {`"demo"`}, {"/plugins"}, {"Sign out"}}},
+			{"/exports/" + demoID, "#runs", [][]string{{"Edit"}, {"Pause"}, {"Test destination"}, {"Delete"},
+				{"Logs"}, {"Retry run"}, {"#bf-start"}, {"#bf-end"}, {"Create historic export"}}},
+			{"/exports/new?type=s3", "#c-bucket_name", [][]string{{"#type-choose"}, {"Choose"}, {"#f-name"}, {"#f-interval"},
+				{"#f-start"}, {"#f-paused"}, {"#c-bucket_name"}, {"#c-file_format"}, {"#c-aws_secret_access_key"}, {"Create export"}, {"Cancel"}}},
+			{"/exports/" + demoID + "/edit", "#c-bucket_name", [][]string{{"#f-name"}, {"#c-bucket_name"}, {"Save"}, {"Cancel"}}},
+			{"/plugins", "#module", [][]string{{"summary", "Config schema"}, {"#module"}, {"#cap-object"}, {"Install"}}},
+		}
+		for _, p := range pages {
+			run(t, ctx, chromedp.Navigate(e.url+p.path), chromedp.WaitVisible(p.ready))
+			names := checkKeyboard(t, ctx, p.path)
+			for _, w := range p.want {
+				if !hasAction(names, w...) {
+					t.Errorf("%s: the keyboard does not reach %q; it reaches: %s", p.path, w, strings.Join(names, ", "))
+				}
+			}
+		}
 	})
 
 	t.Run("a post without the CSRF token fails", func(t *testing.T) {
