@@ -271,34 +271,3 @@ func (db *DB) SetExportPaused(ctx context.Context, id string, paused bool) (Batc
 	})
 	return out, err
 }
-
-// RotateSecrets re-seals with the current key every export secret sealed with
-// an older key (deleted exports included) and returns how many it rewrote.
-// Keep the old key in the keyring until this has run on every database.
-func (db *DB) RotateSecrets(ctx context.Context) (int, error) {
-	var rows []BatchExport
-	if err := db.gdb.WithContext(ctx).Select("id", "secret_config").Find(&rows).Error; err != nil {
-		return 0, mapErr(err, "rotate secrets")
-	}
-	n := 0
-	for _, r := range rows {
-		if !db.keys.NeedsReseal(r.SealedSecret) {
-			continue
-		}
-		pt, err := db.keys.Open(r.SealedSecret)
-		if err != nil {
-			return n, fmt.Errorf("rotate secrets: export %s: %w", r.ID, err)
-		}
-		sealed, err := db.keys.Seal(pt)
-		if err != nil {
-			return n, err
-		}
-		res := db.gdb.WithContext(ctx).Model(&BatchExport{}).
-			Where("id = ? AND secret_config = ?", r.ID, r.SealedSecret).Update("secret_config", sealed)
-		if res.Error != nil {
-			return n, mapErr(res.Error, "rotate secrets: export "+r.ID)
-		}
-		n += int(res.RowsAffected)
-	}
-	return n, nil
-}

@@ -403,11 +403,11 @@ func testSecretRotation(t *testing.T, newConfig NewConfig) {
 	if got := check(db.GetExport(ctx, e.ID))(t); got.SecretConfig["aws_secret_access_key"] != "s3cr3t-e" {
 		t.Fatalf("old key did not open: %v", got.SecretConfig)
 	}
-	if n := check(db.RotateSecrets(ctx))(t); n != 1 {
-		t.Fatalf("rotated %d, want 1", n)
+	if r := check(db.ResealSecrets(ctx))(t); r.Resealed != 1 || r.KeyID != "new" {
+		t.Fatalf("rotation: %+v, want 1 re-sealed with key new", r)
 	}
-	if n := check(db.RotateSecrets(ctx))(t); n != 0 {
-		t.Fatalf("second rotation rewrote %d, want 0", n)
+	if r := check(db.ResealSecrets(ctx))(t); r.Resealed != 0 {
+		t.Fatalf("second rotation re-sealed %d, want 0", r.Resealed)
 	}
 	db.Close()
 
