@@ -31,7 +31,7 @@ import (
 
 var (
 	errCancelledByUser = errors.New("run cancelled")
-	errSuperseded      = errors.New("run re-requested: a newer generation owns it")
+	errRunMoved        = errors.New("the stored run moved on: cancelled elsewhere or re-requested")
 )
 
 // runJob is the queue's handler: one attempt of one run.
@@ -45,7 +45,7 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 	}
 	gen := j.Attempt
 	if run.Generation != gen {
-		return queue.Cancel(fmt.Errorf("run %s: job of generation %d: %w (generation %d)", run.ID, gen, errSuperseded, run.Generation))
+		return queue.Cancel(fmt.Errorf("run %s was re-requested: this job is of generation %d, the run of %d", run.ID, gen, run.Generation))
 	}
 	if run.Status.Terminal() {
 		return nil // a duplicate delivery of a finished run, or cancelled while waiting
@@ -106,19 +106,20 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 			return err
 		}
 		return queue.Cancel(errCancelledByUser)
-	case errors.Is(cause, errSuperseded):
-		h.runLog(bg, run, "host", slog.LevelWarn, fmt.Sprintf("attempt %d stopped: the run was re-requested", run.Attempt))
-		return queue.Cancel(errSuperseded)
 	case ctx.Err() != nil:
-		// Stopped from outside before the watcher saw why (River's job cancel, sent by the
-		// host that cancelled the run): the stored run says whether it was moved.
+		// Stopped from outside: the run watcher saw the stored run move, or River's job
+		// cancel (sent by the host that cancelled it) came first. A deadline leaves the run
+		// Running in this generation and goes on to the plugin's classification.
 		cur, err := h.db.GetRun(bg, run.ID)
+		if errors.Is(err, storage.ErrNotFound) {
+			return queue.Cancel(fmt.Errorf("run %s no longer exists", run.ID))
+		}
 		if err != nil {
 			return fmt.Errorf("attempt stopped from outside; reading the run: %w", err)
 		}
 		if cur.Generation != gen || cur.Status != storage.StatusRunning {
-			h.runLog(bg, run, "host", slog.LevelWarn, fmt.Sprintf("attempt %d stopped: the run is %s elsewhere", run.Attempt, cur.Status))
-			return queue.Cancel(fmt.Errorf("run moved to %s elsewhere: %w", cur.Status, context.Cause(ctx)))
+			h.runLog(bg, run, "host", slog.LevelWarn, fmt.Sprintf("attempt %d stopped: the run is %s in generation %d elsewhere", run.Attempt, cur.Status, cur.Generation))
+			return queue.Cancel(fmt.Errorf("%w: %w", errRunMoved, context.Cause(ctx)))
 		}
 	}
 	msg := runErr.Error()
@@ -169,19 +170,11 @@ func (h *Host) watchRun(ctx context.Context, runID string, gen int, cancel conte
 		}
 		r, err := h.db.GetRun(ctx, runID)
 		switch {
-		case errors.Is(err, storage.ErrNotFound):
-			cancel(errCancelledByUser) // deleted with its export
+		case errors.Is(err, storage.ErrNotFound), err == nil && (r.Generation != gen || r.Status != storage.StatusRunning):
+			cancel(errRunMoved) // runJob reads the stored run again and says why
 			return
-		case err != nil:
-			if ctx.Err() == nil {
-				h.log.Warn("run watcher cannot read the run", "run_id", runID, "err", err)
-			}
-		case r.Generation != gen:
-			cancel(errSuperseded)
-			return
-		case r.Status != storage.StatusRunning:
-			cancel(errCancelledByUser)
-			return
+		case err != nil && ctx.Err() == nil:
+			h.log.Warn("run watcher cannot read the run", "run_id", runID, "err", err)
 		}
 	}
 }
