@@ -113,6 +113,9 @@ type Config struct {
 	PostgresURL string
 	// Handler works jobs; nil makes an insert-only Queue (Start is refused).
 	Handler Handler
+	// Kinds are extra job kinds (NewKind), each on its own River queue with its own
+	// workers, attempts and backoff; worked when Handler is set (kinds.go).
+	Kinds []JobKind
 	// Workers is the number of concurrent jobs of the default queue (default 4).
 	Workers int
 	// BackfillWorkers is the number of concurrent jobs of QueueBackfill (default 1).
@@ -237,6 +240,9 @@ func New(ctx context.Context, cfg Config) (*Queue, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if err := checkKinds(cfg.Kinds); err != nil {
+		return nil, err
+	}
 	q := &Queue{cfg: cfg, log: cfg.Logger}
 
 	rcfg := &river.Config{
@@ -262,6 +268,12 @@ func New(ctx context.Context, cfg Config) (*Queue, error) {
 		rcfg.Queues = map[string]river.QueueConfig{
 			river.QueueDefault: {MaxWorkers: cfg.Workers},
 			QueueBackfill:      {MaxWorkers: cfg.BackfillWorkers},
+		}
+		for _, k := range cfg.Kinds {
+			if err := k.register(workers); err != nil {
+				return nil, fmt.Errorf("queue: add worker of %s: %w", k.kind(), err)
+			}
+			rcfg.Queues[k.config().Queue] = river.QueueConfig{MaxWorkers: k.config().Workers}
 		}
 	}
 
