@@ -17,6 +17,7 @@ var exportColumns = []string{
 	"name", "plugin_id", "destination_type", "interval", "timezone", "interval_offset",
 	"start_at", "end_at", "paused", "last_paused_at", "model", "filters", "config",
 	"secret_config", "updated_at",
+	"alert_webhook_secret", "alert_format", "alert_period_seconds",
 }
 
 // prepareExport validates e, fills defaults and seals SecretConfig into SealedSecret.
@@ -61,11 +62,14 @@ func (db *DB) prepareExport(e *BatchExport) error {
 	if e.SealedSecret, err = db.keys.Seal(pt); err != nil {
 		return err
 	}
-	return nil
+	return db.prepareAlerts(e)
 }
 
 // openExport decrypts SealedSecret into SecretConfig.
 func (db *DB) openExport(e *BatchExport) error {
+	if err := db.openAlerts(e); err != nil {
+		return err
+	}
 	e.SecretConfig = map[string]any{}
 	if e.SealedSecret == "" {
 		return nil

@@ -104,6 +104,7 @@ type BatchExport struct {
 	CreatedAt       time.Time      `gorm:"column:created_at" json:"created_at"`
 	UpdatedAt       time.Time      `gorm:"column:updated_at" json:"updated_at"`
 	DeletedAt       *time.Time     `gorm:"column:deleted_at" json:"deleted_at,omitempty"`
+	ExportAlerts
 }
 
 // TableName implements gorm's tabler.

@@ -255,7 +255,8 @@ type SecretReseal struct {
 	// KeyID is the current key of the keyring: every stored secret is sealed with it
 	// once ResealSecrets returns without error.
 	KeyID string
-	// Stored counts the exports with a stored secret, soft-deleted ones included.
+	// Stored counts the stored secrets, soft-deleted exports' included: an export's
+	// destination secrets and its alert webhook URL (storage/alerts.go) count one each.
 	Stored int
 	// Resealed counts the secrets this call re-sealed (0 when nothing was sealed with
 	// another key); FromKeys splits them by the key id that had sealed them.
@@ -296,7 +297,8 @@ func (e *UnopenedSecretsError) Error() string {
 // Unwrap makes errors.Is(err, ErrDecrypt) hold.
 func (e *UnopenedSecretsError) Unwrap() error { return ErrDecrypt }
 
-// ResealSecrets re-seals with the current key every export secret sealed with another key,
+// ResealSecrets re-seals with the current key every export secret (destination secrets and alert
+// webhook URLs) sealed with another key,
 // soft-deleted exports included, in one transaction: either every secret is re-sealed or
 // nothing changes. It first opens every stored secret, those already sealed with the current
 // key too, and refuses with an *UnopenedSecretsError (wrapping ErrDecrypt) when any cannot be
@@ -309,6 +311,7 @@ func (db *DB) ResealSecrets(ctx context.Context) (SecretReseal, error) {
 		ID           string     `gorm:"column:id"`
 		Name         string     `gorm:"column:name"`
 		SealedSecret string     `gorm:"column:secret_config"`
+		AlertSecret  string     `gorm:"column:alert_webhook_secret"`
 		DeletedAt    *time.Time `gorm:"column:deleted_at"`
 	}
 	out := SecretReseal{KeyID: db.keys.CurrentKeyID(), FromKeys: map[string]int{}}
@@ -317,29 +320,32 @@ func (db *DB) ResealSecrets(ctx context.Context) (SecretReseal, error) {
 		// FOR UPDATE on PostgreSQL (no concurrent change between open and write);
 		// SQLite's write transactions are immediate, which excludes other writers.
 		err := tx.Table(BatchExport{}.TableName()).Clauses(clause.Locking{Strength: "UPDATE"}).
-			Select("id", "name", "secret_config", "deleted_at").Order("id").Find(&rows).Error
+			Select("id", "name", "secret_config", "alert_webhook_secret", "deleted_at").Order("id").Find(&rows).Error
 		if err != nil {
 			return mapErr(err, "reseal secrets: read exports")
 		}
 		type reseal struct {
-			id, old, keyID string
-			plaintext      []byte
+			id, column, old, keyID string
+			plaintext              []byte
 		}
 		var todo []reseal
 		var bad []UnopenedSecret
 		for _, r := range rows {
-			if r.SealedSecret == "" {
-				continue // no secret stored (openExport reads it as {})
-			}
-			out.Stored++
-			keyID, _ := SealedKeyID(r.SealedSecret)
-			pt, err := db.keys.Open(r.SealedSecret)
-			if err != nil {
-				bad = append(bad, UnopenedSecret{ExportID: r.ID, ExportName: r.Name, Deleted: r.DeletedAt != nil, KeyID: keyID, Err: err})
-				continue
-			}
-			if db.keys.NeedsReseal(r.SealedSecret) {
-				todo = append(todo, reseal{r.ID, r.SealedSecret, keyID, pt})
+			// The destination's secrets, then the alert webhook URL (storage/alerts.go).
+			for _, c := range []struct{ column, sealed string }{{"secret_config", r.SealedSecret}, {"alert_webhook_secret", r.AlertSecret}} {
+				if c.sealed == "" {
+					continue // no secret stored (openExport reads it as {} or "")
+				}
+				out.Stored++
+				keyID, _ := SealedKeyID(c.sealed)
+				pt, err := db.keys.Open(c.sealed)
+				if err != nil {
+					bad = append(bad, UnopenedSecret{ExportID: r.ID, ExportName: r.Name, Deleted: r.DeletedAt != nil, KeyID: keyID, Err: err})
+					continue
+				}
+				if db.keys.NeedsReseal(c.sealed) {
+					todo = append(todo, reseal{r.ID, c.column, c.sealed, keyID, pt})
+				}
 			}
 		}
 		if len(bad) > 0 {
@@ -350,8 +356,8 @@ func (db *DB) ResealSecrets(ctx context.Context) (SecretReseal, error) {
 			if err != nil {
 				return err
 			}
-			res := tx.Table(BatchExport{}.TableName()).Where("id = ? AND secret_config = ?", r.id, r.old).
-				Update("secret_config", sealed)
+			res := tx.Table(BatchExport{}.TableName()).Where("id = ? AND "+r.column+" = ?", r.id, r.old).
+				Update(r.column, sealed)
 			if res.Error != nil {
 				return mapErr(res.Error, "reseal secrets: export "+r.id)
 			}

@@ -32,6 +32,9 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"ExportValidation", testExportValidation},
 		{"ExportPause", testExportPause},
 		{"SecretRotation", testSecretRotation},
+		{"ExportAlerts", testExportAlerts},
+		{"AlertWebhookRotation", testAlertWebhookRotation},
+		{"AlertState", testAlertState},
 		{"CreateRunIfAbsent", testCreateRunIfAbsent},
 		{"CreateRunIfAbsentConcurrent", testCreateRunIfAbsentConcurrent},
 		{"CreateRunIfAbsentTwoHandles", testCreateRunIfAbsentTwoHandles},
@@ -123,6 +126,11 @@ func testMigrations(t *testing.T, newConfig NewConfig) {
 	if v < 1 {
 		t.Fatalf("schema version %d, want >= 1", v)
 	}
+	// Migration numbers may have gaps (numbers are handed out per change): count the rows.
+	var applied int
+	if err := db.SQL().QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&applied); err != nil {
+		t.Fatal(err)
+	}
 	p := mkPlugin(t, db, "s3", "1.0.0")
 	db.Close()
 	// Opening again applies nothing and keeps the data; so does a concurrent open.
@@ -156,8 +164,8 @@ func testMigrations(t *testing.T, newConfig NewConfig) {
 	if err := db3.SQL().QueryRowContext(ctx, "SELECT COUNT(*) FROM schema_migrations").Scan(&n); err != nil {
 		t.Fatal(err)
 	}
-	if n != v {
-		t.Fatalf("schema_migrations has %d rows, want %d", n, v)
+	if n != applied {
+		t.Fatalf("schema_migrations has %d rows, want %d", n, applied)
 	}
 	if d := db3.Dialect(); d != storage.DialectSQLite && d != storage.DialectPostgres {
 		t.Fatalf("dialect %q", d)
