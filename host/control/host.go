@@ -16,6 +16,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/sluicehq/sluice/host/alert"
 	"github.com/sluicehq/sluice/host/queue"
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/host/schedule"
@@ -64,6 +65,9 @@ type Config struct {
 	// (http://127.0.0.1:PORT: a loopback fake) instead of <account>.snowflakecomputing.com.
 	// Authentication still happens, with the export's credentials.
 	SnowflakeEndpoint string
+
+	// Alerts: where and how often failed runs and auto-pauses are notified (docs/alerts.md).
+	Alerts alert.Config
 
 	Runtime runtime.Config
 	Clock   clockwork.Clock // default the real clock; tests drive a fake one
@@ -125,6 +129,7 @@ type Host struct {
 	events *source.SQLite // the embedded store, nil when ClickHouse is the source
 	sched  *schedule.Scheduler
 	q      *queue.Queue
+	alerts *alert.Notifier
 
 	metrics Metrics
 
@@ -181,9 +186,14 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 		Logger:        h.log,
 		Handler:       h.runJob,
 	}
+	if h.alerts, err = alert.New(cfg.Alerts, h.db, cfg.Clock, h.log); err != nil {
+		return nil, fmt.Errorf("alerts: %w", err)
+	}
+	qcfg.Kinds = append(qcfg.Kinds, h.alerts.JobKind())
 	if h.q, err = queue.New(ctx, qcfg); err != nil {
 		return nil, fmt.Errorf("run queue: %w", err)
 	}
+	h.alerts.UseQueue(h.q)
 	return h, nil
 }
 

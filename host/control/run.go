@@ -48,7 +48,9 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 		return queue.Cancel(fmt.Errorf("run %s was re-requested: this job is of generation %d, the run of %d", run.ID, gen, run.Generation))
 	}
 	if run.Status.Terminal() {
-		return nil // a duplicate delivery of a finished run, or cancelled while waiting
+		// A duplicate delivery of a finished run, or cancelled while waiting; a Failed run's
+		// alert again, in case its host died before enqueuing it (unique: sent once).
+		return h.alertAgain(ctx, run)
 	}
 	export, err := h.db.GetExport(ctx, run.ExportID)
 	if errors.Is(err, storage.ErrNotFound) {
@@ -139,7 +141,8 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 			return err
 		}
 		h.metrics.RunFinished(export.DestinationType, storage.StatusFailed, time.Since(started), 0, 0)
-		h.maybeAutoPause(bg, export)
+		h.alertRunFailed(bg, export, run, msg)
+		h.maybeAutoPause(bg, export, run, msg)
 		return queue.Cancel(runErr)
 	default:
 		// "ok" is retried too: a run's failure means its finish did not succeed, so nothing
@@ -310,7 +313,7 @@ func (h *Host) setRetryable(ctx context.Context, run storage.Run, gen int, msg s
 // maybeAutoPause follows PostHog's rule: an export with AutoPauseFailures or more Failed
 // runs among its last AutoPauseRuns finished runs is paused, its running backfills are
 // cancelled, and its log says why.
-func (h *Host) maybeAutoPause(ctx context.Context, e storage.BatchExport) {
+func (h *Host) maybeAutoPause(ctx context.Context, e storage.BatchExport, run storage.Run, msg string) {
 	failed, considered, err := h.db.RecentFailures(ctx, e.ID, h.cfg.AutoPauseRuns)
 	if err != nil {
 		h.log.Error("auto-pause: cannot count recent failures", "export_id", e.ID, "err", err)
@@ -319,12 +322,14 @@ func (h *Host) maybeAutoPause(ctx context.Context, e storage.BatchExport) {
 	if failed < h.cfg.AutoPauseFailures {
 		return
 	}
-	if _, err := h.db.SetExportPaused(ctx, e.ID, true); err != nil {
+	paused, err := h.db.SetExportPaused(ctx, e.ID, true)
+	if err != nil {
 		h.log.Error("cannot auto-pause export", "export_id", e.ID, "err", err)
 		return
 	}
 	h.sched.Remove(e.ID)
 	h.exportLog(ctx, e.ID, slog.LevelError, fmt.Sprintf("export paused automatically: %d of its last %d runs failed; fix the destination and unpause it", failed, considered))
+	h.alertPaused(ctx, paused, run, msg, failed, considered)
 	backfills, err := h.db.ListBackfills(ctx, e.ID)
 	if err != nil {
 		h.log.Error("auto-pause: cannot list backfills", "export_id", e.ID, "err", err)
