@@ -65,6 +65,7 @@ type exportBody struct {
 	Filters        *Filters         `json:"filters"`
 	// TeamID is PostHog's team (project) id: only its events are exported. null clears it.
 	TeamID json.RawMessage `json:"team_id"`
+	alertBody
 }
 
 type destinationView struct {
@@ -91,6 +92,7 @@ type exportView struct {
 	TeamID         *int64          `json:"team_id"`
 	CreatedAt      time.Time       `json:"created_at"`
 	UpdatedAt      time.Time       `json:"updated_at"`
+	alertView
 }
 
 // manifestCache memoises manifests by plugin ID within one request.
@@ -137,6 +139,7 @@ func (s *Server) exportView(ctx context.Context, mc manifestCache, e storage.Bat
 		ID: e.ID, Name: e.Name, Destination: dv, Interval: e.Interval, Timezone: e.Timezone,
 		IntervalOffset: e.IntervalOffset, StartAt: e.StartAt, EndAt: e.EndAt, Paused: e.Paused,
 		LastPausedAt: e.LastPausedAt, Model: e.Model, Filters: filters.Filters, TeamID: filters.TeamID, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt,
+		alertView: alertViewOf(e.ExportAlerts),
 	}, nil
 }
 
@@ -262,6 +265,7 @@ func (s *Server) saveExport(c echo.Context, e storage.BatchExport, body exportBo
 	if body.Filters != nil {
 		errs = append(errs, validateFilters(*body.Filters)...)
 	}
+	applyAlerts(body.alertBody, &e.ExportAlerts, &errs)
 	team, teamSet := teamField(body.TeamID, &errs)
 	if body.Filters != nil || teamSet {
 		var cur storedFilters

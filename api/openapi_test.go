@@ -289,8 +289,8 @@ func TestOpenAPISchemasMatchResponses(t *testing.T) {
 
 	// Request schemas: the fields each body accepts are documented, and no others.
 	reqs := map[string][]string{
-		"BatchExportCreate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters", "team_id"},
-		"BatchExportUpdate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters", "team_id"},
+		"BatchExportCreate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters", "team_id", "alert_webhook_url", "alert_format", "alert_period_seconds"},
+		"BatchExportUpdate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters", "team_id", "alert_webhook_url", "alert_format", "alert_period_seconds"},
 		"DestinationInput":  {"type", "config"},
 		"Filters":           {"include_events", "exclude_events", "properties"},
 		"PropertyFilter":    {"key", "operator", "value"},
