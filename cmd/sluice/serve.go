@@ -43,6 +43,10 @@ func serve(ctx context.Context, args []string) error {
 	ambientDef, ambientErr := envBool("SLUICE_S3_AMBIENT_CREDENTIALS")
 	s3Ambient := fs.Bool("s3-ambient-credentials", ambientDef, "let S3 exports without an access key use this host's own AWS credentials (environment, shared files, instance or container role) for any bucket and endpoint they name: only when every user with the write scope may use them (SLUICE_S3_AMBIENT_CREDENTIALS)")
 	pluginMemMiB := fs.Int("plugin-memory-budget-mib", envInt("SLUICE_PLUGIN_MEMORY_BUDGET_MIB", runtime.DefaultMemoryBudgetBytes>>20), "linear memory all plugin instances together may reach, in MiB; each instance reserves its memory limit (256 MiB by default) from it (SLUICE_PLUGIN_MEMORY_BUDGET_MIB)")
+	alertURL := fs.String("alert-webhook-url", env("SLUICE_ALERT_WEBHOOK_URL", ""), "http(s) URL receiving failure and auto-pause alerts of exports without a webhook of their own (SLUICE_ALERT_WEBHOOK_URL)")
+	alertFormat := fs.String("alert-format", env("SLUICE_ALERT_FORMAT", "json"), "alert body: json or slack (SLUICE_ALERT_FORMAT)")
+	alertPeriod := fs.String("alert-period", env("SLUICE_ALERT_PERIOD", "24h"), "least time between two alerts of one export (SLUICE_ALERT_PERIOD)")
+	publicURL := fs.String("public-url", env("SLUICE_PUBLIC_URL", ""), "base URL of the links in alerts; default http://ADDR (SLUICE_PUBLIC_URL)")
 	demoFlag := fs.Bool("demo", false, "seed synthetic events and a demo export writing files under DATA_DIR/exports/demo")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -56,6 +60,10 @@ func serve(ctx context.Context, args []string) error {
 	}
 	if minMiB := runtime.DefaultMemoryLimitPages * 65536 >> 20; *pluginMemMiB < minMiB {
 		return fmt.Errorf("--plugin-memory-budget-mib (SLUICE_PLUGIN_MEMORY_BUDGET_MIB) must be at least one instance's memory limit, %d MiB; got %d", minMiB, *pluginMemMiB)
+	}
+	alerts, err := alertConfig(*alertURL, *alertFormat, *alertPeriod, *publicURL, *addr)
+	if err != nil {
+		return err
 	}
 	level := slog.LevelInfo
 	if *debug {
@@ -88,6 +96,7 @@ func serve(ctx context.Context, args []string) error {
 		BackfillParallelism:  *backfillPar,
 		SnowflakeEndpoint:    *sfEndpoint,
 		Runtime:              runtime.Config{MemoryBudgetBytes: uint64(*pluginMemMiB) << 20},
+		Alerts:               alerts,
 	})
 	if err != nil {
 		return err
