@@ -17,6 +17,8 @@ import (
 
 	"github.com/sluicehq/sluice/host/alert"
 	"github.com/sluicehq/sluice/host/control"
+	"github.com/sluicehq/sluice/host/queue"
+	"github.com/sluicehq/sluice/storage"
 )
 
 // receiver is a loopback webhook: it records every request and answers the first
@@ -262,6 +264,37 @@ func exerciseAlerts(t *testing.T, databaseURL string) {
 		waitFor("the next alert", func() bool { return len(recv.delivered()) == 1 })
 		if a := decodeAlert(t, recv.delivered()[0].body); a.Suppressed != 1 {
 			t.Fatalf("the next alert reports %d not sent, want 1", a.Suppressed)
+		}
+	})
+
+	t.Run("a run job delivered again for a Failed run enqueues its missing alert (a host died in between)", func(t *testing.T) {
+		e.t = t
+		recv := newReceiver(t, 0)
+		id := create("crashed-host", map[string]any{"alert_webhook_url": recv.URL + "/x"})
+		// What a host dying between storing Failed and enqueuing the alert leaves: the run
+		// Failed, no alert job, and the run's job still to be worked (River's rescuer hands
+		// it to another host; here it is enqueued afresh).
+		iend := end.Add(-5 * time.Hour)
+		r, _, err := e.host.DB().CreateRunIfAbsent(t.Context(), storage.Run{ExportID: id, IntervalStart: iend.Add(-time.Hour), IntervalEnd: iend,
+			Status: storage.StatusFailed, Attempt: 1, LatestError: "NoSuchBucket: lost with its host"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		db := e.host.DB()
+		q, err := queue.New(t.Context(), queue.Config{Dialect: db.Dialect(), SQL: db.SQL(), PostgresURL: databaseURL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer q.Close(t.Context())
+		if _, err := q.Enqueue(t.Context(), queue.Job{RunID: r.ID, ExportID: id, IntervalEnd: iend}, queue.EnqueueOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor("the alert", func() bool { return len(recv.delivered()) == 1 })
+		if a := decodeAlert(t, recv.delivered()[0].body); a.Run.ID != r.ID || a.Error != "NoSuchBucket: lost with its host" || a.Type != alert.TypeRunFailed {
+			t.Fatalf("alert %+v", a)
+		}
+		if rs := e.runs(id); len(rs) != 1 || rs[0].Status != "Failed" || rs[0].Attempt != 1 {
+			t.Fatalf("the run changed: %+v", rs)
 		}
 	})
 
