@@ -2,7 +2,6 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -129,10 +128,7 @@ func (q *Queue) Insert(ctx context.Context, args Args, opts InsertOptions) (inse
 		}
 	}
 	if cfg == nil {
-		return false, fmt.Errorf("queue: job kind %q is not declared in Config.Kinds", args.Kind())
-	}
-	if args.Kind() == Kind {
-		return false, errors.New("queue: runs are enqueued with Enqueue")
+		return false, fmt.Errorf("queue: job kind %q is not declared in Config.Kinds (runs are enqueued with Enqueue)", args.Kind())
 	}
 	io := &river.InsertOpts{
 		Queue:       cfg.Queue,

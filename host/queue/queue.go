@@ -10,7 +10,8 @@
 // stops for good, Snooze runs again later without using an attempt, any other
 // error retries with exponential backoff and jitter up to MaxAttempts. A
 // running job of a host that died is picked up by River's rescuer on a live
-// host after RescueAfter. See docs/scheduling.md.
+// host after RescueAfter. Other job kinds (alerts) ride the same client on queues
+// of their own (kinds.go). See docs/scheduling.md.
 package queue
 
 import (
