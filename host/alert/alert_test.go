@@ -86,8 +86,8 @@ func TestSlackPayload(t *testing.T) {
 	var got struct {
 		Text   string
 		Blocks []struct {
-			Type string
-			Text *struct{ Type, Text string }
+			Type     string
+			Text     *struct{ Type, Text string }
 			Elements []struct{ Type, Text string }
 			Fields   []struct{ Type, Text string }
 		}

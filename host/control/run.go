@@ -312,7 +312,7 @@ func (h *Host) setRetryable(ctx context.Context, run storage.Run, gen int, msg s
 
 // maybeAutoPause follows PostHog's rule: an export with AutoPauseFailures or more Failed
 // runs among its last AutoPauseRuns finished runs is paused, its running backfills are
-// cancelled, and its log says why.
+// cancelled, its log says why, and an alert goes out (run is the failure that tipped it).
 func (h *Host) maybeAutoPause(ctx context.Context, e storage.BatchExport, run storage.Run, msg string) {
 	failed, considered, err := h.db.RecentFailures(ctx, e.ID, h.cfg.AutoPauseRuns)
 	if err != nil {
