@@ -137,16 +137,19 @@ func serve(ctx context.Context, args []string) error {
 	// Drain (docs/deploy.md): /readyz turns 503 at once so the load balancer stops sending
 	// requests, while the API keeps serving those it still gets; the host takes no new run
 	// and its running runs get the grace period to finish; those that do not are cancelled
-	// and handed back to the other hosts. Then the HTTP server stops.
+	// and handed back to the other hosts. Then the HTTP server stops, then storage closes.
 	logger.Info("draining: no new runs; running runs may finish", "grace", *grace)
 	sctx, cancel := context.WithTimeout(context.Background(), *grace)
 	defer cancel()
-	if serr := h.Stop(sctx); serr != nil && err == nil {
-		err = serr
+	if derr := h.Drain(sctx); derr != nil && err == nil {
+		err = derr
 	}
 	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer hcancel()
 	_ = hs.Shutdown(hctx)
+	if serr := h.Stop(hctx); serr != nil && err == nil {
+		err = serr
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

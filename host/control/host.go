@@ -313,11 +313,12 @@ func (h *Host) every(ctx context.Context, d time.Duration, what string, fn func(
 // Draining reports whether the host is shutting down (Stop was called).
 func (h *Host) Draining() bool { return h.draining.Load() }
 
-// Stop drains the host: readiness turns false, the scheduler and the background loops
-// stop, the queue fetches no more runs and lets the running ones finish until ctx ends.
-// Runs still executing then are cancelled and handed back: each goes back to Starting with
-// its job snoozed for a moment, so another host takes it at once (docs/deploy.md).
-func (h *Host) Stop(ctx context.Context) error {
+// Drain stops the host's work and keeps its storage open (the API still answers):
+// readiness turns false, the scheduler and the background loops stop, the queue fetches
+// no more runs and lets the running ones finish until ctx ends. Runs still executing then
+// are cancelled and handed back: each goes back to Starting with its job snoozed for a
+// moment, so another host takes it at once (docs/deploy.md). Calling it again is a no-op.
+func (h *Host) Drain(ctx context.Context) error {
 	h.draining.Store(true)
 	if h.bgStop != nil {
 		h.bgStop()
@@ -330,12 +331,19 @@ func (h *Host) Stop(ctx context.Context) error {
 	if h.q != nil {
 		errs = append(errs, h.q.Stop(ctx))
 	}
-	errs = append(errs, h.close(ctx))
 	return errors.Join(errs...)
+}
+
+// Stop drains the host (Drain) and closes its storage, runtime and source.
+func (h *Host) Stop(ctx context.Context) error {
+	return errors.Join(h.Drain(ctx), h.close(ctx))
 }
 
 func (h *Host) close(ctx context.Context) error {
 	var errs []error
+	if h.q != nil {
+		errs = append(errs, h.q.Close(ctx)) // releases the queue's PostgreSQL pool
+	}
 	if h.src != nil {
 		errs = append(errs, h.src.Close())
 	}
