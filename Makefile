@@ -37,4 +37,10 @@ bench: plugins ## run the Go benchmarks once each
 verify-plugins: plugins build ## fail if a built plugin differs from plugins.lock
 	$(BIN)/sluice plugins verify --plugins-dir $(BIN)/plugins --lock plugins.lock
 
-.PHONY: help build run deps test lint bench verify-plugins
+cluster: build $(GO_PLUGIN_WASM) ## start 3 hosts on 127.0.0.1:8081-8083 sharing one PostgreSQL (SLUICE_DATABASE_URL or the loopback test server)
+	@bash deploy/cluster.sh start
+
+cluster-stop: ## stop the hosts of `make cluster` (SIGTERM: each drains)
+	@bash deploy/cluster.sh stop
+
+.PHONY: help build run deps test lint bench verify-plugins cluster cluster-stop

@@ -201,14 +201,24 @@ func (s *Server) register() {
 	s.add(get, ex+"/:id/logs", read, 0, s.exportLogs)
 }
 
+// ErrDraining is what Controller.Ready returns while the host shuts down: /readyz answers
+// 503 "draining" so that a load balancer stops sending requests, while requests already
+// sent are still served until the host has handed back its runs (docs/deploy.md).
+var ErrDraining = errors.New("draining: the host is shutting down")
+
+// healthz is liveness: the process serves HTTP. It stays 200 while the host drains, so
+// that an orchestrator does not kill a host that is finishing its runs.
 func (s *Server) healthz(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readyz is readiness: the host is not draining and its database answers.
 func (s *Server) readyz(c echo.Context) error {
 	ctx, cancel := context.WithTimeout(c.Request().Context(), 5*time.Second)
 	defer cancel()
-	if err := s.ctl.Ready(ctx); err != nil {
+	if err := s.ctl.Ready(ctx); errors.Is(err, ErrDraining) {
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeNotReady, Message: "draining"}
+	} else if err != nil {
 		s.log.Warn("api: not ready", "err", err)
 		return &Error{Status: http.StatusServiceUnavailable, Code: CodeNotReady, Message: "not ready"}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -32,6 +33,16 @@ func TestHealthReadyMetrics(t *testing.T) {
 	if r.Status != 503 || r.err(t).Code != api.CodeNotReady || strings.Contains(string(r.Body), "/secret/path") {
 		t.Errorf("readyz when not ready: %d %s", r.Status, r.Body)
 	}
+	// Draining: not ready, and says so; still alive.
+	e.ctl.mu.Lock()
+	e.ctl.ready = fmt.Errorf("host a: %w", api.ErrDraining)
+	e.ctl.mu.Unlock()
+	if r = e.raw("GET", "/readyz", "", nil); r.Status != 503 || r.err(t).Message != "draining" {
+		t.Errorf("readyz while draining: %d %s", r.Status, r.Body)
+	}
+	if r = e.raw("GET", "/healthz", "", nil); r.Status != 200 {
+		t.Errorf("healthz while draining: %d %s", r.Status, r.Body)
+	}
 
 	// Runner metrics and HTTP metrics by route template, open without a token.
 	e.srv.Metrics().RunFinished("s3test", storage.StatusCompleted, 2e9, 100, 2048)
@@ -50,7 +61,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 		`sluice_queue_depth 3`,
 		`sluice_run_duration_seconds_bucket`,
 		`sluice_http_requests_total{code="404",method="GET",route="/api/v1/batch_exports/:id"} 1`,
-		`sluice_http_requests_total{code="503",method="GET",route="/readyz"} 1`,
+		`sluice_http_requests_total{code="503",method="GET",route="/readyz"} 2`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(string(r.Body), want) {

@@ -195,6 +195,24 @@ func (db *DB) findExports(q *gorm.DB) ([]BatchExport, error) {
 	return out, nil
 }
 
+// ExportVersions returns the updated_at of every live export, by id: one narrow read
+// that tells a host which exports changed through another host since it last looked
+// (every write of an export sets updated_at; a deleted export is absent).
+func (db *DB) ExportVersions(ctx context.Context) (map[string]time.Time, error) {
+	var rows []struct {
+		ID        string    `gorm:"column:id"`
+		UpdatedAt time.Time `gorm:"column:updated_at"`
+	}
+	if err := db.gdb.WithContext(ctx).Model(&BatchExport{}).Where("deleted_at IS NULL").Select("id", "updated_at").Scan(&rows).Error; err != nil {
+		return nil, mapErr(err, "export versions")
+	}
+	out := make(map[string]time.Time, len(rows))
+	for _, r := range rows {
+		out[r.ID] = r.UpdatedAt.UTC()
+	}
+	return out, nil
+}
+
 // UpdateExport writes every mutable field of e (all but ID, CreatedAt,
 // DeletedAt) and returns the stored export. A nil e.SecretConfig keeps the
 // stored secrets; a non-nil one (even empty) replaces them. Pausing through

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"gorm.io/gorm"
@@ -104,6 +105,51 @@ func (db *DB) DeletePlugin(ctx context.Context, id string) error {
 		if res.RowsAffected == 0 {
 			return fmt.Errorf("delete plugin %s: %w", id, ErrNotFound)
 		}
-		return nil
+		// The module goes with its last plugin row (another version or grant may share it).
+		err := tx.Where("sha256 = ? AND NOT EXISTS (SELECT 1 FROM plugins WHERE sha256 = ?)", p.SHA256, p.SHA256).
+			Delete(&PluginModule{}).Error
+		return mapErr(err, "delete module of plugin "+id)
 	})
+}
+
+// PluginModule is the bytes of an installed module, in a table of its own keyed by
+// sha256: every host sharing the database fetches from it the modules it does not have
+// on disk, and lists of plugins never read it.
+type PluginModule struct {
+	SHA256    string    `gorm:"column:sha256;primaryKey"`
+	Module    []byte    `gorm:"column:module"`
+	Size      int64     `gorm:"column:size"`
+	CreatedAt time.Time `gorm:"column:created_at"`
+}
+
+// TableName implements gorm's tabler.
+func (PluginModule) TableName() string { return "plugin_modules" }
+
+// PutPluginModule stores a module under its sha256, which the caller computed from these
+// bytes. Storing the same module again is a no-op.
+func (db *DB) PutPluginModule(ctx context.Context, sha256 string, module []byte) error {
+	if len(sha256) != 64 || len(module) == 0 {
+		return fmt.Errorf("%w: a plugin module needs its hex sha256 and its bytes", ErrInvalid)
+	}
+	m := PluginModule{SHA256: sha256, Module: module, Size: int64(len(module)), CreatedAt: now()}
+	err := db.gdb.WithContext(ctx).Clauses(clause.OnConflict{Columns: []clause.Column{{Name: "sha256"}}, DoNothing: true}).Create(&m).Error
+	return mapErr(err, "store plugin module "+sha256)
+}
+
+// GetPluginModule returns the stored bytes of the module with this sha256 (ErrNotFound
+// when none is stored). The caller checks the hash before it runs them.
+func (db *DB) GetPluginModule(ctx context.Context, sha256 string) ([]byte, error) {
+	var m PluginModule
+	err := db.gdb.WithContext(ctx).Where("sha256 = ?", sha256).Take(&m).Error
+	return m.Module, mapErr(err, "plugin module "+sha256)
+}
+
+// PluginsWithoutModule lists the plugins whose module is not stored in the database:
+// those installed before modules were (storage migration 3), which the host that has
+// their file stores at start.
+func (db *DB) PluginsWithoutModule(ctx context.Context) ([]Plugin, error) {
+	var out []Plugin
+	err := db.gdb.WithContext(ctx).Where("NOT EXISTS (SELECT 1 FROM plugin_modules m WHERE m.sha256 = plugins.sha256)").
+		Order("name").Order("created_at DESC").Find(&out).Error
+	return out, mapErr(err, "plugins without a stored module")
 }

@@ -140,6 +140,8 @@ type RunSet struct {
 	ExportID   string
 	BackfillID string
 	Statuses   []RunStatus
+	// UpdatedBefore keeps the runs whose row last changed before this time (zero: any).
+	UpdatedBefore time.Time
 }
 
 // ForEachRun calls fn for every run in the set, reading them a page at a time by id, so
@@ -156,6 +158,9 @@ func (db *DB) ForEachRun(ctx context.Context, set RunSet, fn func(Run) error) er
 		}
 		if len(set.Statuses) > 0 {
 			q = q.Where("status IN ?", set.Statuses)
+		}
+		if !set.UpdatedBefore.IsZero() {
+			q = q.Where("updated_at < ?", normTime(set.UpdatedBefore))
 		}
 		var page []Run
 		if err := q.Order("id").Limit(chunk).Find(&page).Error; err != nil {

@@ -47,6 +47,11 @@ func serve(ctx context.Context, args []string) error {
 	alertFormat := fs.String("alert-format", env("SLUICE_ALERT_FORMAT", "json"), "alert body: json or slack (SLUICE_ALERT_FORMAT)")
 	alertPeriod := fs.String("alert-period", env("SLUICE_ALERT_PERIOD", "24h"), "least time between two alerts of one export (SLUICE_ALERT_PERIOD)")
 	publicURL := fs.String("public-url", env("SLUICE_PUBLIC_URL", ""), "base URL of the links in alerts; default http://ADDR (SLUICE_PUBLIC_URL)")
+	hostID := fs.String("host-id", env("SLUICE_HOST_ID", ""), "this host's name in run logs, to tell which of several hosts ran a run; empty: the machine's host name (SLUICE_HOST_ID)")
+	graceDef, graceErr := envDuration("SLUICE_SHUTDOWN_GRACE", time.Minute)
+	grace := fs.Duration("shutdown-grace", graceDef, "on SIGTERM or SIGINT, how long running runs may take to finish before they are handed back to another host (SLUICE_SHUTDOWN_GRACE)")
+	syncDef, syncErr := envDuration("SLUICE_SCHEDULE_SYNC", 5*time.Second)
+	syncEvery := fs.Duration("schedule-sync", syncDef, "how often this host takes schedule changes made through other hosts (SLUICE_SCHEDULE_SYNC)")
 	demoFlag := fs.Bool("demo", false, "seed synthetic events and a demo export writing files under DATA_DIR/exports/demo")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -54,6 +59,15 @@ func serve(ctx context.Context, args []string) error {
 	}
 	if ambientErr != nil && !flagSet(fs, "s3-ambient-credentials") {
 		return ambientErr
+	}
+	if graceErr != nil && !flagSet(fs, "shutdown-grace") {
+		return graceErr
+	}
+	if syncErr != nil && !flagSet(fs, "schedule-sync") {
+		return syncErr
+	}
+	if *syncEvery <= 0 {
+		return fmt.Errorf("--schedule-sync (SLUICE_SCHEDULE_SYNC) must be positive, got %s", *syncEvery)
 	}
 	if *partMiB < 5 || *partMiB > 5120 {
 		return fmt.Errorf("--s3-part-size-mib (SLUICE_S3_PART_SIZE_MIB) must be an integer from 5 to 5120, got %d", *partMiB)
@@ -95,6 +109,8 @@ func serve(ctx context.Context, args []string) error {
 		S3AmbientCredentials: *s3Ambient,
 		BackfillParallelism:  *backfillPar,
 		SnowflakeEndpoint:    *sfEndpoint,
+		HostID:               *hostID,
+		ScheduleSyncInterval: *syncEvery,
 		Runtime:              runtime.Config{MemoryBudgetBytes: uint64(*pluginMemMiB) << 20},
 		Alerts:               alerts,
 	})
@@ -127,17 +143,41 @@ func serve(ctx context.Context, args []string) error {
 	case err = <-errc:
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down: letting running batches finish (up to 30s)")
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// Drain (docs/deploy.md): /readyz turns 503 at once so the load balancer stops sending
+	// requests, while the API keeps serving those it still gets; the host takes no new run
+	// and its running runs get the grace period to finish; those that do not are cancelled
+	// and handed back to the other hosts. Then the HTTP server stops, then storage closes.
+	logger.Info("draining: no new runs; running runs may finish", "grace", *grace)
+	sctx, cancel := context.WithTimeout(context.Background(), *grace)
 	defer cancel()
-	_ = hs.Shutdown(sctx)
-	if serr := h.Stop(sctx); serr != nil && err == nil {
+	if derr := h.Drain(sctx); derr != nil && err == nil {
+		err = derr
+	}
+	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer hcancel()
+	_ = hs.Shutdown(hctx)
+	if serr := h.Stop(hctx); serr != nil && err == nil {
 		err = serr
 	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
+	logger.Info("stopped")
 	return err
+}
+
+// envDuration reads a Go duration ("90s", "2m") from the environment: def when unset, an
+// error naming the variable when it is not a duration of zero or more.
+func envDuration(name string, def time.Duration) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return def, fmt.Errorf("%s=%q is not a duration such as 90s or 2m", name, v)
+	}
+	return d, nil
 }
 
 // tokenFile returns the token stored at path, creating a random one (mode 0600) if absent.

@@ -12,8 +12,10 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jonboulle/clockwork"
 
 	"github.com/sluicehq/sluice/host/alert"
@@ -47,6 +49,17 @@ type Config struct {
 	BatchRecords        int           // source batch size in rows (default 10k)
 	BatchBytes          int           // source batch size in bytes (default 8 MiB)
 	RetryBase           time.Duration // first retry delay, doubled each try (default 10s)
+
+	// HostID names this host in run logs ("attempt 1 on host a: ..."), so that one can tell
+	// which host of several ran a run (default: the machine's host name).
+	HostID string
+	// ScheduleSyncInterval is how often the host reads which exports changed through other
+	// hosts (one narrow read of ids and updated_at) and reschedules those (default 5s).
+	ScheduleSyncInterval time.Duration
+	// ReapInterval is how often the host looks for runs that no queue job will finish
+	// (default 30s); ReapAfter is how long such a run must have been unchanged first
+	// (default 2m).
+	ReapInterval, ReapAfter time.Duration
 
 	// S3PartSize is the multipart part size of S3 uploads (0: 50 MiB). An upload holds up to
 	// 3 parts in memory: smaller parts lower a run's memory, at more requests per object.
@@ -95,6 +108,12 @@ func (c Config) WithDefaults() Config {
 	def(&c.SettleDelay, 30*time.Second)
 	def(&c.CatchUpWindow, 7*24*time.Hour)
 	def(&c.RunCheckInterval, 2*time.Second)
+	def(&c.ScheduleSyncInterval, 5*time.Second)
+	def(&c.ReapInterval, 30*time.Second)
+	def(&c.ReapAfter, 2*time.Minute)
+	if c.HostID == "" {
+		c.HostID, _ = os.Hostname()
+	}
 	if c.BackfillParallelism <= 0 {
 		c.BackfillParallelism = 2
 	}
@@ -136,6 +155,15 @@ type Host struct {
 	mu      sync.Mutex
 	plugins map[string]*runtime.Plugin    // by storage plugin ID
 	running map[string]context.CancelFunc // runs executing on this host
+
+	// draining is set when Stop begins: readiness turns false, and an attempt stopped by
+	// the shutdown hands its run back to the queue (docs/deploy.md).
+	draining atomic.Bool
+	// versions is the updated_at of every export as this host last scheduled it.
+	versionsMu sync.Mutex
+	versions   map[string]time.Time
+	bgStop     context.CancelFunc
+	bg         sync.WaitGroup
 }
 
 // New opens storage, the runtime, the source and the queue. Nothing runs until Start.
@@ -144,7 +172,7 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	h = &Host{cfg: cfg, log: cfg.Logger, metrics: noMetrics{}, plugins: map[string]*runtime.Plugin{}, running: map[string]context.CancelFunc{}}
+	h = &Host{cfg: cfg, log: cfg.Logger, metrics: noMetrics{}, plugins: map[string]*runtime.Plugin{}, running: map[string]context.CancelFunc{}, versions: map[string]time.Time{}}
 	defer func() {
 		if err != nil {
 			h.close(context.Background())
@@ -185,6 +213,7 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 		RetryBase:     cfg.RetryBase,
 		Logger:        h.log,
 		Handler:       h.runJob,
+		ClientID:      riverClientID(cfg.HostID),
 	}
 	if h.alerts, err = alert.New(cfg.Alerts, h.db, cfg.Clock, h.log); err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)
@@ -236,6 +265,9 @@ func (h *Host) Events() *source.SQLite { return h.events }
 // Start installs the locked first-party plugins, schedules every active export, enqueues
 // the intervals missed while the host was down, and starts the scheduler and the workers.
 func (h *Host) Start(ctx context.Context) error {
+	if err := h.storeLegacyModules(ctx); err != nil {
+		return fmt.Errorf("plugin modules: %w", err)
+	}
 	if err := h.installLocked(ctx); err != nil {
 		return err
 	}
@@ -261,11 +293,47 @@ func (h *Host) Start(ctx context.Context) error {
 		return fmt.Errorf("start run queue: %w", err)
 	}
 	h.sched.Start()
+	bg, stop := context.WithCancel(context.WithoutCancel(ctx))
+	h.bgStop = stop
+	h.every(bg, h.cfg.ScheduleSyncInterval, "schedule sync", h.syncSchedules)
+	h.every(bg, h.cfg.ReapInterval, "run reaper", h.reap)
 	return nil
 }
 
-// Stop stops scheduling, lets running batches finish until ctx ends, then cancels them.
-func (h *Host) Stop(ctx context.Context) error {
+// every calls fn every d until ctx ends (the host's background loops).
+func (h *Host) every(ctx context.Context, d time.Duration, what string, fn func(context.Context) error) {
+	h.bg.Add(1)
+	go func() {
+		defer h.bg.Done()
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				h.log.Warn(what+" failed; trying again later", "err", err)
+			}
+		}
+	}()
+}
+
+// Draining reports whether the host is shutting down (Stop was called).
+func (h *Host) Draining() bool { return h.draining.Load() }
+
+// Drain stops the host's work and keeps its storage open (the API still answers):
+// readiness turns false, the scheduler and the background loops stop, the queue fetches
+// no more runs and lets the running ones finish until ctx ends. Runs still executing then
+// are cancelled and handed back: each goes back to Starting with its job snoozed for a
+// moment, so another host takes it at once (docs/deploy.md). Calling it again is a no-op.
+func (h *Host) Drain(ctx context.Context) error {
+	h.draining.Store(true)
+	if h.bgStop != nil {
+		h.bgStop()
+		h.bg.Wait()
+	}
 	var errs []error
 	if h.sched != nil {
 		errs = append(errs, h.sched.Stop(ctx))
@@ -273,12 +341,19 @@ func (h *Host) Stop(ctx context.Context) error {
 	if h.q != nil {
 		errs = append(errs, h.q.Stop(ctx))
 	}
-	errs = append(errs, h.close(ctx))
 	return errors.Join(errs...)
+}
+
+// Stop drains the host (Drain) and closes its storage, runtime and source.
+func (h *Host) Stop(ctx context.Context) error {
+	return errors.Join(h.Drain(ctx), h.close(ctx))
 }
 
 func (h *Host) close(ctx context.Context) error {
 	var errs []error
+	if h.q != nil {
+		errs = append(errs, h.q.Close(ctx)) // releases the queue's PostgreSQL pool
+	}
 	if h.src != nil {
 		errs = append(errs, h.src.Close())
 	}
@@ -289,4 +364,16 @@ func (h *Host) close(ctx context.Context) error {
 		errs = append(errs, h.db.Close())
 	}
 	return errors.Join(errs...)
+}
+
+// riverClientID names this host's queue client: the host id and a random suffix, unique
+// even when two hosts share an id (River elects its leader by client id).
+func riverClientID(hostID string) string {
+	if hostID == "" {
+		return ""
+	}
+	if len(hostID) > 80 {
+		hostID = hostID[:80] // River allows 100 characters
+	}
+	return hostID + "_" + uuid.NewString()[:8]
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/storage"
 )
 
@@ -27,8 +28,12 @@ func (h *Host) ExportChanged(ctx context.Context, exportID string) error {
 	return h.schedule(ctx, e, false)
 }
 
-// Ready reports whether the host can serve: storage answers.
+// Ready reports whether the host should get traffic: it is not draining (shutting down)
+// and storage answers.
 func (h *Host) Ready(ctx context.Context) error {
+	if h.draining.Load() {
+		return api.ErrDraining
+	}
 	return h.db.SQL().PingContext(ctx)
 }
 

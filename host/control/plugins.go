@@ -23,12 +23,17 @@ import (
 var ErrPluginConflict = errors.New("plugin version already installed with different content")
 
 // InstallPlugin validates a module (ABI, exports, manifest, capabilities against the
-// grants), stores it under DATA_DIR/plugins/<sha256>.wasm and records it. Installing the
-// same bytes again is a no-op. Older versions stay until no export uses them.
+// grants), stores its bytes in the database (table plugin_modules, by sha256: every host
+// sharing the database fetches it from there on first use) and on this host's disk under
+// DATA_DIR/plugins/<sha256>.wasm, and records it. Installing the same bytes again is a
+// no-op. Older versions stay until no export uses them.
 func (h *Host) InstallPlugin(ctx context.Context, wasm []byte, granted []string) (*storage.Plugin, error) {
 	// The same bytes with the same grants are already validated and recorded: skip the
 	// compilation (a host restart re-installs every locked plugin).
 	if p, ok := h.installed(ctx, runtime.SHA256(wasm), granted); ok {
+		if err := h.keepModule(ctx, p.SHA256, wasm); err != nil {
+			return nil, err
+		}
 		return p, nil
 	}
 	v, err := h.rt.Validate(ctx, wasm, granted)
@@ -51,17 +56,13 @@ func (h *Host) InstallPlugin(ctx context.Context, wasm []byte, granted []string)
 			}
 		}
 	}
-	dir := filepath.Join(h.cfg.DataDir, "plugins")
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, err
-	}
-	path := filepath.Join(dir, sha+".wasm")
-	if err := writeFileAtomic(path, wasm); err != nil {
+	// The module row first: a host that sees the plugin row can always fetch its module.
+	if err := h.keepModule(ctx, sha, wasm); err != nil {
 		return nil, err
 	}
 	manifest, _ := json.Marshal(m)
 	p, err := h.db.CreatePlugin(ctx, storage.Plugin{ID: uuid.NewString(), Name: m.Name, Version: m.Version, ABIVersion: m.ABIVersion,
-		SHA256: sha, Manifest: string(manifest), Capabilities: sortedCopy(granted), ModulePath: path})
+		SHA256: sha, Manifest: string(manifest), Capabilities: sortedCopy(granted), ModulePath: h.modulePath(sha)})
 	if err != nil {
 		return nil, err
 	}
@@ -70,8 +71,7 @@ func (h *Host) InstallPlugin(ctx context.Context, wasm []byte, granted []string)
 	return &p, nil
 }
 
-// installed finds a recorded plugin with this sha256 and these grants whose module file is
-// still in place.
+// installed finds a recorded plugin with this sha256 and these grants.
 func (h *Host) installed(ctx context.Context, sha string, granted []string) (*storage.Plugin, bool) {
 	all, err := h.db.ListPlugins(ctx)
 	if err != nil {
@@ -79,12 +79,106 @@ func (h *Host) installed(ctx context.Context, sha string, granted []string) (*st
 	}
 	for _, p := range all {
 		if p.SHA256 == sha && slices.Equal(sortedCopy(p.Capabilities), sortedCopy(granted)) {
-			if _, err := os.Stat(p.ModulePath); err == nil {
-				return &p, true
-			}
+			return &p, true
 		}
 	}
 	return nil, false
+}
+
+// modulePath is where this host caches the module with this sha256. Each host has its
+// own: the path recorded at install (Plugin.ModulePath) is the installing host's.
+func (h *Host) modulePath(sha string) string {
+	return filepath.Join(h.cfg.DataDir, "plugins", sha+".wasm")
+}
+
+// keepModule stores a module, whose sha256 the caller computed, in the database and in
+// this host's cache.
+func (h *Host) keepModule(ctx context.Context, sha string, wasm []byte) error {
+	if err := h.db.PutPluginModule(ctx, sha, wasm); err != nil {
+		return fmt.Errorf("store plugin module: %w", err)
+	}
+	return h.cacheModule(sha, wasm)
+}
+
+func (h *Host) cacheModule(sha string, wasm []byte) error {
+	path := h.modulePath(sha)
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("plugin cache: %w", err)
+	}
+	if err := writeFileAtomic(path, wasm); err != nil {
+		return fmt.Errorf("plugin cache: %w", err)
+	}
+	return nil
+}
+
+// moduleOf returns the verified bytes of a plugin's module: from this host's cache, else
+// fetched from the database by sha256 (then cached), else, for a plugin installed before
+// modules were stored in the database, from the path recorded at install. Bytes whose
+// sha256 is not the installed one are never returned.
+func (h *Host) moduleOf(ctx context.Context, sp storage.Plugin) ([]byte, error) {
+	log := h.log.With("plugin", sp.Name, "version", sp.Version, "sha256", sp.SHA256)
+	path := h.modulePath(sp.SHA256)
+	wasm, err := os.ReadFile(path)
+	switch {
+	case err == nil && runtime.SHA256(wasm) == sp.SHA256:
+		return wasm, nil
+	case err == nil:
+		log.Warn("cached plugin module has another sha256: fetching it again", "path", path, "got", runtime.SHA256(wasm))
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("plugin %s: removing a corrupt cached module: %w", sp.Name, err)
+		}
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("plugin %s module: %w", sp.Name, err)
+	}
+	wasm, err = h.db.GetPluginModule(ctx, sp.SHA256)
+	if errors.Is(err, storage.ErrNotFound) && sp.ModulePath != "" && sp.ModulePath != path {
+		wasm, err = os.ReadFile(sp.ModulePath)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s module (sha256 %s) is neither cached on this host nor stored in the database: %w", sp.Name, sp.SHA256, err)
+	}
+	if got := runtime.SHA256(wasm); got != sp.SHA256 {
+		return nil, fmt.Errorf("plugin %s: the stored module has sha256 %s, installed %s: refusing to run it", sp.Name, got, sp.SHA256)
+	}
+	if err := h.cacheModule(sp.SHA256, wasm); err != nil {
+		log.Warn("cannot cache the plugin module; it is fetched again next time", "err", err)
+	} else {
+		log.Info("plugin module fetched from the database and cached", "path", path, "bytes", len(wasm))
+	}
+	return wasm, nil
+}
+
+// storeLegacyModules stores in the database the modules of plugins installed before the
+// database held modules, from this host's disk: another host can then run them. A module
+// on no disk of this host stays missing (its host stores it when it starts), and runs of
+// such a plugin on other hosts fail with a clear error until then.
+func (h *Host) storeLegacyModules(ctx context.Context) error {
+	missing, err := h.db.PluginsWithoutModule(ctx)
+	if err != nil {
+		return err
+	}
+	for _, sp := range missing {
+		var wasm []byte
+		for _, path := range []string{h.modulePath(sp.SHA256), sp.ModulePath} {
+			if b, err := os.ReadFile(path); err == nil && runtime.SHA256(b) == sp.SHA256 {
+				wasm = b
+				break
+			}
+		}
+		if wasm == nil {
+			h.log.Warn("plugin module is neither in the database nor on this host's disk: other hosts cannot run it until the host that has it starts, or it is installed again",
+				"plugin", sp.Name, "version", sp.Version, "sha256", sp.SHA256, "path", sp.ModulePath)
+			continue
+		}
+		if err := h.db.PutPluginModule(ctx, sp.SHA256, wasm); err != nil {
+			return fmt.Errorf("store module of plugin %s: %w", sp.Name, err)
+		}
+		h.log.Info("stored a plugin module installed before modules were kept in the database", "plugin", sp.Name, "version", sp.Version, "sha256", sp.SHA256)
+	}
+	return nil
 }
 
 // pruneUnusedVersions removes older versions of a plugin that no export uses.
@@ -152,12 +246,9 @@ func (h *Host) pluginFor(ctx context.Context, pluginID string) (*runtime.Plugin,
 	if p != nil {
 		return p, m, nil
 	}
-	wasm, err := os.ReadFile(sp.ModulePath)
+	wasm, err := h.moduleOf(ctx, sp)
 	if err != nil {
-		return nil, m, fmt.Errorf("plugin %s module: %w", sp.Name, err)
-	}
-	if got := runtime.SHA256(wasm); got != sp.SHA256 {
-		return nil, m, fmt.Errorf("plugin %s module at %s has sha256 %s, installed %s: refusing to run it", sp.Name, sp.ModulePath, got, sp.SHA256)
+		return nil, m, err
 	}
 	p, err = h.rt.Load(ctx, wasm, sp.Capabilities, runtime.Limits{})
 	if err != nil {

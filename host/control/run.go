@@ -86,7 +86,7 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 		<-watched
 	}()
 
-	h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("attempt %d: exporting [%s, %s)", run.Attempt,
+	h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("attempt %d on host %s: exporting [%s, %s)", run.Attempt, h.cfg.HostID,
 		run.IntervalStart.Format(time.RFC3339), run.IntervalEnd.Format(time.RFC3339)))
 	started := time.Now()
 	res, class, runErr := h.execute(ctx, run, export, gen)
@@ -122,6 +122,9 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 		if cur.Generation != gen || cur.Status != storage.StatusRunning {
 			h.runLog(bg, run, "host", slog.LevelWarn, fmt.Sprintf("attempt %d stopped: the run is %s in generation %d elsewhere", run.Attempt, cur.Status, cur.Generation))
 			return queue.Cancel(fmt.Errorf("%w: %w", errRunMoved, context.Cause(ctx)))
+		}
+		if h.draining.Load() && errors.Is(ctx.Err(), context.Canceled) {
+			return h.handBack(bg, run, gen)
 		}
 	}
 	msg := runErr.Error()

@@ -21,6 +21,7 @@ func specFor(e storage.BatchExport) (schedule.Spec, error) {
 // deleted. With catchUp it also enqueues the intervals that ended while nothing was
 // scheduling them, within the catch-up window.
 func (h *Host) schedule(ctx context.Context, e storage.BatchExport, catchUp bool) error {
+	h.scheduled(e)
 	if e.Paused || e.DeletedAt != nil {
 		h.sched.Remove(e.ID)
 		return nil
@@ -74,6 +75,13 @@ func (h *Host) enqueueInterval(ctx context.Context, exportID string, end time.Ti
 	if err != nil {
 		return storage.Run{}, err
 	}
+	if backfillID == nil && len(spec.EndsBetween(end.Add(-time.Nanosecond), end)) == 0 {
+		// This host's scheduler still had the schedule the export had before it was changed
+		// through another host: not an interval end any more. The next schedule sync
+		// (ScheduleSyncInterval) gives it the new one.
+		h.log.Info("schedule changed elsewhere: skipping an end of the old schedule", "export_id", exportID, "end", end)
+		return storage.Run{}, nil
+	}
 	start, end := spec.IntervalFor(end)
 	run, created, err := h.db.CreateRunIfAbsent(ctx, storage.Run{
 		ID: uuid.NewString(), ExportID: exportID, IntervalStart: start, IntervalEnd: end,
@@ -82,10 +90,69 @@ func (h *Host) enqueueInterval(ctx context.Context, exportID string, end time.Ti
 	if err != nil {
 		return storage.Run{}, err
 	}
+	if backfillID == nil {
+		// Every host's scheduler fires every end: the run is unique per (export, interval
+		// end), so the first creates it and the others find it (docs/scheduling.md).
+		h.log.Info("interval end fired", "export_id", exportID, "end", end.UTC().Format(time.RFC3339), "run_id", run.ID, "created_here", created)
+	}
 	if !created && run.Status != storage.StatusStarting {
 		return run, nil // already ran or running: a scheduled tick never re-runs an interval
 	}
 	return run, h.enqueueRun(ctx, run)
+}
+
+// scheduled records the version of an export this host's scheduler now follows.
+func (h *Host) scheduled(e storage.BatchExport) {
+	h.versionsMu.Lock()
+	h.versions[e.ID] = e.UpdatedAt.UTC()
+	h.versionsMu.Unlock()
+}
+
+// syncSchedules takes the schedule changes made through other hosts: it reads every
+// live export's updated_at (one narrow query) and reschedules the exports whose version
+// differs from the one this host follows, and unschedules those deleted. An export
+// changed through this host was rescheduled already (ExportChanged) and reads as
+// unchanged. Several hosts scheduling one export still create one run per interval.
+func (h *Host) syncSchedules(ctx context.Context) error {
+	versions, err := h.db.ExportVersions(ctx)
+	if err != nil {
+		return err
+	}
+	h.versionsMu.Lock()
+	var changed, gone []string
+	for id, v := range versions {
+		if known, ok := h.versions[id]; !ok || !known.Equal(v) {
+			changed = append(changed, id)
+		}
+	}
+	for id := range h.versions {
+		if _, ok := versions[id]; !ok {
+			gone = append(gone, id)
+			delete(h.versions, id)
+		}
+	}
+	h.versionsMu.Unlock()
+	for _, id := range gone {
+		h.sched.Remove(id)
+		h.log.Info("schedule sync: export deleted elsewhere, unscheduled", "export_id", id)
+	}
+	for _, id := range changed {
+		e, err := h.db.GetExport(ctx, id)
+		if errors.Is(err, storage.ErrNotFound) {
+			h.sched.Remove(id)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := h.schedule(ctx, e, false); err != nil {
+			h.log.Error("schedule sync: cannot schedule export", "export_id", id, "err", err)
+			continue
+		}
+		h.log.Info("schedule sync: export changed elsewhere, rescheduled", "export_id", id, "interval", e.Interval,
+			"offset_s", e.IntervalOffset, "timezone", e.Timezone, "paused", e.Paused, "next_fire", h.sched.NextFire(id))
+	}
+	return nil
 }
 
 // jobOf is the queue job of a run's current generation. The queue keeps one job per

@@ -17,6 +17,7 @@ package queue
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -522,6 +523,34 @@ func (q *Queue) CancelJobsForRun(ctx context.Context, runID string) (int, error)
 		n++
 	}
 	return n, nil
+}
+
+// UnfinishedJobs lists the run jobs that may still execute (available, pending,
+// retryable, running or scheduled), a thousand per read: what the host's reaper compares
+// the unfinished runs with.
+func (q *Queue) UnfinishedJobs(ctx context.Context) ([]Job, error) {
+	const page = 1000
+	params := river.NewJobListParams().Kinds(Kind).
+		States(rivertype.JobStateAvailable, rivertype.JobStatePending, rivertype.JobStateRetryable,
+			rivertype.JobStateRunning, rivertype.JobStateScheduled).First(page)
+	var out []Job
+	for {
+		res, err := q.client.JobList(ctx, params)
+		if err != nil {
+			return nil, fmt.Errorf("queue: list unfinished jobs: %w", err)
+		}
+		for _, row := range res.Jobs {
+			var j Job
+			if err := json.Unmarshal(row.EncodedArgs, &j); err != nil {
+				return nil, fmt.Errorf("queue: job %d args: %w", row.ID, err)
+			}
+			out = append(out, j)
+		}
+		if len(res.Jobs) < page || res.LastCursor == nil {
+			return out, nil
+		}
+		params = params.After(res.LastCursor)
+	}
 }
 
 type worker struct {

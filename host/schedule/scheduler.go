@@ -56,7 +56,14 @@ type entry struct {
 	fire  FireFunc
 
 	mu      sync.Mutex // serialises fires of one export
+	lastMu  sync.Mutex // guards lastEnd; never held across a fire, so Upsert never waits for one
 	lastEnd time.Time  // last end handed to fire (or the registration time)
+}
+
+func (e *entry) last() time.Time {
+	e.lastMu.Lock()
+	defer e.lastMu.Unlock()
+	return e.lastEnd
 }
 
 // fireTolerance lets a trigger that runs a hair early still see its end.
@@ -120,9 +127,10 @@ func (s *Scheduler) Upsert(exportID string, spec Spec, fire FireFunc) error {
 	}
 	e := &entry{spec: spec, fire: fire, lastEnd: now.Add(-s.settle)}
 	if old != nil && specEqual(old.spec, spec) {
-		old.mu.Lock()
-		e.lastEnd = old.lastEnd
-		old.mu.Unlock()
+		// Not old.mu: a fire in progress may call back into the Scheduler (Remove), which
+		// waits for s.mu, held here. An end that fire hands over after this read is handed
+		// over again by e, and finds its run already there.
+		e.lastEnd = old.last()
 	}
 	def := gocron.CronJob(spec.crontab(), true)
 	task := gocron.NewTask(func(ctx context.Context) { s.run(ctx, exportID, e) })
@@ -208,7 +216,7 @@ func (s *Scheduler) run(ctx context.Context, exportID string, e *entry) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	upTo := s.clock.Now().Add(-s.settle + fireTolerance)
-	ends := e.spec.EndsBetween(e.lastEnd, upTo)
+	ends := e.spec.EndsBetween(e.last(), upTo)
 	for _, end := range ends {
 		if ctx.Err() != nil {
 			return
@@ -226,7 +234,9 @@ func (s *Scheduler) run(ctx context.Context, exportID string, e *entry) {
 			s.log.Error("schedule: interval end not handed over; retried at the next trigger", "export_id", exportID, "end", end, "err", err)
 			return
 		}
+		e.lastMu.Lock()
 		e.lastEnd = end
+		e.lastMu.Unlock()
 	}
 }
 

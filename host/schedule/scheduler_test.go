@@ -246,3 +246,37 @@ func TestSchedulerSubHourOffset(t *testing.T) {
 		}
 	}
 }
+
+// An Upsert of an unchanged spec while that export's fire runs and calls back into the
+// Scheduler (the host removes an export paused elsewhere) must not deadlock: a host's
+// schedule sync does exactly this while its scheduler fires.
+func TestSchedulerUpsertDuringFireThatCallsBack(t *testing.T) {
+	s, clock := startFake(t, "2026-01-01T00:30:00Z")
+	inFire, upserted := make(chan struct{}), make(chan error, 1)
+	done := make(chan struct{})
+	spec := Spec{Interval: IntervalHour}
+	var fire FireFunc
+	fire = func(ctx context.Context, end time.Time) error {
+		close(inFire)
+		time.Sleep(200 * time.Millisecond) // the Upsert below runs meanwhile
+		s.Remove("other")
+		close(done)
+		return nil
+	}
+	if err := s.Upsert("exp-1", spec, fire); err != nil {
+		t.Fatal(err)
+	}
+	s.Start()
+	blockTimers(t, clock, 1)
+	clock.Advance(time.Hour)
+	<-inFire
+	go func() { upserted <- s.Upsert("exp-1", spec, fire) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("deadlock: the fire's Remove waits for the Upsert, which waits for the fire")
+	}
+	if err := <-upserted; err != nil {
+		t.Fatal(err)
+	}
+}

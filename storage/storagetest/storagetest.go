@@ -51,6 +51,9 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"BackfillPages", testBackfillPages},
 		{"TokenPages", testTokenPages},
 		{"PluginPages", testPluginPages},
+		{"PluginModules", testPluginModules},
+		{"ExportVersions", testExportVersions},
+		{"RunsUpdatedBefore", testRunsUpdatedBefore},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
