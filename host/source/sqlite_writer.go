@@ -47,6 +47,7 @@ type groupWriter struct {
 	closed  bool
 	reqs    chan *writeReq
 	stopped chan struct{}
+	taken   atomic.Int64 // requests received by the writer (tests)
 }
 
 const insertSQL = `INSERT OR IGNORE INTO events (uuid, event, distinct_id, person_id,
@@ -113,6 +114,7 @@ func (w *groupWriter) loop() {
 	defer close(w.stopped)
 	group := make([]*writeReq, 0, writerQueue)
 	for r := range w.reqs {
+		w.taken.Add(1)
 		group = append(group[:0], r)
 		n := len(r.evs)
 	gather:
@@ -122,6 +124,7 @@ func (w *groupWriter) loop() {
 				if !ok {
 					break gather
 				}
+				w.taken.Add(1)
 				group = append(group, r)
 				n += len(r.evs)
 			default:
