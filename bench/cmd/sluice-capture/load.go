@@ -98,7 +98,11 @@ type loadResult struct {
 	elapsed time.Duration
 	lat     []time.Duration // sorted
 	bytes   int64
+	// serverCPU is the server's CPU time during the load (set by the caller)
+	serverCPU time.Duration
 }
+
+func (r loadResult) cpuPerEvent() float64 { return float64(r.serverCPU) / 1e3 / float64(r.events) }
 
 func (r loadResult) rate() float64 { return float64(r.events) / r.elapsed.Seconds() }
 

@@ -110,6 +110,7 @@ func capture(ctx context.Context, c config) error {
 		rates [][]float64 // per binary
 		p50   [][]time.Duration
 		p99   [][]time.Duration
+		cpu   [][]float64
 		ratio []float64
 	}
 	rows := map[int]*row{}
@@ -117,7 +118,8 @@ func capture(ctx context.Context, c config) error {
 		for _, p := range c.procs {
 			r := rows[p]
 			if r == nil {
-				r = &row{rates: make([][]float64, len(bins)), p50: make([][]time.Duration, len(bins)), p99: make([][]time.Duration, len(bins))}
+				r = &row{rates: make([][]float64, len(bins)), p50: make([][]time.Duration, len(bins)),
+					p99: make([][]time.Duration, len(bins)), cpu: make([][]float64, len(bins))}
 				rows[p] = r
 			}
 			order := []int{0, 1}[:len(bins)]
@@ -134,25 +136,26 @@ func capture(ctx context.Context, c config) error {
 				r.rates[i] = append(r.rates[i], res.rate())
 				r.p50[i] = append(r.p50[i], res.pct(0.50))
 				r.p99[i] = append(r.p99[i], res.pct(0.99))
-				fmt.Printf("   rep %d GOMAXPROCS=%d %-28s %8.0f events/s  p50 %6.1f ms  p99 %6.1f ms  (%.1f s, %.0f MB/s of JSON)  load %s\n",
+				r.cpu[i] = append(r.cpu[i], res.cpuPerEvent())
+				fmt.Printf("   rep %d GOMAXPROCS=%d %-28s %8.0f events/s  p50 %6.1f ms  p99 %6.1f ms  server CPU %5.1f µs/event  (%.1f s, %.0f MB/s of JSON)  load %s\n",
 					rep+1, p, filepath.Base(filepath.Dir(bins[i]))+"/"+filepath.Base(bins[i]), res.rate(),
-					ms(res.pct(0.50)), ms(res.pct(0.99)), res.elapsed.Seconds(), float64(res.bytes)/1e6/res.elapsed.Seconds(), loadavg())
+					ms(res.pct(0.50)), ms(res.pct(0.99)), res.cpuPerEvent(), res.elapsed.Seconds(), float64(res.bytes)/1e6/res.elapsed.Seconds(), loadavg())
 			}
 			if len(bins) == 2 {
 				r.ratio = append(r.ratio, got[0]/got[1])
 			}
 		}
 	}
-	fmt.Printf("\n| binary | GOMAXPROCS | events/s (median) | range | p50 ms (median) | p99 ms (median) |\n|---|---:|---:|---|---:|---:|\n")
+	fmt.Printf("\n| binary | GOMAXPROCS | events/s (median) | range | p50 ms (median) | p99 ms (median) | server CPU µs/event (median) | range |\n|---|---:|---:|---|---:|---:|---:|---|\n")
 	for _, p := range c.procs {
 		r := rows[p]
 		for i, bin := range bins {
 			lo, hi := slices.Min(r.rates[i]), slices.Max(r.rates[i])
-			fmt.Printf("| %s | %d | %.0f | %.0f–%.0f | %.1f | %.1f |\n", bin, p, median(r.rates[i]), lo, hi,
-				ms(medianD(r.p50[i])), ms(medianD(r.p99[i])))
+			fmt.Printf("| %s | %d | %.0f | %.0f–%.0f | %.1f | %.1f | %.1f | %.1f–%.1f |\n", bin, p, median(r.rates[i]), lo, hi,
+				ms(medianD(r.p50[i])), ms(medianD(r.p99[i])), median(r.cpu[i]), slices.Min(r.cpu[i]), slices.Max(r.cpu[i]))
 		}
 		if len(r.ratio) > 0 {
-			fmt.Printf("| A/B ratio | %d | %.2f | %.2f–%.2f | | |\n", p, median(r.ratio), slices.Min(r.ratio), slices.Max(r.ratio))
+			fmt.Printf("| A/B ratio | %d | %.2f | %.2f–%.2f | | | | |\n", p, median(r.ratio), slices.Min(r.ratio), slices.Max(r.ratio))
 		}
 	}
 	fmt.Printf("   load average after: %s\n", loadavg())
@@ -170,7 +173,9 @@ func captureOnce(ctx context.Context, c config, bin string, procs int, b *bodies
 	url := s.base + "/batch"
 	var res loadResult
 	if _, err = drive(ctx, client, url, b, c.batch, c.warmup, c.conc); err == nil {
+		cpu0 := procCPU(s.pid)
 		res, err = drive(ctx, client, url, b, c.batch, c.events, c.conc)
+		res.serverCPU = procCPU(s.pid) - cpu0
 	}
 	client.CloseIdleConnections()
 	if serr := s.stop(err != nil); serr != nil && err == nil {
@@ -184,6 +189,23 @@ func captureOnce(ctx context.Context, c config, bin string, procs int, b *bodies
 		return res, fmt.Errorf("the store holds %d events after the load, want %d (%v)", n, want, err)
 	}
 	return res, nil
+}
+
+// procCPU is the user + system CPU time of process pid so far (/proc/<pid>/stat): the
+// server's CPU per event varies far less than its wall-time rate on a shared machine.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// the fields after the command name (which may hold spaces) start after ") "
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * (time.Second / 100) // USER_HZ = 100 on Linux
 }
 
 func roundUp(n, m int) int { return (n + m - 1) / m * m }
