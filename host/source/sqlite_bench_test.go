@@ -2,6 +2,7 @@ package source_test
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"path/filepath"
 	"sync/atomic"
@@ -15,11 +16,16 @@ import (
 )
 
 // BenchmarkSQLiteInsert measures the embedded store alone: concurrent Inserts of 100 demo
-// events (time-ordered uuids, as posthog-js's v7), 4 callers per GOMAXPROCS. b.N counts
-// Inserts.
+// events, 4 callers per GOMAXPROCS, with time-ordered uuids (v7, as posthog-js sends) or
+// random ones (v4, as most server SDKs send). b.N counts Inserts.
 //
 //	go test -run '^$' -bench SQLiteInsert -cpu 1,2 ./host/source/
 func BenchmarkSQLiteInsert(b *testing.B) {
+	b.Run("v7", func(b *testing.B) { benchInsert(b, false) })
+	b.Run("v4", func(b *testing.B) { benchInsert(b, true) })
+}
+
+func benchInsert(b *testing.B, random bool) {
 	s, err := source.NewSQLite(filepath.Join(b.TempDir(), "events.db"))
 	if err != nil {
 		b.Fatal(err)
@@ -37,6 +43,9 @@ func BenchmarkSQLiteInsert(b *testing.B) {
 			for i := range evs {
 				binary.BigEndian.PutUint64(evs[i].UUID[:8], uint64(time.Now().UnixNano()))
 				binary.BigEndian.PutUint64(evs[i].UUID[8:], seq.Add(1))
+				if random {
+					_, _ = rand.Read(evs[i].UUID[:])
+				}
 				evs[i].InsertedAt = time.Now()
 			}
 			if err := s.Insert(context.Background(), evs); err != nil {
