@@ -9,6 +9,7 @@
 #   CAPTURE_REPS         repetitions                         default 3
 #   CAPTURE_CONCURRENCY  concurrent requests                 default 8
 #   CAPTURE_PROCS        GOMAXPROCS values                   default 1,2
+#   CAPTURE_UUID         v7 (time-ordered, as posthog-js) or v4 (random)   default v7
 #   CAPTURE_BASELINE     a second sluice binary (e.g. built from the commit before a change):
 #                        the same load runs on it right after, alternating, and the A/B
 #                        ratio is printed                    default none
@@ -37,6 +38,6 @@ echo "== $(uname -m), $(nproc) CPUs, $(uptime)"
 "$tmp/sluice-capture" -sluice "$tmp/sluice" "${baseline[@]}" \
 	-plugins-dir bin/plugins -lock plugins.lock \
 	-events "${CAPTURE_EVENTS:-200000}" -reps "${CAPTURE_REPS:-3}" \
-	-concurrency "${CAPTURE_CONCURRENCY:-8}" -procs "${CAPTURE_PROCS:-1,2}" \
+	-concurrency "${CAPTURE_CONCURRENCY:-8}" -procs "${CAPTURE_PROCS:-1,2}" -uuid "${CAPTURE_UUID:-v7}" \
 	-drain-events "${CAPTURE_DRAIN_EVENTS:-1000000}" -work "$tmp"
 echo "== $(uptime)"

@@ -75,13 +75,15 @@ func BenchmarkBatch(b *testing.B) {
 			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					// a fresh uuid per event: rewrite the first uuid's last 12 hex digits
+					// fresh uuids, time-ordered as posthog-js's v7: the request's number in
+					// the first 12 hex digits, the template's random digits after them
 					k := n.Add(1)
 					body := bytes.Clone(bodies[int(k)%len(bodies)])
 					stamp := fmt.Sprintf("%012x", k)
 					i := bytes.Index(body, []byte(`"uuid":"`))
 					for i >= 0 {
-						copy(body[i+8+24:], stamp)
+						copy(body[i+8:], stamp[:8])
+						copy(body[i+8+9:], stamp[8:])
 						j := bytes.Index(body[i+1:], []byte(`"uuid":"`))
 						if j < 0 {
 							break

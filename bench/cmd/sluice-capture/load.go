@@ -27,6 +27,7 @@ type bodies struct {
 	uuids  [][]int // offsets of the 36-character uuid strings in tmpl[i]
 	nonce  [8]byte
 	serial atomic.Uint64
+	random bool // v4-like random uuids instead of time-ordered ones
 }
 
 // phEvent is one event as an SDK sends it.
@@ -69,8 +70,9 @@ func newBodies(batch, variants int, key string) (*bodies, error) {
 	return b, nil
 }
 
-// next returns body number n with fresh, unique uuids (version 4 layout: a random nonce of
-// this process, then a counter), written into buf.
+// next returns body number n with fresh, unique uuids written into buf: increasing ones (a
+// random nonce of this process, then a counter: ordered like the v7 uuids posthog-js
+// sends), or random ones (v4, as most server-side SDKs send) when b.random.
 func (b *bodies) next(n int, buf []byte) []byte {
 	t := b.tmpl[n%len(b.tmpl)]
 	buf = append(buf[:0], t...)
@@ -80,6 +82,9 @@ func (b *bodies) next(n int, buf []byte) []byte {
 		s := b.serial.Add(1)
 		for i := range 8 {
 			u[8+i] = byte(s >> (56 - 8*i))
+		}
+		if b.random {
+			_, _ = rand.Read(u[:])
 		}
 		u[6] = u[6]&0x0f | 0x40
 		u[8] = u[8]&0x3f | 0x80

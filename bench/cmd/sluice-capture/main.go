@@ -42,6 +42,7 @@ type config struct {
 	procs                                         []int
 	reps, events, batch, conc, warmup             int
 	drainEvents                                   int
+	randomUUIDs                                   bool
 }
 
 func main() {
@@ -59,8 +60,16 @@ func main() {
 	flag.IntVar(&c.batch, "batch", 100, "events per POST /batch")
 	flag.IntVar(&c.conc, "concurrency", 8, "concurrent requests")
 	flag.IntVar(&c.warmup, "warmup", 2_000, "events sent before the timed load")
+	uuids := flag.String("uuid", "v7", "uuids of the events: v7 (time-ordered, as posthog-js) or v4 (random, as server SDKs)")
 	flag.IntVar(&c.drainEvents, "drain-events", 0, "events captured and then exported to measure the drain rate (0: no drain)")
 	flag.Parse()
+	switch *uuids {
+	case "v7":
+	case "v4":
+		c.randomUUIDs = true
+	default:
+		fail(fmt.Errorf("-uuid: %q is not v7 or v4", *uuids))
+	}
 	for _, p := range strings.Split(procs, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(p))
 		if err != nil || n < 1 {
@@ -99,8 +108,13 @@ func capture(ctx context.Context, c config) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("== capture: %d events per load in POST /batch of %d (%d bytes per body), concurrency %d, %d reps\n",
-		c.events, c.batch, len(b.tmpl[0]), c.conc, c.reps)
+	b.random = c.randomUUIDs
+	kind := "time-ordered (v7-like)"
+	if b.random {
+		kind = "random (v4)"
+	}
+	fmt.Printf("== capture: %d events per load in POST /batch of %d (%d bytes per body), %s uuids, concurrency %d, %d reps\n",
+		c.events, c.batch, len(b.tmpl[0]), kind, c.conc, c.reps)
 	fmt.Printf("   load average before: %s\n", loadavg())
 	bins := []string{c.sluice}
 	if c.baseline != "" {
