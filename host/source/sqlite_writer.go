@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -41,7 +42,9 @@ const (
 
 type groupWriter struct {
 	conn *sql.Conn
-	ins  *sql.Stmt
+	ins  *sql.Stmt // one row
+	insN *sql.Stmt // rowsPerInsert rows
+	args []any     // insN's arguments, reused
 
 	mu      sync.RWMutex // closed and the send on reqs
 	closed  bool
@@ -50,21 +53,35 @@ type groupWriter struct {
 	taken   atomic.Int64 // requests received by the writer (tests)
 }
 
-const insertSQL = `INSERT OR IGNORE INTO events (uuid, event, distinct_id, person_id,
+const (
+	insertSQL = `INSERT OR IGNORE INTO events (uuid, event, distinct_id, person_id,
 	team_id, properties, person_properties, elements_chain, timestamp, created_at, inserted_at)
-	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	VALUES `
+	rowSQL        = `(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	insertColumns = 11
+	// Rows per multi-row INSERT: one statement step per 50 rows instead of one per row
+	// (550 parameters, far below SQLite's limit of 32766).
+	rowsPerInsert = 50
+)
 
 func newGroupWriter(ctx context.Context, db *sql.DB) (*groupWriter, error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("source: writer connection: %w", err)
 	}
-	ins, err := conn.PrepareContext(ctx, insertSQL)
+	ins, err := conn.PrepareContext(ctx, insertSQL+rowSQL)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("source: prepare insert: %w", err)
 	}
-	w := &groupWriter{conn: conn, ins: ins, reqs: make(chan *writeReq, writerQueue), stopped: make(chan struct{})}
+	insN, err := conn.PrepareContext(ctx, insertSQL+strings.TrimSuffix(strings.Repeat(rowSQL+", ", rowsPerInsert), ", "))
+	if err != nil {
+		ins.Close()
+		conn.Close()
+		return nil, fmt.Errorf("source: prepare insert: %w", err)
+	}
+	w := &groupWriter{conn: conn, ins: ins, insN: insN, args: make([]any, 0, rowsPerInsert*insertColumns),
+		reqs: make(chan *writeReq, writerQueue), stopped: make(chan struct{})}
 	go w.loop()
 	return w, nil
 }
@@ -107,7 +124,7 @@ func (w *groupWriter) close() error {
 	}
 	w.mu.Unlock()
 	<-w.stopped
-	return errors.Join(w.ins.Close(), w.conn.Close())
+	return errors.Join(w.ins.Close(), w.insN.Close(), w.conn.Close())
 }
 
 func (w *groupWriter) loop() {
@@ -208,26 +225,42 @@ func (w *groupWriter) rollback() {
 }
 
 func (w *groupWriter) write(ctx context.Context, evs []abi.Event) error {
-	for i := range evs {
-		e := &evs[i]
-		var pid, pp, ca any
-		if e.PersonID != nil {
-			pid = e.PersonID[:]
+	defer clear(w.args[:cap(w.args)]) // no reference to the caller's events once it returns
+	i := 0
+	for ; i+rowsPerInsert <= len(evs); i += rowsPerInsert {
+		w.args = w.args[:0]
+		for j := i; j < i+rowsPerInsert; j++ {
+			w.args = appendRow(w.args, &evs[j])
 		}
-		if e.PersonProperties != nil {
-			pp = *e.PersonProperties
+		if _, err := w.insN.ExecContext(ctx, w.args...); err != nil {
+			return fmt.Errorf("source: insert events %d to %d: %w", i, i+rowsPerInsert-1, err)
 		}
-		if e.CreatedAt != nil {
-			ca = e.CreatedAt.UnixMicro()
-		}
-		props := e.Properties
-		if props == "" {
-			props = "{}"
-		}
-		if _, err := w.ins.ExecContext(ctx, e.UUID[:], e.Event, e.DistinctID, pid, e.TeamID, props, pp,
-			e.ElementsChain, e.Timestamp.UnixMicro(), ca, e.InsertedAt.UnixMicro()); err != nil {
+	}
+	for ; i < len(evs); i++ {
+		w.args = appendRow(w.args[:0], &evs[i])
+		if _, err := w.ins.ExecContext(ctx, w.args...); err != nil {
 			return fmt.Errorf("source: insert event %d: %w", i, err)
 		}
 	}
 	return nil
+}
+
+// appendRow appends e's columns in insertSQL's order.
+func appendRow(args []any, e *abi.Event) []any {
+	var pid, pp, ca any
+	if e.PersonID != nil {
+		pid = e.PersonID[:]
+	}
+	if e.PersonProperties != nil {
+		pp = *e.PersonProperties
+	}
+	if e.CreatedAt != nil {
+		ca = e.CreatedAt.UnixMicro()
+	}
+	props := e.Properties
+	if props == "" {
+		props = "{}"
+	}
+	return append(args, e.UUID[:], e.Event, e.DistinctID, pid, e.TeamID, props, pp,
+		e.ElementsChain, e.Timestamp.UnixMicro(), ca, e.InsertedAt.UnixMicro())
 }

@@ -118,9 +118,12 @@ func TestGroupCommitFailingRequestFailsAlone(t *testing.T) {
 		BEGIN SELECT RAISE(ABORT, 'boom refused'); END`); err != nil {
 		t.Fatal(err)
 	}
-	bad := append(events('c', "ok", 30), events('C', "boom", 1)...) // fails on its last row
+	bad := events('c', "ok", 61) // a multi-row INSERT of 50 rows fails on its 11th, then 11 single rows
+	bad[10].Event = "boom"
+	bad2 := events('f', "ok", 55) // fails in the single-row INSERTs after the first 50
+	bad2[52].Event = "boom"
 	errs := group(t, s, events('a', "ok", 10), map[byte][]abi.Event{
-		'b': events('b', "ok", 20), 'c': bad, 'd': events('d', "ok", 40)})
+		'b': events('b', "ok", 20), 'c': bad, 'd': events('d', "ok", 40), 'f': bad2})
 	for tag, want := range map[byte]int{'a': 10, 'b': 20, 'd': 40} {
 		if errs[tag] != nil {
 			t.Errorf("request %c: %v", tag, errs[tag])
@@ -129,11 +132,13 @@ func TestGroupCommitFailingRequestFailsAlone(t *testing.T) {
 			t.Errorf("request %c: %d events stored, want %d", tag, n, want)
 		}
 	}
-	if errs['c'] == nil || !strings.Contains(errs['c'].Error(), "boom refused") {
-		t.Errorf("failing request: %v", errs['c'])
-	}
-	if n := countWhere(t, s, 'c') + countWhere(t, s, 'C'); n != 0 {
-		t.Errorf("failing request left %d events (all or nothing)", n)
+	for _, tag := range []byte("cf") {
+		if errs[tag] == nil || !strings.Contains(errs[tag].Error(), "boom refused") {
+			t.Errorf("failing request %c: %v", tag, errs[tag])
+		}
+		if n := countWhere(t, s, tag); n != 0 {
+			t.Errorf("failing request %c left %d events (all or nothing)", tag, n)
+		}
 	}
 }
 
