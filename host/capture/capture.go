@@ -117,9 +117,9 @@ type rawEvent struct {
 	SetOnce    json.RawMessage `json:"$set_once"`
 }
 
-// body is every shape of request in one struct, decoded in one pass: a batch envelope
+// request is every shape of request body in one struct, decoded in one pass: a batch envelope
 // ({"api_key", "batch": [...], "sent_at"}) or one event (rawEvent's members).
-type body struct {
+type request struct {
 	rawEvent
 	Batch  []rawEvent      `json:"batch"`
 	SentAt json.RawMessage `json:"sent_at"`
@@ -256,7 +256,7 @@ func (v *validationError) send(c echo.Context) error { return invalid(c, v.attr,
 // that fails goes through the member-by-member path below, which says which member is
 // wrong.
 func (h *handler) decode(c echo.Context, raw []byte) (evs []rawEvent, sentAt *time.Time, topKey string, isBatch bool, verr *validationError) {
-	var b body
+	var b request
 	switch raw[0] {
 	case '[':
 		isBatch = true
