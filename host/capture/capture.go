@@ -117,6 +117,14 @@ type rawEvent struct {
 	SetOnce    json.RawMessage `json:"$set_once"`
 }
 
+// request is every shape of request body in one struct, decoded in one pass: a batch envelope
+// ({"api_key", "batch": [...], "sent_at"}) or one event (rawEvent's members).
+type request struct {
+	rawEvent
+	Batch  []rawEvent      `json:"batch"`
+	SentAt json.RawMessage `json:"sent_at"`
+}
+
 type envelope struct {
 	APIKey *string         `json:"api_key"`
 	Token  *string         `json:"token"`
@@ -126,7 +134,14 @@ type envelope struct {
 
 func (h *handler) readBody(c echo.Context) ([]byte, int, error) {
 	r := c.Request()
-	body, err := io.ReadAll(io.LimitReader(r.Body, h.opts.MaxBodyBytes+1))
+	var body []byte
+	var err error
+	if n := r.ContentLength; n > 0 && n <= h.opts.MaxBodyBytes {
+		body = make([]byte, n) // the size is known: one allocation, no growing copies
+		_, err = io.ReadFull(r.Body, body)
+	} else {
+		body, err = io.ReadAll(io.LimitReader(r.Body, h.opts.MaxBodyBytes+1))
+	}
 	if err != nil {
 		return nil, http.StatusBadRequest, fmt.Errorf("reading the body: %v", err)
 	}
@@ -173,56 +188,24 @@ func (h *handler) serve(c echo.Context) error {
 		return invalid(c, "", "empty body")
 	}
 
-	// Three shapes: {"batch": [...]} (any path), [...] (posthog-js to /e/), or one event.
-	var (
-		raws    []json.RawMessage
-		env     envelope
-		prefix  string
-		isBatch bool
-	)
-	switch body[0] {
-	case '[':
-		if err := json.Unmarshal(body, &raws); err != nil {
-			return invalid(c, "", "malformed JSON: "+err.Error())
-		}
-		prefix, isBatch = "batch", true
-	case '{':
-		if err := json.Unmarshal(body, &env); err != nil {
-			return invalid(c, "", "malformed JSON: "+err.Error())
-		}
-		if len(env.Batch) > 0 && string(env.Batch) != "null" {
-			if err := json.Unmarshal(env.Batch, &raws); err != nil {
-				return invalid(c, "batch", "must be an array of events")
-			}
-			prefix, isBatch = "batch", true
-		} else if strings.HasPrefix(c.Path(), "/batch") {
-			return invalid(c, "batch", "required")
-		} else {
-			raws = []json.RawMessage{body}
-		}
-	default:
-		return invalid(c, "", "body must be a JSON object or array")
+	evs, sentAt, topKey, isBatch, verr := h.decode(c, body)
+	if verr != nil {
+		return verr.send(c)
 	}
-	if len(raws) == 0 {
+	prefix := ""
+	if isBatch {
+		prefix = "batch"
+	}
+	if len(evs) == 0 {
 		return invalid(c, prefix, "no events")
 	}
-	if len(raws) > h.opts.MaxEvents {
+	if len(evs) > h.opts.MaxEvents {
 		return fail(c, http.StatusRequestEntityTooLarge, "validation_error", "payload_too_large", prefix,
-			fmt.Sprintf("%d events, at most %d per request", len(raws), h.opts.MaxEvents))
+			fmt.Sprintf("%d events, at most %d per request", len(evs), h.opts.MaxEvents))
 	}
-	var sentAt *time.Time
-	if len(env.SentAt) > 0 && string(env.SentAt) != "null" {
-		t, err := parseTime(env.SentAt)
-		if err != nil {
-			return invalid(c, "sent_at", err.Error())
-		}
-		sentAt = &t
-	}
-	topKey := firstNonEmpty(env.APIKey, env.Token)
-
-	evs := make([]abi.Event, 0, len(raws))
+	out := make([]abi.Event, 0, len(evs))
 	teams := map[string]int64{}
-	for i, raw := range raws {
+	for i := range evs {
 		attr := func(f string) string {
 			switch {
 			case !isBatch:
@@ -232,7 +215,7 @@ func (h *handler) serve(c echo.Context) error {
 			}
 			return fmt.Sprintf("%s[%d].%s", prefix, i, f)
 		}
-		ev, key, vErr := parseEvent(raw, attr, now, sentAt)
+		ev, key, vErr := parseEvent(&evs[i], attr, now, sentAt)
 		if vErr != nil {
 			return invalid(c, vErr.attr, vErr.msg)
 		}
@@ -253,10 +236,10 @@ func (h *handler) serve(c echo.Context) error {
 			teams[key] = team
 		}
 		ev.TeamID = team
-		evs = append(evs, ev)
+		out = append(out, ev)
 	}
-	if err := h.ins.Insert(c.Request().Context(), evs); err != nil {
-		c.Logger().Errorf("capture: insert %d events: %v", len(evs), err)
+	if err := h.ins.Insert(c.Request().Context(), out); err != nil {
+		c.Logger().Errorf("capture: insert %d events: %v", len(out), err)
 		return fail(c, http.StatusServiceUnavailable, "server_error", "insert_failed", "",
 			"events could not be stored; retry")
 	}
@@ -264,6 +247,91 @@ func (h *handler) serve(c echo.Context) error {
 }
 
 type validationError struct{ attr, msg string }
+
+// send answers 400 with the error.
+func (v *validationError) send(c echo.Context) error { return invalid(c, v.attr, v.msg) }
+
+// decode reads the three shapes of request: {"batch": [...]} (any path), [...] (posthog-js
+// to /e/), or one event. A well-formed request is decoded in one pass into rawEvents; one
+// that fails goes through the member-by-member path below, which says which member is
+// wrong.
+func (h *handler) decode(c echo.Context, raw []byte) (evs []rawEvent, sentAt *time.Time, topKey string, isBatch bool, verr *validationError) {
+	var b request
+	switch raw[0] {
+	case '[':
+		isBatch = true
+		if json.Unmarshal(raw, &evs) == nil {
+			return evs, nil, "", true, nil
+		}
+	case '{':
+		if json.Unmarshal(raw, &b) == nil && (b.Batch != nil || !strings.HasPrefix(c.Path(), "/batch")) {
+			if b.Batch != nil {
+				evs, isBatch = b.Batch, true
+			} else {
+				evs = []rawEvent{b.rawEvent}
+			}
+			if present(b.SentAt) {
+				t, err := parseTime(b.SentAt)
+				if err != nil {
+					return nil, nil, "", isBatch, &validationError{"sent_at", err.Error()}
+				}
+				sentAt = &t
+			}
+			return evs, sentAt, firstNonEmpty(b.APIKey, b.Token), isBatch, nil
+		}
+	default:
+		return nil, nil, "", false, &validationError{"", "body must be a JSON object or array"}
+	}
+	return h.decodeSlowly(c, raw)
+}
+
+// decodeSlowly decodes a request member by member, to name the one that is wrong.
+func (h *handler) decodeSlowly(c echo.Context, body []byte) (evs []rawEvent, sentAt *time.Time, topKey string, isBatch bool, verr *validationError) {
+	var (
+		raws   []json.RawMessage
+		env    envelope
+		prefix string
+	)
+	switch body[0] {
+	case '[':
+		if err := json.Unmarshal(body, &raws); err != nil {
+			return nil, nil, "", true, &validationError{"", "malformed JSON: " + err.Error()}
+		}
+		prefix, isBatch = "batch", true
+	case '{':
+		if err := json.Unmarshal(body, &env); err != nil {
+			return nil, nil, "", false, &validationError{"", "malformed JSON: " + err.Error()}
+		}
+		if present(env.Batch) {
+			if err := json.Unmarshal(env.Batch, &raws); err != nil {
+				return nil, nil, "", true, &validationError{"batch", "must be an array of events"}
+			}
+			prefix, isBatch = "batch", true
+		} else if strings.HasPrefix(c.Path(), "/batch") {
+			return nil, nil, "", true, &validationError{"batch", "required"}
+		} else {
+			raws = []json.RawMessage{body}
+		}
+	}
+	if present(env.SentAt) {
+		t, err := parseTime(env.SentAt)
+		if err != nil {
+			return nil, nil, "", isBatch, &validationError{"sent_at", err.Error()}
+		}
+		sentAt = &t
+	}
+	evs = make([]rawEvent, len(raws))
+	for i, raw := range raws {
+		if err := json.Unmarshal(raw, &evs[i]); err != nil {
+			attr := prefix
+			if isBatch {
+				attr = fmt.Sprintf("%s[%d]", prefix, i)
+			}
+			return nil, nil, "", isBatch, &validationError{attr, "not an event object: " + err.Error()}
+		}
+	}
+	return evs, sentAt, firstNonEmpty(env.APIKey, env.Token), isBatch, nil
+}
 
 func firstNonEmpty(ps ...*string) string {
 	for _, p := range ps {
@@ -275,18 +343,20 @@ func firstNonEmpty(ps ...*string) string {
 }
 
 // parseEvent validates one event and returns it (without team) and its own api key.
-func parseEvent(raw json.RawMessage, attr func(string) string, now time.Time, sentAt *time.Time) (abi.Event, string, *validationError) {
-	var r rawEvent
+func parseEvent(r *rawEvent, attr func(string) string, now time.Time, sentAt *time.Time) (abi.Event, string, *validationError) {
 	var ev abi.Event
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return ev, "", &validationError{attr(""), "not an event object: " + err.Error()}
-	}
-	// properties: an object or absent
-	props := map[string]json.RawMessage{}
-	if len(r.Properties) > 0 && string(r.Properties) != "null" {
-		if err := json.Unmarshal(r.Properties, &props); err != nil || props == nil {
+	// properties: an object or absent; $set / $set_once given at the top level join them,
+	// where PostHog keeps them
+	obj := json.RawMessage("{}")
+	if present(r.Properties) {
+		if r.Properties[0] != '{' {
 			return ev, "", &validationError{attr("properties"), "must be a JSON object"}
 		}
+		obj = r.Properties
+	}
+	props, pi, err := buildProps(obj, r.Set, r.SetOnce)
+	if err != nil {
+		return ev, "", &validationError{attr("properties"), err.Error()}
 	}
 	// event name
 	name, ok := jsonString(r.Event)
@@ -300,7 +370,7 @@ func parseEvent(raw json.RawMessage, attr func(string) string, now time.Time, se
 	// distinct_id: top level, else properties.distinct_id; strings or numbers
 	did, present, ok := distinctID(r.DistinctID)
 	if !present {
-		did, present, ok = distinctID(props["distinct_id"])
+		did, present, ok = distinctID(pi.distinctID)
 	}
 	if !present {
 		return ev, "", &validationError{attr("distinct_id"), "required"}
@@ -346,43 +416,20 @@ func parseEvent(raw json.RawMessage, attr func(string) string, now time.Time, se
 		ev.Timestamp = now.Add(-time.Duration(ms * float64(time.Millisecond)))
 	}
 	ev.Timestamp = ev.Timestamp.UTC().Truncate(time.Microsecond)
-	// $set / $set_once given at the top level join the properties, where PostHog keeps them
-	for k, v := range map[string]json.RawMessage{"$set": r.Set, "$set_once": r.SetOnce} {
-		if len(v) > 0 && string(v) != "null" {
-			if _, exists := props[k]; !exists {
-				props[k] = v
-			}
-		}
-	}
-	if ec, ok := jsonString(props["$elements_chain"]); ok {
+	if ec, ok := jsonString(pi.elementsChain); ok {
 		ev.ElementsChain = ec
 	}
-	pb, err := json.Marshal(props)
-	if err != nil {
-		return ev, "", &validationError{attr("properties"), err.Error()}
-	}
-	ev.Properties = string(pb)
+	ev.Properties = string(props)
 	created := now
 	ev.CreatedAt = &created
 	ev.InsertedAt = now
 	key := firstNonEmpty(r.APIKey, r.Token)
 	if key == "" {
-		if tok, ok := jsonString(props["token"]); ok {
+		if tok, ok := jsonString(pi.token); ok {
 			key = tok
 		}
 	}
 	return ev, key, nil
-}
-
-func jsonString(raw json.RawMessage) (string, bool) {
-	if len(raw) == 0 || raw[0] != '"' {
-		return "", false
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", false
-	}
-	return s, true
 }
 
 // distinctID accepts a string or a number (PostHog stringifies numbers).

@@ -305,3 +305,66 @@ func TestCaptureIntoSQLiteAndStream(t *testing.T) {
 		t.Errorf("event with explicit uuid stored %d times", n)
 	}
 }
+
+// Properties are stored as sent (compacted), top-level $set/$set_once join them when they
+// lack them, a repeated key keeps its last value, and only top-level members count.
+func TestPropertiesKeptAndMerged(t *testing.T) {
+	cases := []struct {
+		name, event string
+		props       string // stored properties, compared as JSON
+		distinctID  string
+		team        int64
+		chain       string
+	}{
+		{"as sent, compacted", `{"event":"e","distinct_id":"u","properties":{ "b" : [1, {"c": "x y"}],"a":"<&>" }}`,
+			`{"b":[1,{"c":"x y"}],"a":"<&>"}`, "u", 7, ""},
+		{"nested keys do not count", `{"event":"e","properties":{"o":{"distinct_id":"no","token":"phc_other"},"distinct_id":"yes","token":"phc_good"}}`,
+			`{"o":{"distinct_id":"no","token":"phc_other"},"distinct_id":"yes","token":"phc_good"}`, "yes", 7, ""},
+		{"escaped key", `{"event":"e","properties":{"distinct\u005fid":"esc","$elements_chain":"a\"b"},"api_key":"phc_good"}`,
+			`{"distinct_id":"esc","$elements_chain":"a\"b"}`, "esc", 7, `a"b`},
+		{"repeated key: last wins", `{"event":"e","distinct_id":"u","properties":{"p":1,"p":2,"token":"phc_other","token":"phc_good"}}`,
+			`{"p":2,"token":"phc_good"}`, "u", 7, ""},
+		{"top-level $set joins", `{"event":"e","distinct_id":"u","$set":{"a": 1},"$set_once":{"b":2},"properties":{"x":1}}`,
+			`{"x":1,"$set":{"a":1},"$set_once":{"b":2}}`, "u", 7, ""},
+		{"properties' own $set wins", `{"event":"e","distinct_id":"u","$set":{"a":1},"properties":{"$set":{"a":2}}}`,
+			`{"$set":{"a":2}}`, "u", 7, ""},
+		{"no properties", `{"event":"e","distinct_id":"u","$set":{"a":1}}`, `{"$set":{"a":1}}`, "u", 7, ""},
+		{"empty properties", `{"event":"e","distinct_id":"u","properties":{ }}`, `{}`, "u", 7, ""},
+		{"numbers and literals kept", `{"event":"e","distinct_id":"u","properties":{"n":1.50e3,"t":true,"z":null,"s":"\u00e9"}}`,
+			`{"n":1.50e3,"t":true,"z":null,"s":"é"}`, "u", 7, ""},
+	}
+	for _, tc := range cases {
+		st := &memStore{}
+		e := newServer(t, st, capture.Options{})
+		body := tc.event
+		if !strings.Contains(body, "api_key") && !strings.Contains(body, "token") {
+			body = strings.Replace(body, "{", `{"api_key":"phc_good",`, 1)
+		}
+		r := post(t, e, "/capture", []byte(body))
+		if r.code != 200 || len(st.evs) != 1 {
+			t.Errorf("%s: %d %v", tc.name, r.code, r.body)
+			continue
+		}
+		ev := st.evs[0]
+		var got, want any
+		if err := json.Unmarshal([]byte(ev.Properties), &got); err != nil {
+			t.Errorf("%s: stored properties are not JSON: %s", tc.name, ev.Properties)
+			continue
+		}
+		_ = json.Unmarshal([]byte(tc.props), &want)
+		if gb, wb := mustJSON(got), mustJSON(want); gb != wb {
+			t.Errorf("%s: properties %s, want %s", tc.name, ev.Properties, tc.props)
+		}
+		if strings.ContainsAny(ev.Properties, " \n") && !strings.Contains(tc.props, " ") {
+			t.Errorf("%s: not compacted: %s", tc.name, ev.Properties)
+		}
+		if ev.DistinctID != tc.distinctID || ev.TeamID != tc.team || ev.ElementsChain != tc.chain {
+			t.Errorf("%s: distinct_id %q team %d chain %q", tc.name, ev.DistinctID, ev.TeamID, ev.ElementsChain)
+		}
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}

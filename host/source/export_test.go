@@ -1,0 +1,7 @@
+package source
+
+// WriterQueued is the number of Inserts waiting in the group-commit queue.
+func WriterQueued(s *SQLite) int { return len(s.w.reqs) }
+
+// WriterTaken is the number of Inserts the writer has received so far.
+func WriterTaken(s *SQLite) int64 { return s.w.taken.Load() }
