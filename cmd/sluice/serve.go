@@ -45,6 +45,7 @@ func serve(ctx context.Context, args []string) error {
 	pluginMemMiB := fs.Int("plugin-memory-budget-mib", envInt("SLUICE_PLUGIN_MEMORY_BUDGET_MIB", runtime.DefaultMemoryBudgetBytes>>20), "linear memory all plugin instances together may reach, in MiB; each instance reserves its memory limit (256 MiB by default) from it (SLUICE_PLUGIN_MEMORY_BUDGET_MIB)")
 	demoFlag := fs.Bool("demo", false, "seed synthetic events and a demo export writing files under DATA_DIR/exports/demo")
 	debug := fs.Bool("debug", false, "debug logging")
+	pprofAddr := fs.String("pprof-addr", env("SLUICE_PPROF_ADDR", ""), "serve net/http/pprof on this loopback address, unauthenticated; empty: off (SLUICE_PPROF_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -63,6 +64,9 @@ func serve(ctx context.Context, args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(logger)
+	if err := startPprof(*pprofAddr, logger); err != nil {
+		return err
+	}
 
 	if err := os.MkdirAll(*dataDir, 0o750); err != nil {
 		return err
