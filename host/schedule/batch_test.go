@@ -174,7 +174,7 @@ func TestSchedulerWithBatch(t *testing.T) {
 	first := len(rec.calls)
 	rec.fail = nil
 	rec.mu.Unlock()
-	if first > 6 {
+	if first > n/10 { // 3 when nothing is slow; the gathering window is wall time
 		t.Errorf("%d calls for one tick of %d exports", first, n)
 	}
 	blockTimers(t, clock, n)

@@ -14,10 +14,8 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -39,6 +37,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // CREATE DATABASE / DROP DATABASE on the PostgreSQL server
 
+	"github.com/sluicehq/sluice/bench"
 	"github.com/sluicehq/sluice/storage"
 )
 
@@ -111,7 +110,7 @@ func run(ctx context.Context, c config) (err error) {
 		}
 		defer drop()
 	}
-	addr, err := freeAddr()
+	addr, err := bench.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -123,7 +122,7 @@ func run(ctx context.Context, c config) (err error) {
 	}
 	pprofAddr := ""
 	if c.pprofDir != "" {
-		if pprofAddr, err = freeAddr(); err != nil {
+		if pprofAddr, err = bench.FreeAddr(); err != nil {
 			return err
 		}
 		args = append(args, "--pprof-addr", pprofAddr)
@@ -147,31 +146,20 @@ func run(ctx context.Context, c config) (err error) {
 	}
 	stopped := false
 	stopServe := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		waited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(waited) }()
-		select {
-		case <-waited:
-		case <-time.After(60 * time.Second):
-			_ = cmd.Process.Kill()
-			<-waited
+		if !stopped {
+			stopped = true
+			bench.Stop(cmd, 60*time.Second)
 		}
 	}
 	defer func() {
 		stopServe()
 		if err != nil {
-			b, _ := os.ReadFile(logPath)
-			lines := strings.Split(string(b), "\n")
-			fmt.Fprintf(os.Stderr, "sluice serve log (last lines):\n%s\n", strings.Join(lines[max(0, len(lines)-30):], "\n"))
+			bench.PrintLogTail(logPath, 30)
 		}
 	}()
 	pid := cmd.Process.Pid
-	h := host{base: "http://" + addr, token: token, pid: pid, pprof: pprofAddr}
-	if err := h.waitReady(cmd); err != nil {
+	h := host{API: bench.API{Base: "http://" + addr, Token: token}, base: "http://" + addr, token: token, pid: pid, pprof: pprofAddr}
+	if err := bench.WaitReady(h.base, cmd); err != nil {
 		return err
 	}
 	db := "sqlite"
@@ -194,7 +182,7 @@ func run(ctx context.Context, c config) (err error) {
 	}
 	fmt.Printf("create: %d exports in %s (%.0f/s, %d concurrent): request p50 %s p99 %s max %s; VmRSS %s\n",
 		c.exports, cr.took.Round(time.Millisecond), float64(c.exports)/cr.took.Seconds(), c.concurrency,
-		ms(pct(cr.lat, 50)), ms(pct(cr.lat, 99)), ms(pct(cr.lat, 100)), mib(procStatus(pid, "VmRSS")))
+		ms(pct(cr.lat, 50)), ms(pct(cr.lat, 99)), ms(pct(cr.lat, 100)), mib(bench.ProcStatusOf(pid, "VmRSS")))
 
 	// The ticks: every export was created before first, so each has a run at every
 	// boundary from first on.
@@ -226,7 +214,7 @@ func run(ctx context.Context, c config) (err error) {
 			}
 			tr.idleCPU = (procCPU(pid) - cpu0).Seconds() / time.Since(idleFrom).Seconds()
 			tr.idleWall = time.Since(idleFrom)
-			tr.idleRSS = procStatus(pid, "VmRSS")
+			tr.idleRSS = bench.ProcStatusOf(pid, "VmRSS")
 			if profileIdle {
 				h.save(filepath.Join(c.pprofDir, db+"-idle.heap.pprof"), "heap")
 				h.save(filepath.Join(c.pprofDir, db+"-idle.goroutine.txt"), "goroutine?debug=1")
@@ -283,7 +271,7 @@ func run(ctx context.Context, c config) (err error) {
 			return err
 		}
 	}
-	hwm := procStatus(pid, "VmHWM")
+	hwm := bench.ProcStatusOf(pid, "VmHWM")
 	stopRSS()
 	stopServe()
 
@@ -382,58 +370,9 @@ func checkRuns(ctx context.Context, st *storage.DB, c config, ticks []tickResult
 }
 
 type host struct {
+	bench.API
 	base, token, pprof string
 	pid                int
-}
-
-func (h host) do(method, path string, body any, want int, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequest(method, h.base+path, rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+h.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if resp.StatusCode != want {
-		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, raw)
-	}
-	if out != nil {
-		return json.Unmarshal(raw, out)
-	}
-	return nil
-}
-
-func (h host) waitReady(cmd *exec.Cmd) error {
-	deadline := time.Now().Add(120 * time.Second)
-	for time.Now().Before(deadline) {
-		if cmd.ProcessState != nil {
-			return errors.New("sluice serve exited")
-		}
-		if resp, err := http.Get(h.base + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return errors.New("sluice serve did not become ready in 120s")
 }
 
 type createResult struct {
@@ -465,7 +404,7 @@ func (h host) createExports(ctx context.Context, c config) (createResult, error)
 					return
 				}
 				t := time.Now()
-				err := h.do("POST", "/api/v1/batch_exports", map[string]any{
+				err := h.Do("POST", "/api/v1/batch_exports", map[string]any{
 					"name": fmt.Sprintf("scale-%05d", i), "interval": "every 5 minutes",
 					"destination": map[string]any{"type": "s3", "config": map[string]any{
 						"bucket_name": "scale", "endpoint_url": "local", "prefix": fmt.Sprintf("e%05d", i),
@@ -514,7 +453,7 @@ func (h host) walkExports(limit, want int) (time.Duration, []time.Duration, erro
 			NextCursor string `json:"next_cursor"`
 		}
 		t := time.Now()
-		if err := h.do("GET", "/api/v1/batch_exports?"+q.Encode(), nil, http.StatusOK, &page); err != nil {
+		if err := h.Do("GET", "/api/v1/batch_exports?"+q.Encode(), nil, http.StatusOK, &page); err != nil {
 			return 0, nil, err
 		}
 		pages = append(pages, time.Since(t))
@@ -601,7 +540,7 @@ func sampleRSS(pid int, peak *atomic.Int64) (stop func()) {
 		t := time.NewTicker(200 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if v := procStatus(pid, "VmRSS"); v > peak.Load() {
+			if v := bench.ProcStatusOf(pid, "VmRSS"); v > peak.Load() {
 				peak.Store(v)
 			}
 			select {
@@ -627,22 +566,6 @@ func procCPU(pid int) time.Duration {
 	stime, _ := strconv.ParseInt(f[12], 10, 64) // field 15
 	const hz = 100                              // USER_HZ on Linux
 	return time.Duration(utime+stime) * time.Second / hz
-}
-
-// procStatus returns a field of /proc/<pid>/status in bytes, or -1.
-func procStatus(pid int, field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if fs := strings.Fields(v); ok && k == field && len(fs) > 0 {
-			n, _ := strconv.ParseInt(fs[0], 10, 64)
-			return n << 10
-		}
-	}
-	return -1
 }
 
 func freshDatabase(server string) (string, func(), error) {
@@ -675,15 +598,6 @@ func freshDatabase(server string) (string, func(), error) {
 }
 
 func nextBoundary(t time.Time) time.Time { return t.UTC().Truncate(period).Add(period) }
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
