@@ -54,6 +54,7 @@ type config struct {
 	profileTick              int
 	keep                     bool
 	createMargin             time.Duration
+	drainTimeout             time.Duration
 	serveArgs                []string
 }
 
@@ -73,6 +74,7 @@ func main() {
 	flag.StringVar(&c.pprofDir, "pprof-dir", "", "write CPU profiles of one tick's runs and of the idle host, a heap and a goroutine profile here")
 	flag.IntVar(&c.profileTick, "profile-tick", 1, "the tick (1-based) whose runs and following idle time are profiled with -pprof-dir")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory")
+	flag.DurationVar(&c.drainTimeout, "drain-timeout", 20*time.Minute, "after the last tick, wait this long at most for every run to finish")
 	flag.DurationVar(&c.createMargin, "create-margin", 4*time.Minute, "start creating only with at least this much time before the next fire (else wait for it)")
 	var extra string
 	flag.StringVar(&extra, "serve-args", "", "more arguments for sluice serve, space-separated")
@@ -189,6 +191,7 @@ func run(ctx context.Context, c config) (err error) {
 	first := nextBoundary(cr.done)
 	var (
 		ticks    []tickResult
+		base0    int
 		pages    []time.Duration
 		walks    []time.Duration
 		idleFrom = time.Now()
@@ -235,25 +238,19 @@ func run(ctx context.Context, c config) (err error) {
 			return err
 		}
 		// Drained: N more run attempts ended (sluice_runs_total), or the next fire is near.
-		deadline := fire.Add(period - 20*time.Second)
-		for {
-			n, err := h.runsTotal()
-			if err != nil {
-				return err
-			}
-			if n-base >= c.exports {
-				tr.drained = time.Since(fire)
-				break
-			}
-			if time.Now().After(deadline) {
-				tr.drained = -1
-				break
-			}
-			if err := sleepCtx(ctx, 250*time.Millisecond); err != nil {
-				return err
-			}
+		if i == 0 {
+			base0 = base
+		}
+		n, err := h.waitRuns(ctx, base+c.exports, fire.Add(period-20*time.Second))
+		if err != nil {
+			return err
+		}
+		tr.drained = -1
+		if n >= base+c.exports {
+			tr.drained = time.Since(fire)
 		}
 		tr.busyCPU = procCPU(pid) - cpu0
+		tr.busyRuns = n - base
 		tr.busyRSS = rssPeak.Load()
 		// List every export, page by page, on the idle host.
 		w, ps, err := h.walkExports(c.pageLimit, c.exports)
@@ -263,13 +260,23 @@ func run(ctx context.Context, c config) (err error) {
 		walks, pages = append(walks, w), append(pages, ps...)
 		tr.walk = w
 		ticks = append(ticks, tr)
-		fmt.Printf("tick %d (end %s): drained %s after the fire (CPU %s), VmRSS peak %s; idle before it: CPU %.2f%% of a core over %s, VmRSS %s; list walk %s\n",
-			i+1, end.Format("15:04"), dur(tr.drained), tr.busyCPU.Round(time.Millisecond), mib(tr.busyRSS),
+		fmt.Printf("tick %d (end %s, %s): drained %s after the fire (CPU %s for %d runs: %.1f ms each), VmRSS peak %s; idle before it: CPU %.2f%% of a core over %s, VmRSS %s; list walk %s\n",
+			i+1, end.Format("15:04"), loadavg(), dur(tr.drained), tr.busyCPU.Round(time.Millisecond), tr.busyRuns,
+			float64(tr.busyCPU)/float64(time.Millisecond)/float64(max(tr.busyRuns, 1)), mib(tr.busyRSS),
 			100*tr.idleCPU, tr.idleWall.Round(time.Second), mib(tr.idleRSS), w.Round(time.Millisecond))
 		idleFrom = time.Now().Add(5 * time.Second)
 		if err := sleepCtx(ctx, 5*time.Second); err != nil {
 			return err
 		}
+	}
+	// The runs of the last ticks may still be waiting: let them finish before the check.
+	all0 := time.Now()
+	if n, err := h.waitRuns(ctx, base0+c.ticks*c.exports, time.Now().Add(c.drainTimeout)); err != nil {
+		return err
+	} else if n < base0+c.ticks*c.exports {
+		fmt.Printf("after the last tick: %d runs still unfinished after %s\n", base0+c.ticks*c.exports-n, c.drainTimeout)
+	} else {
+		fmt.Printf("after the last tick: every run finished %s later\n", time.Since(all0).Round(time.Second))
 	}
 	hwm := bench.ProcStatusOf(pid, "VmHWM")
 	stopRSS()
@@ -307,6 +314,7 @@ type tickResult struct {
 	drained  time.Duration // fire to the N-th finished attempt; -1: not drained
 	busyCPU  time.Duration
 	busyRSS  int64
+	busyRuns int
 	idleCPU  float64 // fraction of one core
 	idleWall time.Duration
 	idleRSS  int64
@@ -470,6 +478,20 @@ func (h host) walkExports(limit, want int) (time.Duration, []time.Duration, erro
 		return 0, nil, fmt.Errorf("listing every export page by page gave %d distinct exports, want %d", len(ids), want)
 	}
 	return took, pages, nil
+}
+
+// waitRuns polls runsTotal until it reaches want or deadline passes, and returns the last
+// count.
+func (h host) waitRuns(ctx context.Context, want int, deadline time.Time) (int, error) {
+	for {
+		n, err := h.runsTotal()
+		if err != nil || n >= want || time.Now().After(deadline) {
+			return n, err
+		}
+		if err := sleepCtx(ctx, 250*time.Millisecond); err != nil {
+			return n, err
+		}
+	}
 }
 
 // runsTotal sums sluice_runs_total (run attempts that ended) from /metrics.
