@@ -57,10 +57,10 @@ func (a API) Do(method, path string, body any, want int, out any) error {
 	return nil
 }
 
-// WaitReady waits up to 2 minutes for GET base/readyz to answer 200, and fails at once when
-// cmd has exited.
+// WaitReady waits up to 5 minutes (a first start compiles every locked plugin, slow on a
+// busy machine) for GET base/readyz to answer 200, and fails at once when cmd has exited.
 func WaitReady(base string, cmd *exec.Cmd) error {
-	deadline := time.Now().Add(120 * time.Second)
+	deadline := time.Now().Add(5 * time.Minute)
 	for time.Now().Before(deadline) {
 		if cmd.ProcessState != nil {
 			return errors.New("sluice serve exited")
@@ -73,7 +73,7 @@ func WaitReady(base string, cmd *exec.Cmd) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return errors.New("sluice serve did not become ready in 120s")
+	return errors.New("sluice serve did not become ready in 5 minutes")
 }
 
 // ProcStatusOf returns a field of /proc/<pid>/status ("VmRSS", "VmHWM") in bytes, or -1.

@@ -55,6 +55,8 @@ type config struct {
 	keep                     bool
 	createMargin             time.Duration
 	drainTimeout             time.Duration
+	cacheDir                 string
+	idleWalks                int
 	serveArgs                []string
 }
 
@@ -74,6 +76,8 @@ func main() {
 	flag.StringVar(&c.pprofDir, "pprof-dir", "", "write CPU profiles of one tick's runs and of the idle host, a heap and a goroutine profile here")
 	flag.IntVar(&c.profileTick, "profile-tick", 1, "the tick (1-based) whose runs and following idle time are profiled with -pprof-dir")
 	flag.BoolVar(&c.keep, "keep", false, "keep the work directory")
+	flag.StringVar(&c.cacheDir, "cache-dir", filepath.Join(os.TempDir(), "sluice-scale-wazero-cache"), "wazero compilation cache shared by the runs (empty: the data dir's own)")
+	flag.IntVar(&c.idleWalks, "idle-walks", 3, "walks through every export by next_cursor on the idle host, right after creating them")
 	flag.DurationVar(&c.drainTimeout, "drain-timeout", 20*time.Minute, "after the last tick, wait this long at most for every run to finish")
 	flag.DurationVar(&c.createMargin, "create-margin", 4*time.Minute, "start creating only with at least this much time before the next fire (else wait for it)")
 	var extra string
@@ -101,8 +105,17 @@ func run(ctx context.Context, c config) (err error) {
 		defer os.RemoveAll(c.work)
 	}
 	data := filepath.Join(c.work, "data")
-	if err := os.MkdirAll(data, 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Join(data, "cache"), 0o750); err != nil {
 		return err
+	}
+	// One wazero compilation cache for every run: the host starts like a restarted server.
+	if c.cacheDir != "" {
+		if err := os.MkdirAll(c.cacheDir, 0o750); err != nil {
+			return err
+		}
+		if err := os.Symlink(c.cacheDir, filepath.Join(data, "cache", "wazero")); err != nil {
+			return err
+		}
 	}
 	dbURL := ""
 	if c.dbServer != "" {
@@ -186,9 +199,23 @@ func run(ctx context.Context, c config) (err error) {
 		c.exports, cr.took.Round(time.Millisecond), float64(c.exports)/cr.took.Seconds(), c.concurrency,
 		ms(pct(cr.lat, 50)), ms(pct(cr.lat, 99)), ms(pct(cr.lat, 100)), mib(bench.ProcStatusOf(pid, "VmRSS")))
 
+	// Lists on the idle host: the exports exist, no run has come due yet.
+	var idlePages, idleWalks []time.Duration
+	for range c.idleWalks {
+		w, ps, err := h.walkExports(c.pageLimit, c.exports)
+		if err != nil {
+			return err
+		}
+		idleWalks, idlePages = append(idleWalks, w), append(idlePages, ps...)
+	}
+	if len(idleWalks) > 0 {
+		fmt.Printf("list on the idle host, %d walks: page (limit %d) p50 %s p99 %s max %s, whole walk %s\n", len(idleWalks), c.pageLimit,
+			ms(pct(idlePages, 50)), ms(pct(idlePages, 99)), ms(pct(idlePages, 100)), durRange(idleWalks))
+	}
+
 	// The ticks: every export was created before first, so each has a run at every
 	// boundary from first on.
-	first := nextBoundary(cr.done)
+	first := nextBoundary(time.Now())
 	var (
 		ticks    []tickResult
 		base0    int
