@@ -165,7 +165,7 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 	if h.sched, err = schedule.New(cfg.Clock, h.log, schedule.WithSettleDelay(cfg.SettleDelay)); err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
-	h.due = schedule.NewBatch(h.enqueueDue, 0, 0)
+	h.due = h.sched.NewBatch(h.enqueueDue, 0, 0)
 	qcfg := queue.Config{
 		Dialect:     h.db.Dialect(),
 		SQL:         h.db.SQL(),

@@ -27,6 +27,7 @@ type BatchFunc func(ctx context.Context, due []Due) error
 // gathered and returns that batch's result, so the Scheduler's bookkeeping (an end is
 // done only once handed over) is unchanged.
 type Batch struct {
+	ctx    context.Context
 	fn     BatchFunc
 	max    int
 	window time.Duration
@@ -44,22 +45,25 @@ type pendingBatch struct {
 }
 
 // NewBatch returns a Batch calling fn with up to max ends (default 500), gathered for
-// window (default 20 ms) after the first one arrives.
-func NewBatch(fn BatchFunc, max int, window time.Duration) *Batch {
+// window (default 20 ms) after the first one arrives. fn runs with ctx, not with the
+// context of any one fire: gocron cancels an export's context when the export is removed,
+// which must not fail the other exports of its batch. Scheduler.NewBatch passes the
+// Scheduler's own context, cancelled by Stop.
+func NewBatch(ctx context.Context, fn BatchFunc, max int, window time.Duration) *Batch {
 	if max <= 0 {
 		max = 500
 	}
 	if window <= 0 {
 		window = 20 * time.Millisecond
 	}
-	return &Batch{fn: fn, max: max, window: window}
+	return &Batch{ctx: ctx, fn: fn, max: max, window: window}
 }
 
 // Fire returns the FireFunc of one export: it hands (exportID, end) to the next batch and
 // waits for that batch's result, or for ctx.
 func (b *Batch) Fire(exportID string) FireFunc {
 	return func(ctx context.Context, end time.Time) error {
-		p := b.join(ctx, Due{ExportID: exportID, End: end})
+		p := b.join(Due{ExportID: exportID, End: end})
 		select {
 		case <-p.done:
 			return p.err
@@ -70,26 +74,27 @@ func (b *Batch) Fire(exportID string) FireFunc {
 }
 
 // join adds d to the batch being gathered, starting one (and its flush) if none is.
-func (b *Batch) join(ctx context.Context, d Due) *pendingBatch {
+func (b *Batch) join(d Due) *pendingBatch {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	p := b.pending
 	if p == nil {
 		p = &pendingBatch{done: make(chan struct{})}
 		b.pending = p
-		go b.flush(ctx, p, true)
+		go b.flush(p, true)
 	}
 	p.due = append(p.due, d)
 	if len(p.due) >= b.max {
 		b.pending = nil // full: flush it now, the next end starts a new one
-		go b.flush(ctx, p, false)
+		go b.flush(p, false)
 	}
 	return p
 }
 
 // flush calls fn with p's ends after the gathering window (wait) or at once, unless the
 // other path has already taken p.
-func (b *Batch) flush(ctx context.Context, p *pendingBatch, wait bool) {
+func (b *Batch) flush(p *pendingBatch, wait bool) {
+	ctx := b.ctx
 	if wait {
 		t := time.NewTimer(b.window)
 		select {

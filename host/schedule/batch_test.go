@@ -65,7 +65,7 @@ func TestBatchCoalescesFires(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec := &batchRecorder{}
-			b := NewBatch(rec.fn, tc.max, 50*time.Millisecond)
+			b := NewBatch(context.Background(), rec.fn, tc.max, 50*time.Millisecond)
 			for i, err := range fireAll(b, tc.fires, end) {
 				if err != nil {
 					t.Fatalf("fire %d: %v", i, err)
@@ -112,7 +112,7 @@ func TestBatchFailureReachesEveryFire(t *testing.T) {
 		{"panic", &batchRecorder{panic: true}, "panicked: boom"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := NewBatch(tc.rec.fn, 10, 20*time.Millisecond)
+			b := NewBatch(context.Background(), tc.rec.fn, 10, 20*time.Millisecond)
 			for i, err := range fireAll(b, 25, end) {
 				if err == nil || !strings.Contains(err.Error(), tc.want) {
 					t.Errorf("fire %d: %v, want %q", i, err, tc.want)
@@ -124,7 +124,7 @@ func TestBatchFailureReachesEveryFire(t *testing.T) {
 
 func TestBatchFireStopsWithItsContext(t *testing.T) {
 	release := make(chan struct{})
-	b := NewBatch(func(context.Context, []Due) error { <-release; return nil }, 1, time.Millisecond)
+	b := NewBatch(context.Background(), func(context.Context, []Due) error { <-release; return nil }, 1, time.Millisecond)
 	defer close(release)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -139,7 +139,7 @@ func TestBatchFireStopsWithItsContext(t *testing.T) {
 func TestSchedulerWithBatch(t *testing.T) {
 	s, clock := startFake(t, "2026-01-01T00:01:00Z", WithSettleDelay(10*time.Second))
 	rec := &batchRecorder{fail: errors.New("database is locked")}
-	b := NewBatch(rec.fn, 100, 20*time.Millisecond)
+	b := s.NewBatch(rec.fn, 100, 20*time.Millisecond)
 	const n = 250
 	spec := Spec{Interval: Interval5Minutes}
 	for i := range n {
@@ -192,5 +192,62 @@ func TestSchedulerWithBatch(t *testing.T) {
 	}
 	if len(ends) != 2 || !ends[0].Equal(utc("2026-01-01T00:05:00Z")) || !ends[1].Equal(utc("2026-01-01T00:10:00Z")) {
 		t.Errorf("after the failed tick e0007 got %v, want 00:05 then 00:10", ends)
+	}
+}
+
+// A fire whose own context ends (gocron cancels an export's context when the export is
+// removed, as the host does for an export paused elsewhere) does not fail the rest of its
+// batch: the batch runs with the Batch's context.
+func TestBatchOutlivesOneFiresContext(t *testing.T) {
+	end := utc("2026-01-01T00:05:00Z")
+	var got []Due
+	var mu sync.Mutex
+	b := NewBatch(context.Background(), func(ctx context.Context, due []Due) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		mu.Lock()
+		got = append(got, due...)
+		mu.Unlock()
+		return nil
+	}, 500, 100*time.Millisecond)
+	removed, remove := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() { first <- b.Fire("paused")(removed, end) }()
+	time.Sleep(20 * time.Millisecond) // "paused" opened the batch
+	remove()
+	for i, err := range fireAll(b, 20, end) {
+		if err != nil {
+			t.Errorf("fire %d: %v", i, err)
+		}
+	}
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Errorf("the removed export's fire: %v, want context.Canceled", err)
+	}
+	if len(got) != 21 {
+		t.Errorf("%d ends handed over, want 21", len(got))
+	}
+}
+
+// Stopping the Scheduler cancels a Batch made by it.
+func TestSchedulerBatchStopsWithTheScheduler(t *testing.T) {
+	s, err := New(nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := s.NewBatch(func(ctx context.Context, _ []Due) error { <-ctx.Done(); return ctx.Err() }, 1, time.Millisecond)
+	done := make(chan error, 1)
+	go func() { done <- b.Fire("e1")(context.Background(), utc("2026-01-01T00:05:00Z")) }()
+	time.Sleep(20 * time.Millisecond)
+	if err := s.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the batch outlived the scheduler")
 	}
 }
