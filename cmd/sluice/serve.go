@@ -54,6 +54,7 @@ func serve(ctx context.Context, args []string) error {
 	syncEvery := fs.Duration("schedule-sync", syncDef, "how often this host takes schedule changes made through other hosts (SLUICE_SCHEDULE_SYNC)")
 	demoFlag := fs.Bool("demo", false, "seed synthetic events and a demo export writing files under DATA_DIR/exports/demo")
 	debug := fs.Bool("debug", false, "debug logging")
+	pprofAddr := fs.String("pprof-addr", env("SLUICE_PPROF_ADDR", ""), "serve net/http/pprof on this loopback address, unauthenticated; empty: off (SLUICE_PPROF_ADDR)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -85,6 +86,9 @@ func serve(ctx context.Context, args []string) error {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(logger)
+	if err := startPprof(*pprofAddr, logger); err != nil {
+		return err
+	}
 
 	if err := os.MkdirAll(*dataDir, 0o750); err != nil {
 		return err

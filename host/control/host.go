@@ -147,6 +147,7 @@ type Host struct {
 	src    source.Source
 	events *source.SQLite // the embedded store, nil when ClickHouse is the source
 	sched  *schedule.Scheduler
+	due    *schedule.Batch // the scheduler's fires, enqueued a batch at a time (enqueueDue)
 	q      *queue.Queue
 	alerts *alert.Notifier
 
@@ -197,6 +198,7 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 	if h.sched, err = schedule.New(cfg.Clock, h.log, schedule.WithSettleDelay(cfg.SettleDelay)); err != nil {
 		return nil, fmt.Errorf("scheduler: %w", err)
 	}
+	h.due = h.sched.NewBatch(h.enqueueDue, 0, 0)
 	qcfg := queue.Config{
 		Dialect:     h.db.Dialect(),
 		SQL:         h.db.SQL(),

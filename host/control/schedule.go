@@ -31,10 +31,7 @@ func (h *Host) schedule(ctx context.Context, e storage.BatchExport, catchUp bool
 		return err
 	}
 	exportID := e.ID
-	if err := h.sched.Upsert(exportID, spec, func(ctx context.Context, end time.Time) error {
-		_, err := h.enqueueInterval(ctx, exportID, end, nil)
-		return err
-	}); err != nil {
+	if err := h.sched.Upsert(exportID, spec, h.due.Fire(exportID)); err != nil {
 		return err
 	}
 	if !catchUp {

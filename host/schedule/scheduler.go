@@ -96,6 +96,12 @@ func New(clock clockwork.Clock, logger *slog.Logger, opts ...Option) (*Scheduler
 	return s, nil
 }
 
+// NewBatch returns a Batch (see NewBatch) whose calls run with the Scheduler's context:
+// Stop cancels them.
+func (s *Scheduler) NewBatch(fn BatchFunc, max int, window time.Duration) *Batch {
+	return NewBatch(s.ctx, fn, max, window)
+}
+
 // Settle returns the configured settle delay.
 func (s *Scheduler) Settle() time.Duration { return s.settle }
 
@@ -231,6 +237,9 @@ func (s *Scheduler) run(ctx context.Context, exportID string, e *entry) {
 		}
 		s.log.Debug("schedule: interval end", "export_id", exportID, "end", end)
 		if err := s.safeFire(ctx, exportID, e.fire, end); err != nil {
+			if ctx.Err() != nil {
+				return // the export was removed or the scheduler stopped meanwhile
+			}
 			s.log.Error("schedule: interval end not handed over; retried at the next trigger", "export_id", exportID, "end", end, "err", err)
 			return
 		}

@@ -38,6 +38,7 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"CreateRunIfAbsent", testCreateRunIfAbsent},
 		{"CreateRunIfAbsentConcurrent", testCreateRunIfAbsentConcurrent},
 		{"CreateRunIfAbsentTwoHandles", testCreateRunIfAbsentTwoHandles},
+		{"RunsInBatches", testRunsInBatches},
 		{"TransitionRun", testTransitionRun},
 		{"TransitionRunConcurrent", testTransitionRunConcurrent},
 		{"ListRuns", testListRuns},

@@ -20,7 +20,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -49,6 +48,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/bench"
 	"github.com/sluicehq/sluice/internal/demo"
 )
 
@@ -517,7 +517,7 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 		return res, err
 	}
 	defer os.RemoveAll(data)
-	addr, err := freeAddr()
+	addr, err := bench.FreeAddr()
 	if err != nil {
 		return res, err
 	}
@@ -543,24 +543,14 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 	}
 	pid := cmd.Process.Pid
 	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		waited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(waited) }()
-		select {
-		case <-waited:
-		case <-time.After(40 * time.Second):
-			_ = cmd.Process.Kill()
-			<-waited
-		}
+		bench.Stop(cmd, 40*time.Second)
 		if err != nil {
 			logf.Sync()
-			b, _ := os.ReadFile(logf.Name())
-			lines := strings.Split(string(b), "\n")
-			fmt.Fprintf(os.Stderr, "sluice serve log (last lines):\n%s\n", strings.Join(lines[max(0, len(lines)-30):], "\n"))
+			bench.PrintLogTail(logf.Name(), 30)
 		}
 	}()
 	base := "http://" + addr
-	if err := waitReady(base, cmd); err != nil {
+	if err := bench.WaitReady(base, cmd); err != nil {
 		return res, err
 	}
 	bucket := fmt.Sprintf("sluice-e2e-%d-%d", time.Now().UnixNano(), seq)
@@ -568,9 +558,9 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 		return res, fmt.Errorf("create bucket: %w", err)
 	}
 	defer emptyBucket(context.Background(), s3c, bucket)
-	api := apiClient{base: base, token: token}
+	api := bench.API{Base: base, Token: token}
 	var exp struct{ ID string }
-	if err := api.do("POST", "/api/v1/batch_exports", map[string]any{"name": "bench-" + bucket, "interval": "hour",
+	if err := api.Do("POST", "/api/v1/batch_exports", map[string]any{"name": "bench-" + bucket, "interval": "hour",
 		"destination": map[string]any{"type": "s3", "config": map[string]any{
 			"bucket_name": bucket, "region": "us-east-1", "endpoint_url": c.s3Endpoint,
 			"aws_access_key_id": c.access, "aws_secret_access_key": c.secret,
@@ -580,7 +570,7 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 	}
 	// Let the process settle (export scheduling, GC after start) before the baseline.
 	time.Sleep(time.Second)
-	res.hwmBefore, res.rssBefore = procStatus(pid, "VmHWM"), procStatus(pid, "VmRSS")
+	res.hwmBefore, res.rssBefore = bench.ProcStatusOf(pid, "VmHWM"), bench.ProcStatusOf(pid, "VmRSS")
 
 	stopSampling := make(chan struct{})
 	var sampWG sync.WaitGroup
@@ -590,9 +580,9 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if v := procStatus(pid, "VmRSS"); v > res.rssPeak {
+			if v := bench.ProcStatusOf(pid, "VmRSS"); v > res.rssPeak {
 				res.rssPeak = v
-				res.anonAtPeak, res.fileAtPeak = procStatus(pid, "RssAnon"), procStatus(pid, "RssFile")
+				res.anonAtPeak, res.fileAtPeak = bench.ProcStatusOf(pid, "RssAnon"), bench.ProcStatusOf(pid, "RssFile")
 			}
 			res.samples++
 			select {
@@ -618,7 +608,7 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 	}()
 
 	t0 := time.Now()
-	if err := api.do("POST", "/api/v1/batch_exports/"+exp.ID+"/backfills",
+	if err := api.Do("POST", "/api/v1/batch_exports/"+exp.ID+"/backfills",
 		map[string]any{"start_at": d.start.Format(time.RFC3339), "end_at": d.end.Format(time.RFC3339)}, 201, nil); err != nil {
 		close(stopSampling)
 		sampWG.Wait()
@@ -637,7 +627,7 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 	deadline := time.Now().Add(2 * time.Hour)
 	for done == nil {
 		var out struct{ Results []runView }
-		if err := api.do("GET", "/api/v1/batch_exports/"+exp.ID+"/runs?limit=50", nil, 200, &out); err != nil {
+		if err := api.Do("GET", "/api/v1/batch_exports/"+exp.ID+"/runs?limit=50", nil, 200, &out); err != nil {
 			close(stopSampling)
 			sampWG.Wait()
 			return res, err
@@ -667,7 +657,7 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 	res.elapsed = time.Since(t0)
 	close(stopSampling)
 	sampWG.Wait()
-	res.hwmAfter = procStatus(pid, "VmHWM")
+	res.hwmAfter = bench.ProcStatusOf(pid, "VmHWM")
 	res.records = done.RecordsCompleted
 	if done.StartedAt != nil && done.FinishedAt != nil {
 		res.runTime = done.FinishedAt.Sub(*done.StartedAt)
@@ -703,7 +693,7 @@ func warmUp(c config, cache string) error {
 	if err := os.Symlink(cache, filepath.Join(data, "cache", "wazero")); err != nil {
 		return err
 	}
-	addr, err := freeAddr()
+	addr, err := bench.FreeAddr()
 	if err != nil {
 		return err
 	}
@@ -715,7 +705,7 @@ func warmUp(c config, cache string) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	err = waitReady("http://"+addr, cmd)
+	err = bench.WaitReady("http://"+addr, cmd)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	_ = cmd.Wait()
 	if err != nil {
@@ -732,50 +722,6 @@ func emptyBucket(ctx context.Context, s3c *s3.Client, bucket string) {
 		}
 	}
 	_, _ = s3c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &bucket})
-}
-
-type apiClient struct{ base, token string }
-
-func (a apiClient) do(method, path string, body any, want int, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, a.base+path, rd)
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, raw)
-	}
-	if out != nil {
-		return json.Unmarshal(raw, out)
-	}
-	return nil
-}
-
-func waitReady(base string, cmd *exec.Cmd) error {
-	deadline := time.Now().Add(120 * time.Second)
-	for time.Now().Before(deadline) {
-		if cmd.ProcessState != nil {
-			return errors.New("sluice serve exited")
-		}
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return errors.New("sluice serve did not become ready in 120s")
 }
 
 // goMem reads go_memstats_heap_inuse_bytes and go_memstats_sys_bytes from /metrics.
@@ -800,27 +746,6 @@ func goMem(base string) (heap, sys int64) {
 		}
 	}
 	return heap, sys
-}
-
-// procStatus returns a field of /proc/<pid>/status in bytes, or -1.
-func procStatus(pid int, field string) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(l, ":")
-		if !ok || k != field {
-			continue
-		}
-		fs := strings.Fields(v)
-		if len(fs) == 0 {
-			return -1
-		}
-		n, _ := strconv.ParseInt(fs[0], 10, 64)
-		return n << 10
-	}
-	return -1
 }
 
 type rssRow struct {
@@ -921,15 +846,6 @@ func loopback(raw, what string) error {
 		return nil
 	}
 	return fmt.Errorf("%s %s is not loopback; refusing", what, raw)
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 func envOr(k, def string) string {

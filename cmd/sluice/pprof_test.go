@@ -1,0 +1,26 @@
+package main
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+)
+
+func TestPprofAddrMustBeLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		addr, wantErr string
+	}{
+		{"", ""},
+		{"127.0.0.1:0", ""},
+		{"[::1]:0", ""},
+		{"0.0.0.0:6060", "must be a loopback address"},
+		{"10.1.2.3:6060", "must be a loopback address"},
+		{"localhost:6060", "must be a loopback address"},
+		{"127.0.0.1", "missing port"},
+	} {
+		err := startPprof(tc.addr, slog.New(slog.DiscardHandler))
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("startPprof(%q) = %v, want error containing %q", tc.addr, err, tc.wantErr)
+		}
+	}
+}
