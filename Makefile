@@ -31,10 +31,18 @@ lint: ## go vet and gofmt
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-bench: plugins ## run the Go benchmarks once each
+bench: plugins ## print the performance ratios: the guard's (long) and end to end vs clickhouse-client (~10 min)
+	$(GO) run ./bench/cmd/sluice-guard
+	SLUICE_E2E_RSS= SLUICE_E2E_SKIP_SAME=1 SLUICE_E2E_VARIANTS='p2:GOMAXPROCS=2;p1:GOMAXPROCS=1;p4:GOMAXPROCS=4' \
+		bash bench/e2e.sh
+
+bench-guard: plugins ## fail if a performance ratio is more than 30% below bench/ratios.json (< 2 min)
+	@bash .ci/bench-guard
+
+bench-go: plugins ## run the Go benchmarks once each
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
 verify-plugins: plugins build ## fail if a built plugin differs from plugins.lock
 	$(BIN)/sluice plugins verify --plugins-dir $(BIN)/plugins --lock plugins.lock
 
-.PHONY: help build run deps test lint bench verify-plugins
+.PHONY: help build run deps test lint bench bench-guard bench-go verify-plugins

@@ -118,7 +118,7 @@ func main() {
 	flag.BoolVar(&c.skipSame, "skip-same", false, "e2e: skip the clickhouse-client dump of Sluice's own (sorted) query")
 	flag.StringVar(&c.profileOut, "profile", "", "e2e: after the reps, export once more with the first variant's settings and -profile-bin, and write a CPU profile of sluice serve to this file")
 	flag.StringVar(&c.profileBin, "profile-bin", "", "sluice built with net/http/pprof on SLUICE_BENCH_PPROF_ADDR (bench/e2e.sh builds it)")
-	flag.IntVar(&c.profileSeconds, "profile-seconds", 12, "length of the CPU profile, from the backfill request (keep it below the export's duration)")
+	flag.IntVar(&c.profileSeconds, "profile-seconds", 0, "length of the CPU profile, from the backfill request (0: the first variant's median time in the reps, so that it covers the export; idle time adds no samples)")
 	var vspecs []string
 	flag.Func("variant", "e2e: a sluice configuration timed in each repetition, name[@binary][:K=V,K=V] (repeatable; default one, \"sluice\"); the first is the reference of the speed-ups", func(s string) error {
 		vspecs = append(vspecs, s)
@@ -479,13 +479,20 @@ func e2e(ctx context.Context, c config, s3c *s3.Client, d dataset, cache string)
 		}
 		pc := c
 		pc.sluice, pc.profileAddr = c.profileBin, addr
+		if pc.profileSeconds <= 0 {
+			var secs []float64
+			for _, t := range times[vs[0].name] {
+				secs = append(secs, t.Seconds())
+			}
+			pc.profileSeconds = max(5, int(median(secs)))
+		}
 		pc.sluiceEnv = append(slices.Clone(c.sluiceEnv), vs[0].env...)
 		pc.sluiceEnv = append(pc.sluiceEnv, "SLUICE_BENCH_PPROF_ADDR="+addr)
 		sr, err := sluiceRun(ctx, pc, s3c, d, cache)
 		if err != nil {
 			return fmt.Errorf("profiled run: %w", err)
 		}
-		fmt.Printf("   profiled run (%s settings, not in the table): %.2fs; CPU profile of the first %ds in %s\n", vs[0].name, sr.elapsed.Seconds(), c.profileSeconds, c.profileOut)
+		fmt.Printf("   profiled run (%s settings, not in the table): %.2fs; CPU profile of the first %ds in %s\n", vs[0].name, sr.elapsed.Seconds(), pc.profileSeconds, c.profileOut)
 	}
 	// Ratios of each clickhouse-client dump's time to each variant's, per repetition
 	// (> 1: sluice is faster than the dump).
