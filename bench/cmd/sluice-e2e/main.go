@@ -443,8 +443,8 @@ func e2e(ctx context.Context, c config, s3c *s3.Client, d dataset, cache string)
 			vc.sluice = v.bin
 			vc.sluiceEnv = append(slices.Clone(c.sluiceEnv), v.env...)
 			sr, err := sluiceRun(ctx, vc, s3c, d, cache)
-			return sr.elapsed, fmt.Sprintf("run %.2fs in the API, %d records, %.1f MB gz, VmHWM %s, load %s",
-				sr.runTime.Seconds(), sr.records, float64(sr.objBytes)/1e6, mib(sr.hwmAfter), loadAvg()), err
+			return sr.elapsed, fmt.Sprintf("run %.2fs in the API, %d records, %.1f MB gz, VmHWM %s, %.2f cores used, load %s",
+				sr.runTime.Seconds(), sr.records, float64(sr.objBytes)/1e6, mib(sr.hwmAfter), sr.cpu.Seconds()/sr.elapsed.Seconds(), loadAvg()), err
 		}})
 	}
 	dump := func(name, q string) step {
@@ -607,6 +607,7 @@ type sluiceResult struct {
 	anonAtPeak          int64 // RssAnon at the sampled VmRSS peak
 	fileAtPeak          int64 // RssFile (binary text, mapped files) at that peak
 	samples             int
+	cpu                 time.Duration // user + system CPU of sluice serve during the export
 }
 
 var runSeq atomic.Int64
@@ -688,6 +689,7 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 	// Let the process settle (export scheduling, GC after start) before the baseline.
 	time.Sleep(time.Second)
 	res.hwmBefore, res.rssBefore = procStatus(pid, "VmHWM"), procStatus(pid, "VmRSS")
+	cpuBefore := procCPU(pid)
 
 	stopSampling := make(chan struct{})
 	var sampWG sync.WaitGroup
@@ -784,6 +786,7 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 		return res, fmt.Errorf("cpu profile: %w", err)
 	}
 	res.hwmAfter = procStatus(pid, "VmHWM")
+	res.cpu = procCPU(pid) - cpuBefore
 	res.records = done.RecordsCompleted
 	if done.StartedAt != nil && done.FinishedAt != nil {
 		res.runTime = done.FinishedAt.Sub(*done.StartedAt)
@@ -938,6 +941,23 @@ func goMem(base string) (heap, sys int64) {
 		}
 	}
 	return heap, sys
+}
+
+// procCPU is the user + system CPU time of a process so far, from /proc/<pid>/stat.
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name (which may hold spaces) closed by ')'.
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
 // procStatus returns a field of /proc/<pid>/status in bytes, or -1.
