@@ -81,6 +81,7 @@ func main() {
 	ratiosPath := flag.String("ratios", "bench/ratios.json", "recorded ratios")
 	record := flag.Bool("record", false, "write the measured medians into -ratios instead of judging")
 	procs := flag.Int("procs", 2, "GOMAXPROCS of the measurements")
+	budget := flag.Duration("budget", 0, "stop each of the two measurements after this long, once 3 repetitions are done (default: 40s with -short, none without)")
 	flag.Parse()
 	_ = os.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	goruntime.GOMAXPROCS(*procs)
@@ -89,8 +90,14 @@ func main() {
 	reps, encEvents, wasmEvents := 11, 160_000, 200_000
 	if *short {
 		reps, encEvents, wasmEvents = 7, 80_000, 80_000
+		if *budget == 0 {
+			*budget = 40 * time.Second
+		}
 	}
-	fmt.Printf("# sluice-guard: GOMAXPROCS %d, %d cores, %s; load %s; %d reps", *procs, goruntime.NumCPU(), goruntime.Version(), loadAvg(), reps)
+	enough := func(start time.Time, rep int) bool {
+		return rep >= reps || (rep >= 3 && *budget > 0 && time.Since(start) > *budget)
+	}
+	fmt.Printf("# sluice-guard: GOMAXPROCS %d, %d cores, %s; load %s; up to %d reps", *procs, goruntime.NumCPU(), goruntime.Version(), loadAvg(), reps)
 	if sabotage != "" {
 		fmt.Printf("; SABOTAGE=%s", sabotage)
 	}
@@ -99,8 +106,8 @@ func main() {
 	t0 := time.Now()
 
 	encData := bench.NewData(encEvents, 10_000, 20)
-	par, pipe, capv := measureParallel(ctx, encData, reps, sabotage)
-	wasm, err := measureWASM(ctx, bench.NewData(wasmEvents, 10_000, 20), reps, sabotage)
+	par, pipe, capv := measureParallel(ctx, encData, enough, sabotage)
+	wasm, err := measureWASM(ctx, bench.NewData(wasmEvents, 10_000, 20), enough, sabotage)
 	if err != nil {
 		fail(err)
 	}
@@ -110,7 +117,7 @@ func main() {
 
 	if *record {
 		rec := Recorded{Tolerance: 0.3, Ratios: map[string]float64{},
-			Note: fmt.Sprintf("medians of %d reps at GOMAXPROCS %d on %d cores, %s, load %s, %s; sluice-guard -record",
+			Note: fmt.Sprintf("medians of up to %d reps at GOMAXPROCS %d on %d cores, %s, load %s, %s; sluice-guard -record",
 				reps, *procs, goruntime.NumCPU(), time.Now().UTC().Format("2006-01-02"), loadAvg(), goruntime.Version())}
 		for _, m := range ms {
 			if m.skipped != "" {
@@ -165,7 +172,7 @@ func main() {
 // measureParallel times, per repetition and in a rotated order: one serial encode, two
 // serial encodes at once (the capacity), the default encoder, and the source→encoder
 // pipeline direct and through source.Prefetch.
-func measureParallel(ctx context.Context, d *bench.Data, reps int, sabotage string) (par, pipe measure, capacity []float64) {
+func measureParallel(ctx context.Context, d *bench.Data, enough func(time.Time, int) bool, sabotage string) (par, pipe measure, capacity []float64) {
 	par, pipe = measure{name: "parallel"}, measure{name: "pipeline"}
 	spec := abi.EncoderSpec{Format: encode.FormatJSONL, Compression: encode.CompressionGzip}
 	serialOpts := []encode.Option{encode.BlockSize(0)}
@@ -225,7 +232,8 @@ func measureParallel(ctx context.Context, d *bench.Data, reps int, sabotage stri
 	}
 	stream(prefetched) // warm-up: buffers, code paths
 	var cs []float64
-	for rep := 0; rep < reps; rep++ {
+	start := time.Now()
+	for rep := 0; !enough(start, rep); rep++ {
 		t := map[string]float64{}
 		for i := range steps {
 			s := steps[(i+rep)%len(steps)]
@@ -280,7 +288,7 @@ func (s *eventSource) Stream(ctx context.Context, _ source.Query, opts source.Ba
 func (s *eventSource) Close() error { return nil }
 
 // measureWASM times the export through the s3 plugin and natively, alternating.
-func measureWASM(ctx context.Context, d *bench.Data, reps int, sabotage string) (measure, error) {
+func measureWASM(ctx context.Context, d *bench.Data, enough func(time.Time, int) bool, sabotage string) (measure, error) {
 	m := measure{name: "wasm/native"}
 	path, err := bench.PluginPath()
 	if err != nil {
@@ -302,7 +310,8 @@ func measureWASM(ctx context.Context, d *bench.Data, reps int, sabotage string) 
 	if _, err := runWASM(); err != nil { // warm-up: the plugin's first instance
 		return m, err
 	}
-	for rep := 0; rep < reps; rep++ {
+	start := time.Now()
+	for rep := 0; !enough(start, rep); rep++ {
 		var tw, tn time.Duration
 		order := []bool{true, false}
 		if rep%2 == 1 {
