@@ -675,7 +675,7 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 		}
 	}()
 	base := "http://" + addr
-	if err := waitReady(base, cmd); err != nil {
+	if err := waitReady(base, cmd, 120*time.Second); err != nil {
 		return res, err
 	}
 	bucket := fmt.Sprintf("sluice-e2e-%d-%d", time.Now().UnixNano(), seq)
@@ -873,7 +873,8 @@ func warmUp(c config, cache string) error {
 	if err := cmd.Start(); err != nil {
 		return err
 	}
-	err = waitReady("http://"+addr, cmd)
+	// Compiling the five locked plugins takes ~20 s on an idle machine, minutes on a loaded one.
+	err = waitReady("http://"+addr, cmd, 10*time.Minute)
 	_ = cmd.Process.Signal(syscall.SIGTERM)
 	_ = cmd.Wait()
 	if err != nil {
@@ -918,8 +919,8 @@ func (a apiClient) do(method, path string, body any, want int, out any) error {
 	return nil
 }
 
-func waitReady(base string, cmd *exec.Cmd) error {
-	deadline := time.Now().Add(120 * time.Second)
+func waitReady(base string, cmd *exec.Cmd, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		if cmd.ProcessState != nil {
 			return errors.New("sluice serve exited")
@@ -933,7 +934,7 @@ func waitReady(base string, cmd *exec.Cmd) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return errors.New("sluice serve did not become ready in 120s")
+	return fmt.Errorf("sluice serve did not become ready in %v", timeout)
 }
 
 // goMem reads go_memstats_heap_inuse_bytes and go_memstats_sys_bytes from /metrics.
