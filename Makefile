@@ -31,7 +31,15 @@ lint: ## go vet and gofmt
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-bench: plugins ## run the Go benchmarks once each
+bench: plugins ## print the performance ratios: the guard's (long) and end to end vs clickhouse-client (~10 min)
+	$(GO) run ./bench/cmd/sluice-guard
+	SLUICE_E2E_RSS= SLUICE_E2E_SKIP_SAME=1 SLUICE_E2E_VARIANTS='p2:GOMAXPROCS=2;p1:GOMAXPROCS=1;p4:GOMAXPROCS=4' \
+		bash bench/e2e.sh
+
+bench-guard: plugins ## fail if a performance ratio is more than 30% below bench/ratios.json (< 2 min)
+	@bash .ci/bench-guard
+
+bench-go: plugins ## run the Go benchmarks once each
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
 verify-plugins: plugins build ## fail if a built plugin differs from plugins.lock
@@ -43,4 +51,4 @@ cluster: build $(GO_PLUGIN_WASM) ## start 3 hosts on 127.0.0.1:8081-8083 sharing
 cluster-stop: ## stop the hosts of `make cluster` (SIGTERM: each drains)
 	@bash deploy/cluster.sh stop
 
-.PHONY: help build run deps test lint bench verify-plugins cluster cluster-stop
+.PHONY: help build run deps test lint bench bench-guard bench-go verify-plugins cluster cluster-stop

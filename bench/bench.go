@@ -280,11 +280,17 @@ func (w *WASM) Close(ctx context.Context) error { return w.RT.Close(ctx) }
 // Run runs the export through the plugin: Open with the object and encode capabilities
 // bound to store, WriteBatch per batch, Finish, Close.
 func (w *WASM) Run(ctx context.Context, store objstore.Store, f Format, d *Data) (Result, error) {
+	return w.RunWith(ctx, Bindings(ctx, store), f, d)
+}
+
+// RunWith is Run with the capabilities bound by the caller (bench/cmd/sluice-guard's
+// deliberately slowed variant).
+func (w *WASM) RunWith(ctx context.Context, bind runtime.Bindings, f Format, d *Data) (Result, error) {
 	t0 := time.Now()
 	req := abi.OpenRequest{RunID: benchRunID, ExportID: benchExportID, ExportName: "bench",
 		IntervalStart: IntervalStart, IntervalEnd: IntervalEnd, Attempt: 1,
 		Config: f.Config(), Columns: abi.EventColumns}
-	s, err := w.Plugin.Open(ctx, req, Bindings(ctx, store))
+	s, err := w.Plugin.Open(ctx, req, bind)
 	if err != nil {
 		return Result{}, err
 	}

@@ -12,7 +12,16 @@
 #   SLUICE_E2E_SKIP_E2E=1   only the RSS runs
 #   SLUICE_E2E_SKIP_PLAIN=1 skip the plain (unsorted) clickhouse-client dump
 #   SLUICE_E2E_SLUICE_ENV   extra environment of sluice serve, comma-separated K=V (e.g. GOMEMLIMIT=200MiB)
-#   SLUICE_E2E_KEEP=1   keep the ClickHouse database sluice_bench (the next run skips loading)
+#   SLUICE_E2E_KEEP=1   keep the ClickHouse database (the next run skips loading)
+#   SLUICE_E2E_DB       the ClickHouse database                                    default sluice_bench
+#   SLUICE_E2E_SKIP_SAME=1  skip the clickhouse-client dump of Sluice's own sorted query
+#   SLUICE_E2E_VARIANTS sluice configurations timed side by side in every repetition,
+#                       ';'-separated name[@binary][:K=V,K=V], e.g.
+#                       'p1:GOMAXPROCS=1;p2:GOMAXPROCS=2;p4:GOMAXPROCS=4'; the binary "base" is
+#                       sluice built from the commit SLUICE_E2E_BASE_REF (e.g. HEAD~1)
+#   SLUICE_E2E_PROFILE=file  after the reps, one more export of the first variant with a CPU
+#                       profile of sluice serve (a build with net/http/pprof on loopback,
+#                       added by go build -overlay; the timed builds do not have it)
 # Needs ~8 GB free under /tmp (ClickHouse data + its external sort); the S3 objects are
 # deleted after each run. Nothing leaves the machine: ClickHouse and versitygw listen on
 # 127.0.0.1, and the helper refuses non-loopback endpoints.
@@ -46,11 +55,45 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 go build -o "$tmp/sluice" ./cmd/sluice
 go build -o "$tmp/sluice-e2e" ./bench/cmd/sluice-e2e
+if [ -n "${SLUICE_E2E_BASE_REF:-}" ]; then
+	mkdir "$tmp/base-src"
+	git archive "$SLUICE_E2E_BASE_REF" | tar -x -C "$tmp/base-src"
+	(cd "$tmp/base-src" && go build -o "$tmp/sluice-base" ./cmd/sluice)
+	echo "== base: $(git rev-parse --short "$SLUICE_E2E_BASE_REF") built as $tmp/sluice-base"
+fi
+if [ -n "${SLUICE_E2E_PROFILE:-}" ]; then
+	# The profiled build: the same source plus one file serving net/http/pprof on the
+	# loopback address in SLUICE_BENCH_PPROF_ADDR.
+	cat >"$tmp/pprof.go" <<'GO'
+package main
+
+import (
+	"net/http"
+	_ "net/http/pprof"
+	"os"
+)
+
+func init() {
+	if a := os.Getenv("SLUICE_BENCH_PPROF_ADDR"); a != "" {
+		go func() { _ = http.ListenAndServe(a, nil) }()
+	}
+}
+GO
+	printf '{"Replace":{"%s":"%s"}}' "$PWD/cmd/sluice/zz_bench_pprof.go" "$tmp/pprof.go" >"$tmp/overlay.json"
+	go build -overlay "$tmp/overlay.json" -o "$tmp/sluice-pprof" ./cmd/sluice
+fi
 
 args=(-sluice "$tmp/sluice" -work "$tmp"
 	-e2e-events "${SLUICE_E2E_EVENTS:-2000000}" -reps "${SLUICE_E2E_REPS:-3}"
 	-rss "${SLUICE_E2E_RSS-2000000,5000000,10500000}"
-	-sluice-env "${SLUICE_E2E_SLUICE_ENV:-}" -label "${SLUICE_E2E_SLUICE_ENV:-defaults}")
+	-sluice-env "${SLUICE_E2E_SLUICE_ENV:-}" -label "${SLUICE_E2E_SLUICE_ENV:-defaults}"
+	-db "${SLUICE_E2E_DB:-sluice_bench}")
+if [ -n "${SLUICE_E2E_VARIANTS:-}" ]; then
+	IFS=';' read -ra vs <<<"$SLUICE_E2E_VARIANTS"
+	for v in "${vs[@]}"; do args+=(-variant "${v/@base/@$tmp/sluice-base}"); done
+fi
+[ -n "${SLUICE_E2E_SKIP_SAME:-}" ] && args+=(-skip-same)
+[ -n "${SLUICE_E2E_PROFILE:-}" ] && args+=(-profile "$SLUICE_E2E_PROFILE" -profile-bin "$tmp/sluice-pprof")
 [ -n "${SLUICE_E2E_SKIP_E2E:-}" ] && args+=(-skip-e2e)
 [ -n "${SLUICE_E2E_SKIP_PLAIN:-}" ] && args+=(-skip-plain)
 [ -n "${SLUICE_E2E_KEEP:-}" ] && args+=(-keep)

@@ -230,7 +230,9 @@ func (h *Host) execute(ctx context.Context, run storage.Run, export storage.Batc
 		}
 	}()
 	var records int64
-	err = h.src.Stream(ctx, q, source.BatchOptions{MaxRecords: h.cfg.BatchRecords, MaxBytes: h.cfg.BatchBytes},
+	// The source reads ahead while the plugin encodes (a pipeline, not a loop): a few
+	// batches, bounded in bytes (source.Prefetch; docs/performance.md, issue 16).
+	err = source.Prefetch(h.src, source.DefaultPrefetchBatches).Stream(ctx, q, source.BatchOptions{MaxRecords: h.cfg.BatchRecords, MaxBytes: h.cfg.BatchBytes},
 		func(batch []byte, n int, _ source.Position) error {
 			if err := sess.WriteBatch(ctx, batch, n); err != nil {
 				return err

@@ -34,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sluicehq/sluice/bench"
 	_ "modernc.org/sqlite"
 )
 
@@ -187,9 +188,9 @@ func captureOnce(ctx context.Context, c config, bin string, procs int, b *bodies
 	url := s.base + "/batch"
 	var res loadResult
 	if _, err = drive(ctx, client, url, b, c.batch, c.warmup, c.conc); err == nil {
-		cpu0 := procCPU(s.pid)
+		cpu0 := bench.ProcCPU(s.pid)
 		res, err = drive(ctx, client, url, b, c.batch, c.events, c.conc)
-		res.serverCPU = procCPU(s.pid) - cpu0
+		res.serverCPU = bench.ProcCPU(s.pid) - cpu0
 	}
 	client.CloseIdleConnections()
 	if serr := s.stop(err != nil); serr != nil && err == nil {
@@ -203,23 +204,6 @@ func captureOnce(ctx context.Context, c config, bin string, procs int, b *bodies
 		return res, fmt.Errorf("the store holds %d events after the load, want %d (%v)", n, want, err)
 	}
 	return res, nil
-}
-
-// procCPU is the user + system CPU time of process pid so far (/proc/<pid>/stat): the
-// server's CPU per event varies far less than its wall-time rate on a shared machine.
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// the fields after the command name (which may hold spaces) start after ") "
-	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * (time.Second / 100) // USER_HZ = 100 on Linux
 }
 
 func roundUp(n, m int) int { return (n + m - 1) / m * m }

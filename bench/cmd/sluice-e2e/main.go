@@ -85,6 +85,12 @@ type config struct {
 	rss                        []int
 	loadWorkers                int
 	keep, skipE2E, skipPlain   bool
+	skipSame                   bool
+	profileOut, profileBin     string
+	profileSeconds             int
+	profileAddr                string // set on the profiled run only
+	lightPoll                  bool   // e2e timing: poll the run every 200 ms, no /metrics sampling
+	variants                   []variant
 	sluiceEnv                  []string
 	label                      string
 	throttle                   float64 // MB/s per connection to S3, 0: none
@@ -110,6 +116,15 @@ func main() {
 	flag.BoolVar(&c.keep, "keep", false, "keep the ClickHouse database (the next run reuses the intervals already loaded)")
 	flag.BoolVar(&c.skipE2E, "skip-e2e", false, "skip the e2e comparison")
 	flag.BoolVar(&c.skipPlain, "skip-plain", false, "e2e: skip the plain (unsorted) clickhouse-client dump")
+	flag.BoolVar(&c.skipSame, "skip-same", false, "e2e: skip the clickhouse-client dump of Sluice's own (sorted) query")
+	flag.StringVar(&c.profileOut, "profile", "", "e2e: after the reps, export once more with the first variant's settings and -profile-bin, and write a CPU profile of sluice serve to this file")
+	flag.StringVar(&c.profileBin, "profile-bin", "", "sluice built with net/http/pprof on SLUICE_BENCH_PPROF_ADDR (bench/e2e.sh builds it)")
+	flag.IntVar(&c.profileSeconds, "profile-seconds", 0, "length of the CPU profile, from the backfill request (0: the first variant's median time in the reps, so that it covers the export; idle time adds no samples)")
+	var vspecs []string
+	flag.Func("variant", "e2e: a sluice configuration timed in each repetition, name[@binary][:K=V,K=V] (repeatable; default one, \"sluice\"); the first is the reference of the speed-ups", func(s string) error {
+		vspecs = append(vspecs, s)
+		return nil
+	})
 	flag.StringVar(&senv, "sluice-env", "", "extra environment of sluice serve, comma-separated K=V (e.g. GOMEMLIMIT=200MiB)")
 	flag.StringVar(&c.label, "label", "", "label printed with the RSS rows")
 	flag.Float64Var(&c.throttle, "s3-throttle", 0, "RSS runs: send sluice's S3 traffic through a loopback proxy limiting each connection's upload to this many MB/s (a slow S3)")
@@ -124,6 +139,11 @@ func main() {
 	}
 	if senv != "" {
 		c.sluiceEnv = strings.Split(senv, ",")
+	}
+	for _, s := range vspecs {
+		v, err := parseVariant(s, c.sluice)
+		check(err)
+		c.variants = append(c.variants, v)
 	}
 	_ = os.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	check(loopback(c.dsn, "dsn"))
@@ -371,77 +391,166 @@ func load(ctx context.Context, c config, d dataset) error {
 
 // ---- e2e ----
 
-type sample struct {
-	sluice, same, plain time.Duration
+// variant is one sluice configuration timed in each e2e repetition: a binary and extra
+// environment (e.g. GOMAXPROCS=2, or a build of the previous commit).
+type variant struct {
+	name, bin string
+	env       []string
+}
+
+// parseVariant reads name[@binary][:K=V,K=V].
+func parseVariant(s, defBin string) (variant, error) {
+	v := variant{bin: defBin}
+	head, env, hasEnv := strings.Cut(s, ":")
+	v.name, v.bin, _ = strings.Cut(head, "@")
+	if v.bin == "" {
+		v.bin = defBin
+	}
+	if v.name == "" {
+		return v, fmt.Errorf("variant %q: empty name", s)
+	}
+	if hasEnv && env != "" {
+		v.env = strings.Split(env, ",")
+	}
+	return v, nil
 }
 
 func e2e(ctx context.Context, c config, s3c *s3.Client, d dataset, cache string) error {
+	vs := c.variants
+	if len(vs) == 0 {
+		vs = []variant{{name: "sluice", bin: c.sluice}}
+	}
 	fmt.Printf("\n== end to end: %d events (%.0f MB of event data) in one hourly interval, %d reps\n", d.n, float64(d.bytes)/1e6, c.reps)
-	fmt.Println("   sluice: sluice serve (ClickHouse source) -> s3 plugin, JSON Lines + gzip (level 5) -> versitygw; backfill request to run Completed")
-	fmt.Println("   ch-same: clickhouse-client, Sluice's own query (ORDER BY inserted_at, uuid; LIMIT 1 BY), FORMAT JSONEachRow | gzip -1")
+	for _, v := range vs {
+		fmt.Printf("   %s: %s serve %v (ClickHouse source) -> s3 plugin, JSON Lines + gzip (level 5) -> versitygw; backfill request to run Completed\n", v.name, v.bin, append(slices.Clone(c.sluiceEnv), v.env...))
+	}
+	if !c.skipSame {
+		fmt.Println("   ch-same: clickhouse-client, Sluice's own query (ORDER BY inserted_at, uuid; LIMIT 1 BY), FORMAT JSONEachRow | gzip -1")
+	}
 	if !c.skipPlain {
 		fmt.Println("   ch-plain: clickhouse-client, SELECT the same columns WHERE inserted_at in the interval (no ORDER BY/LIMIT BY) FORMAT JSONEachRow | gzip -1")
 	}
-	var samples []sample
+	// One step per variant and per clickhouse-client dump; each repetition runs every step,
+	// the order rotated by one per repetition, so that no step always runs first.
+	type step struct {
+		name string
+		run  func() (time.Duration, string, error)
+	}
+	var steps []step
+	for _, v := range vs {
+		v := v
+		steps = append(steps, step{v.name, func() (time.Duration, string, error) {
+			vc := c
+			vc.sluice, vc.lightPoll = v.bin, true
+			vc.sluiceEnv = append(slices.Clone(c.sluiceEnv), v.env...)
+			sr, err := sluiceRun(ctx, vc, s3c, d, cache)
+			return sr.elapsed, fmt.Sprintf("run %.2fs in the API, %d records, %.1f MB gz, VmHWM %s, CPU %.1fs (%.2f cores), load %s",
+				sr.runTime.Seconds(), sr.records, float64(sr.objBytes)/1e6, mib(sr.hwmAfter), sr.cpu.Seconds(), sr.cpu.Seconds()/sr.elapsed.Seconds(), loadAvg()), err
+		}})
+	}
+	dump := func(name, q string) step {
+		return step{name, func() (time.Duration, string, error) {
+			el, n, err := chDump(ctx, c, q)
+			return el, fmt.Sprintf("%.1f MB gz, client+gzip CPU %.1fs (%.2f cores), load %s", float64(n)/1e6,
+				lastDumpCPU.Seconds(), lastDumpCPU.Seconds()/el.Seconds(), loadAvg()), err
+		}}
+	}
+	if !c.skipSame {
+		steps = append(steps, dump("ch-same", sameQuery(c.db, d)))
+	}
+	if !c.skipPlain {
+		steps = append(steps, dump("ch-plain", plainQuery(c.db, d)))
+	}
+	times := map[string][]time.Duration{}
 	for rep := 0; rep < c.reps; rep++ {
-		var s sample
-		var sr sluiceResult
-		var sameOut, plainOut int64
-		runCH := func() error {
-			var err error
-			if s.same, sameOut, err = chDump(ctx, c, sameQuery(c.db, d)); err != nil {
-				return err
+		for i := range steps {
+			st := steps[(i+rep)%len(steps)]
+			el, info, err := st.run()
+			if err != nil {
+				return fmt.Errorf("%s: %w", st.name, err)
 			}
-			if !c.skipPlain {
-				if s.plain, plainOut, err = chDump(ctx, c, plainQuery(c.db, d)); err != nil {
-					return err
-				}
-			}
-			return nil
+			times[st.name] = append(times[st.name], el)
+			fmt.Printf("   rep %d: %s %.2fs (%s)\n", rep+1, st.name, el.Seconds(), info)
 		}
-		runSluice := func() error {
-			var err error
-			sr, err = sluiceRun(ctx, c, s3c, d, cache)
-			s.sluice = sr.elapsed
+	}
+	fmt.Printf("   load after: %s\n", loadAvg())
+	if c.profileOut != "" {
+		addr, err := bench.FreeAddr()
+		if err != nil {
 			return err
 		}
-		order := []func() error{runSluice, runCH}
-		if rep%2 == 1 {
-			order = []func() error{runCH, runSluice}
-		}
-		for _, f := range order {
-			if err := f(); err != nil {
-				return err
+		pc := c
+		pc.sluice, pc.profileAddr, pc.lightPoll = c.profileBin, addr, true
+		if pc.profileSeconds <= 0 {
+			var secs []float64
+			for _, t := range times[vs[0].name] {
+				secs = append(secs, t.Seconds())
 			}
+			pc.profileSeconds = max(5, int(median(secs)))
 		}
-		samples = append(samples, s)
-		fmt.Printf("   rep %d: sluice %.2fs (run %.2fs in the API, %d records, %.1f MB gz, VmHWM %s) | ch-same %.2fs (%.1f MB gz)",
-			rep+1, s.sluice.Seconds(), sr.runTime.Seconds(), sr.records, float64(sr.objBytes)/1e6, mib(sr.hwmAfter), s.same.Seconds(), float64(sameOut)/1e6)
-		if !c.skipPlain {
-			fmt.Printf(" | ch-plain %.2fs (%.1f MB gz)", s.plain.Seconds(), float64(plainOut)/1e6)
+		pc.sluiceEnv = append(slices.Clone(c.sluiceEnv), vs[0].env...)
+		pc.sluiceEnv = append(pc.sluiceEnv, "SLUICE_BENCH_PPROF_ADDR="+addr)
+		sr, err := sluiceRun(ctx, pc, s3c, d, cache)
+		if err != nil {
+			return fmt.Errorf("profiled run: %w", err)
 		}
-		fmt.Println()
+		fmt.Printf("   profiled run (%s settings, not in the table): %.2fs; CPU profile of the first %ds in %s\n", vs[0].name, sr.elapsed.Seconds(), pc.profileSeconds, c.profileOut)
 	}
+	// Ratios of each clickhouse-client dump's time to each variant's, per repetition
+	// (> 1: sluice is faster than the dump).
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Println()
-	fmt.Fprintln(w, "rep\tsluice s\tch-same s\tch-same/sluice\tch-plain s\tch-plain/sluice\tsluice MB/s\t")
-	var rs, rp []float64
-	var ts, tsame, tplain time.Duration
-	for i, s := range samples {
-		r1 := s.same.Seconds() / s.sluice.Seconds()
-		r2 := s.plain.Seconds() / s.sluice.Seconds()
-		rs, rp = append(rs, r1), append(rp, r2)
-		ts, tsame, tplain = ts+s.sluice, tsame+s.same, tplain+s.plain
-		fmt.Fprintf(w, "%d\t%.2f\t%.2f\t%.3f\t%.2f\t%.3f\t%.1f\t\n", i+1, s.sluice.Seconds(), s.same.Seconds(), r1, s.plain.Seconds(), r2, float64(d.bytes)/1e6/s.sluice.Seconds())
+	fmt.Fprintln(w, "variant\tsluice s (median)\tMB/s (median)\tbaseline\tbaseline s (median)\tbaseline/sluice min\tmedian\tmax\ttotal-time ratio\t")
+	for _, v := range vs {
+		ts := times[v.name]
+		var secs []float64
+		var tot time.Duration
+		for _, t := range ts {
+			secs = append(secs, t.Seconds())
+			tot += t
+		}
+		for _, b := range []string{"ch-plain", "ch-same"} {
+			bt, ok := times[b]
+			if !ok {
+				continue
+			}
+			var rs, bs []float64
+			var btot time.Duration
+			for i := range ts {
+				rs = append(rs, bt[i].Seconds()/ts[i].Seconds())
+				bs = append(bs, bt[i].Seconds())
+				btot += bt[i]
+			}
+			fmt.Fprintf(w, "%s\t%.2f\t%.1f\t%s\t%.2f\t%.3f\t%.3f\t%.3f\t%.3f\t\n", v.name, median(secs), float64(d.bytes)/1e6/median(secs),
+				b, median(bs), slices.Min(rs), median(rs), slices.Max(rs), btot.Seconds()/tot.Seconds())
+		}
 	}
-	fmt.Fprintf(w, "median\t\t\t%.3f\t\t%.3f\t\t\n", median(rs), median(rp))
-	fmt.Fprintf(w, "total\t%.2f\t%.2f\t%.3f\t%.2f\t%.3f\t%.1f\t\n", ts.Seconds(), tsame.Seconds(), tsame.Seconds()/ts.Seconds(),
-		tplain.Seconds(), tplain.Seconds()/ts.Seconds(), float64(d.bytes)*float64(len(samples))/1e6/ts.Seconds())
 	w.Flush()
-	if c.skipPlain {
-		fmt.Println("(ch-plain skipped)")
+	// Ratios between variants, per repetition (the first variant is the reference).
+	if len(vs) > 1 {
+		ref := times[vs[0].name]
+		for _, v := range vs[1:] {
+			var rs []float64
+			for i, t := range times[v.name] {
+				rs = append(rs, ref[i].Seconds()/t.Seconds())
+			}
+			fmt.Printf("speed-up %s vs %s (time ratio per rep): min %.3f median %.3f max %.3f\n", v.name, vs[0].name, slices.Min(rs), median(rs), slices.Max(rs))
+		}
 	}
 	return nil
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "n/a"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "n/a"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // sameQuery is the query host/source.ClickHouse.buildQuery sends for the interval (a run
@@ -486,8 +595,13 @@ func chDump(ctx context.Context, c config, q string) (time.Duration, int64, erro
 		return 0, 0, fmt.Errorf("clickhouse-client: %v: %s", err, stderr.String())
 	}
 	n, _ := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64)
+	lastDumpCPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 	return el, n, nil
 }
+
+// lastDumpCPU is the user + system CPU of the last chDump's shell and the processes it
+// waited for (clickhouse-client, gzip, wc), not the server's.
+var lastDumpCPU time.Duration
 
 // ---- one sluice serve process, one export, one backfill of one interval ----
 
@@ -500,6 +614,7 @@ type sluiceResult struct {
 	anonAtPeak          int64 // RssAnon at the sampled VmRSS peak
 	fileAtPeak          int64 // RssFile (binary text, mapped files) at that peak
 	samples             int
+	cpu                 time.Duration // user + system CPU of sluice serve during the export
 }
 
 var runSeq atomic.Int64
@@ -571,6 +686,7 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 	// Let the process settle (export scheduling, GC after start) before the baseline.
 	time.Sleep(time.Second)
 	res.hwmBefore, res.rssBefore = bench.ProcStatusOf(pid, "VmHWM"), bench.ProcStatusOf(pid, "VmRSS")
+	cpuBefore := bench.ProcCPU(pid)
 
 	stopSampling := make(chan struct{})
 	var sampWG sync.WaitGroup
@@ -594,6 +710,9 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 	}()
 	go func() { // Go heap every 500 ms from /metrics
 		defer sampWG.Done()
+		if c.lightPoll {
+			return
+		}
 		t := time.NewTicker(500 * time.Millisecond)
 		defer t.Stop()
 		for {
@@ -614,6 +733,12 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 		sampWG.Wait()
 		return res, err
 	}
+	profDone := make(chan error, 1)
+	if c.profileAddr != "" {
+		go func() { profDone <- fetchProfile(c.profileAddr, c.profileSeconds, c.profileOut) }()
+	} else {
+		profDone <- nil
+	}
 	type runView struct {
 		Status           string
 		LatestError      string     `json:"latest_error"`
@@ -622,6 +747,13 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 		IntervalStart    time.Time  `json:"interval_start"`
 		StartedAt        *time.Time `json:"started_at"`
 		FinishedAt       *time.Time `json:"finished_at"`
+	}
+	// Polling costs the measured process CPU (a CPU profile of an e2e export at 50 ms with
+	// /metrics sampling: ~10% of its samples answered the harness), so the e2e comparison
+	// polls every 200 ms and leaves /metrics alone; the RSS runs keep the finer sampling.
+	poll := 50 * time.Millisecond
+	if c.lightPoll {
+		poll = 200 * time.Millisecond
 	}
 	var done *runView
 	deadline := time.Now().Add(2 * time.Hour)
@@ -651,13 +783,17 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 				sampWG.Wait()
 				return res, errors.New("run did not complete in 2h")
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(poll)
 		}
 	}
 	res.elapsed = time.Since(t0)
 	close(stopSampling)
 	sampWG.Wait()
+	if err := <-profDone; err != nil {
+		return res, fmt.Errorf("cpu profile: %w", err)
+	}
 	res.hwmAfter = bench.ProcStatusOf(pid, "VmHWM")
+	res.cpu = bench.ProcCPU(pid) - cpuBefore
 	res.records = done.RecordsCompleted
 	if done.StartedAt != nil && done.FinishedAt != nil {
 		res.runTime = done.FinishedAt.Sub(*done.StartedAt)
@@ -676,6 +812,28 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 		return res, errors.New("no object written")
 	}
 	return res, nil
+}
+
+// fetchProfile writes a CPU profile of the next seconds of the process serving pprof at addr.
+func fetchProfile(addr string, seconds int, out string) error {
+	resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, seconds))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("HTTP %d: %s", resp.StatusCode, b)
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // warmUp starts and stops one sluice serve, which compiles the locked plugins into the

@@ -238,11 +238,11 @@ func run(ctx context.Context, c config) (err error) {
 			go h.profile(filepath.Join(c.pprofDir, fmt.Sprintf("%s-idle.cpu.pprof", db)), "profile", time.Until(idleUntil)-2*time.Second)
 		}
 		if idleUntil.Sub(idleFrom) > 20*time.Second {
-			cpu0 := procCPU(pid)
+			cpu0 := bench.ProcCPU(pid)
 			if err := sleepCtx(ctx, time.Until(idleUntil)); err != nil {
 				return err
 			}
-			tr.idleCPU = (procCPU(pid) - cpu0).Seconds() / time.Since(idleFrom).Seconds()
+			tr.idleCPU = (bench.ProcCPU(pid) - cpu0).Seconds() / time.Since(idleFrom).Seconds()
 			tr.idleWall = time.Since(idleFrom)
 			tr.idleRSS = bench.ProcStatusOf(pid, "VmRSS")
 			if profileIdle {
@@ -260,7 +260,7 @@ func run(ctx context.Context, c config) (err error) {
 			go h.profile(filepath.Join(c.pprofDir, fmt.Sprintf("%s-tick.cpu.pprof", db)), "profile", 60*time.Second)
 		}
 		rssPeak.Store(0)
-		cpu0 := procCPU(pid)
+		cpu0 := bench.ProcCPU(pid)
 		if err := sleepCtx(ctx, time.Until(fire)); err != nil {
 			return err
 		}
@@ -276,7 +276,7 @@ func run(ctx context.Context, c config) (err error) {
 		if n >= base+c.exports {
 			tr.drained = time.Since(fire)
 		}
-		tr.busyCPU = procCPU(pid) - cpu0
+		tr.busyCPU = bench.ProcCPU(pid) - cpu0
 		tr.busyRuns = n - base
 		tr.busyRSS = rssPeak.Load()
 		// List every export, page by page, on the idle host.
@@ -600,21 +600,6 @@ func sampleRSS(pid int, peak *atomic.Int64) (stop func()) {
 		}
 	}()
 	return func() { once.Do(func() { close(done) }) }
-}
-
-// procCPU is the process's user + system CPU time from /proc/<pid>/stat.
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	// Fields after the command name (which may hold spaces) start at state.
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, _ := strconv.ParseInt(f[11], 10, 64) // field 14
-	stime, _ := strconv.ParseInt(f[12], 10, 64) // field 15
-	const hz = 100                              // USER_HZ on Linux
-	return time.Duration(utime+stime) * time.Second / hz
 }
 
 func freshDatabase(server string) (string, func(), error) {
