@@ -11,6 +11,7 @@ package membudget
 import (
 	"errors"
 	"fmt"
+	"math"
 )
 
 const (
@@ -112,7 +113,7 @@ func Derive(in Input) (Plan, error) {
 	switch {
 	case in.GoLimit > 0:
 		p.GoLimit = in.GoLimit
-		p.Limit = in.GoLimit + OutsideGo
+		p.Limit = min(in.GoLimit, math.MaxInt64-OutsideGo) + OutsideGo // GOMEMLIMIT may be MaxInt64
 	case in.Limit < 0:
 		return Plan{}, errors.New("negative memory limit")
 	default:

@@ -1,6 +1,7 @@
 package membudget
 
 import (
+	"math"
 	"strings"
 	"testing"
 )
@@ -52,6 +53,11 @@ func TestDerive(t *testing.T) {
 			// GOMEMLIMIT wins: the memory limit is it plus what Go does not count.
 			name: "GOMEMLIMIT", in: Input{Limit: 1024 * MiB, GoLimit: 150 * MiB, Slots: 6, CPUs: 2},
 			want: Plan{Limit: 214 * MiB, GoLimit: 150 * MiB, PerRun: 52 * MiB, Fit: 1, PartSize: 5 * MiB, Concurrency: 1, EncoderWorkers: 2},
+		},
+		{
+			// GOMEMLIMIT at its maximum (no limit): parts stop at 50 MiB, no overflow.
+			name: "GOMEMLIMIT max", in: Input{GoLimit: math.MaxInt64, Slots: 6, CPUs: 2},
+			want: Plan{Limit: math.MaxInt64, GoLimit: math.MaxInt64, PerRun: 192 * MiB, Fit: 6, PartSize: 50 * MiB, Concurrency: 2, EncoderWorkers: 2},
 		},
 		{
 			// Smaller than one run: one at a time anyway, flagged.
