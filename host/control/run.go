@@ -189,6 +189,7 @@ func (h *Host) execute(ctx context.Context, run storage.Run, export storage.Batc
 		// The run's memory allowance, before anything is allocated; waiting holds the queue
 		// worker (docs/RATIONALE.md, "A memory budget"). A cancel or the deadline ends the wait.
 		release, err := h.cfg.Memory.Admit(ctx, func() {
+			h.log.Info("run waiting for memory budget", "run_id", run.ID, "export_id", export.ID)
 			h.runLog(ctx, run, "host", slog.LevelInfo, "waiting for memory budget: other runs hold it (--memory-limit-mib)")
 		})
 		if err != nil {
