@@ -48,7 +48,8 @@ type Config struct {
 	RetryBase           time.Duration // first retry delay, doubled each try (default 10s)
 
 	// S3PartSize is the multipart part size of S3 uploads (0: 50 MiB). An upload holds up to
-	// 3 parts in memory: smaller parts lower a run's memory, at more requests per object.
+	// S3Concurrency + 1 parts in memory: smaller parts lower a run's memory, at more requests
+	// per object.
 	S3PartSize int64
 	// S3Concurrency is the number of parts an S3 upload sends at once (0: objstore's default,
 	// 2). With sluice serve both come from the memory budget (host/membudget).
