@@ -12,7 +12,7 @@
 #   SLUICE_E2E_SKIP_E2E=1   only the RSS runs
 #   SLUICE_E2E_SKIP_PLAIN=1 skip the plain (unsorted) clickhouse-client dump
 #   SLUICE_E2E_SLUICE_ENV   extra environment of sluice serve, comma-separated K=V (e.g. GOMEMLIMIT=200MiB)
-#   SLUICE_E2E_KEEP=1   keep the ClickHouse database (the next run skips loading)
+#   SLUICE_E2E_KEEP=1   keep the ClickHouse database sluice_bench (the next run skips loading)
 #   SLUICE_E2E_DB       the ClickHouse database                                    default sluice_bench
 #   SLUICE_E2E_SKIP_SAME=1  skip the clickhouse-client dump of Sluice's own sorted query
 #   SLUICE_E2E_VARIANTS sluice configurations timed side by side in every repetition,
@@ -22,6 +22,9 @@
 #   SLUICE_E2E_PROFILE=file  after the reps, one more export of the first variant with a CPU
 #                       profile of sluice serve (a build with net/http/pprof on loopback,
 #                       added by go build -overlay; the timed builds do not have it)
+#   SLUICE_E2E_EXPORTS  RSS runs: this many exports backfill the interval at once, in one process   default 1
+#   SLUICE_E2E_SLUICE_ARGS  extra arguments of sluice serve (e.g. "--backfill-parallelism 4")
+#   SLUICE_E2E_SLUICE   a sluice binary to measure instead of building this tree's
 # Needs ~8 GB free under /tmp (ClickHouse data + its external sort); the S3 objects are
 # deleted after each run. Nothing leaves the machine: ClickHouse and versitygw listen on
 # 127.0.0.1, and the helper refuses non-loopback endpoints.
@@ -53,7 +56,11 @@ done
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-go build -o "$tmp/sluice" ./cmd/sluice
+sluice="${SLUICE_E2E_SLUICE:-}"
+if [ -z "$sluice" ]; then
+	CGO_ENABLED=0 go build -trimpath -o "$tmp/sluice" ./cmd/sluice # as make build
+	sluice="$tmp/sluice"
+fi
 go build -o "$tmp/sluice-e2e" ./bench/cmd/sluice-e2e
 if [ -n "${SLUICE_E2E_BASE_REF:-}" ]; then
 	mkdir "$tmp/base-src"
@@ -83,11 +90,11 @@ GO
 	go build -overlay "$tmp/overlay.json" -o "$tmp/sluice-pprof" ./cmd/sluice
 fi
 
-args=(-sluice "$tmp/sluice" -work "$tmp"
+args=(-sluice "$sluice" -work "$tmp" -db "${SLUICE_E2E_DB:-sluice_bench}"
+	-exports "${SLUICE_E2E_EXPORTS:-1}" -sluice-args "${SLUICE_E2E_SLUICE_ARGS:-}"
 	-e2e-events "${SLUICE_E2E_EVENTS:-2000000}" -reps "${SLUICE_E2E_REPS:-3}"
 	-rss "${SLUICE_E2E_RSS-2000000,5000000,10500000}"
-	-sluice-env "${SLUICE_E2E_SLUICE_ENV:-}" -label "${SLUICE_E2E_SLUICE_ENV:-defaults}"
-	-db "${SLUICE_E2E_DB:-sluice_bench}")
+	-sluice-env "${SLUICE_E2E_SLUICE_ENV:-}" -label "${SLUICE_E2E_SLUICE_ENV:-defaults}")
 if [ -n "${SLUICE_E2E_VARIANTS:-}" ]; then
 	IFS=';' read -ra vs <<<"$SLUICE_E2E_VARIANTS"
 	for v in "${vs[@]}"; do args+=(-variant "${v/@base/@$tmp/sluice-base}"); done

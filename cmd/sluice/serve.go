@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/sluicehq/sluice/console"
 	"github.com/sluicehq/sluice/host/capture"
 	"github.com/sluicehq/sluice/host/control"
+	"github.com/sluicehq/sluice/host/membudget"
 	"github.com/sluicehq/sluice/host/runtime"
 )
 
@@ -37,7 +39,8 @@ func serve(ctx context.Context, args []string) error {
 	settle := fs.Duration("settle-delay", 30*time.Second, "wait after an interval ends before exporting it")
 	runTimeout := fs.Duration("run-timeout", time.Hour, "deadline of one run attempt")
 	rescueAfter := fs.Duration("rescue-after", 0, "a run left Running by a dead host is retried after this (default run-timeout + 1m)")
-	partMiB := fs.Int("s3-part-size-mib", envInt("SLUICE_S3_PART_SIZE_MIB", 50), "S3 multipart part size in MiB, 5 to 5120; an upload holds up to 3 parts in memory (SLUICE_S3_PART_SIZE_MIB)")
+	partMiB := fs.Int("s3-part-size-mib", envInt("SLUICE_S3_PART_SIZE_MIB", 0), "S3 multipart part size in MiB, 5 to 5120; 0: sized from --memory-limit-mib (50 with the budget off); an upload holds up to concurrency + 1 parts in memory (SLUICE_S3_PART_SIZE_MIB)")
+	memLimit := fs.String("memory-limit-mib", env("SLUICE_MEMORY_LIMIT_MIB", strconv.Itoa(membudget.DefaultLimit>>20)), "memory budget of this process in MiB, or off: sets the Go soft memory limit (unless GOMEMLIMIT is set, which wins), sizes S3 parts and upload concurrency, and makes runs wait for budget (SLUICE_MEMORY_LIMIT_MIB)")
 	bqEndpoint := fs.String("bigquery-endpoint", env("SLUICE_BIGQUERY_ENDPOINT", ""), "BigQuery-compatible REST endpoint used without authentication, for emulators and tests (SLUICE_BIGQUERY_ENDPOINT)")
 	sfEndpoint := fs.String("snowflake-endpoint", env("SLUICE_SNOWFLAKE_ENDPOINT", ""), "Snowflake-compatible address (http://127.0.0.1:PORT) replacing <account>.snowflakecomputing.com, for tests (SLUICE_SNOWFLAKE_ENDPOINT)")
 	ambientDef, ambientErr := envBool("SLUICE_S3_AMBIENT_CREDENTIALS")
@@ -70,8 +73,8 @@ func serve(ctx context.Context, args []string) error {
 	if *syncEvery <= 0 {
 		return fmt.Errorf("--schedule-sync (SLUICE_SCHEDULE_SYNC) must be positive, got %s", *syncEvery)
 	}
-	if *partMiB < 5 || *partMiB > 5120 {
-		return fmt.Errorf("--s3-part-size-mib (SLUICE_S3_PART_SIZE_MIB) must be an integer from 5 to 5120, got %d", *partMiB)
+	if *partMiB != 0 && (*partMiB < 5 || *partMiB > 5120) {
+		return fmt.Errorf("--s3-part-size-mib (SLUICE_S3_PART_SIZE_MIB) must be 0 (from the memory budget) or an integer from 5 to 5120, got %d", *partMiB)
 	}
 	if minMiB := runtime.DefaultMemoryLimitPages * 65536 >> 20; *pluginMemMiB < minMiB {
 		return fmt.Errorf("--plugin-memory-budget-mib (SLUICE_PLUGIN_MEMORY_BUDGET_MIB) must be at least one instance's memory limit, %d MiB; got %d", minMiB, *pluginMemMiB)
@@ -102,14 +105,21 @@ func serve(ctx context.Context, args []string) error {
 		logger.Info("admin API token (set SLUICE_API_TOKEN to choose it)", "file", filepath.Join(*dataDir, "api-token"))
 	}
 
+	mem, err := setupMemory(memorySettings{limit: *memLimit, partMiB: *partMiB, slots: max(*workers, 1) + max(*backfillPar, 1),
+		goMemLimit: os.Getenv("GOMEMLIMIT"), defaultPart: 50}, logger)
+	if err != nil {
+		return err
+	}
 	if *s3Ambient {
 		logger.Warn("S3 exports without keys use this host's AWS credentials (--s3-ambient-credentials)")
 	}
-	h, err := control.New(ctx, control.Config{
+	cfg := control.Config{
 		DataDir: *dataDir, DatabaseURL: *dbURL, SecretKey: *secretKey, ClickHouseDSN: *chDSN,
 		PluginsDir: *pluginsDir, LockFile: *lock, Workers: *workers, SettleDelay: *settle, Logger: logger,
 		RunTimeout: *runTimeout, RescueAfter: *rescueAfter, BigQueryEndpoint: *bqEndpoint,
-		S3PartSize:           int64(*partMiB) << 20,
+		S3PartSize:           mem.partSize,
+		S3Concurrency:        mem.conc,
+		EncoderWorkers:       mem.encoders,
 		S3AmbientCredentials: *s3Ambient,
 		BackfillParallelism:  *backfillPar,
 		SnowflakeEndpoint:    *sfEndpoint,
@@ -117,12 +127,19 @@ func serve(ctx context.Context, args []string) error {
 		ScheduleSyncInterval: *syncEvery,
 		Runtime:              runtime.Config{MemoryBudgetBytes: uint64(*pluginMemMiB) << 20},
 		Alerts:               alerts,
-	})
+	}
+	if mem.budget != nil {
+		cfg.Memory = mem.budget
+	}
+	h, err := control.New(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	metrics := api.NewMetrics()
 	h.UseMetrics(metrics)
+	if mem.budget != nil {
+		metrics.Registry().MustRegister(mem.budget)
+	}
 	if err := h.Start(ctx); err != nil {
 		_ = h.Stop(context.Background())
 		return err

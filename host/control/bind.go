@@ -43,9 +43,9 @@ func capBinding(capability string, fields []abi.Field, public map[string]any, se
 }
 
 // openObjectStore binds the object capability of one export. dataDir roots the local sink;
-// partSize (0: objstore's default) sizes S3 multipart parts; ambient lets an S3 binding
+// partSize and conc (0: objstore's defaults) size S3 multipart uploads; ambient lets an S3 binding
 // without keys use the host's default AWS credential chain (Config.S3AmbientCredentials).
-func openObjectStore(ctx context.Context, dataDir string, partSize int64, ambient bool, b map[string]string) (objstore.Store, error) {
+func openObjectStore(ctx context.Context, dataDir string, partSize int64, conc int, ambient bool, b map[string]string) (objstore.Store, error) {
 	bucket := b["bucket"]
 	if bucket == "" {
 		return nil, errors.New("the destination config binds no bucket (object.bucket)")
@@ -74,5 +74,6 @@ func openObjectStore(ctx context.Context, dataDir string, partSize int64, ambien
 		Encryption:         b["encryption"],
 		KMSKeyID:           b["kms_key_id"],
 		PartSize:           partSize,
+		Concurrency:        conc,
 	})
 }

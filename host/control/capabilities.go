@@ -35,7 +35,7 @@ func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExp
 		}
 	}
 	b = runtime.Bindings{
-		Encoders: newEncoder,
+		Encoders: encoderFactory(h.cfg.EncoderWorkers),
 		Log: func(level slog.Level, msg string) {
 			h.runLog(ctx, run, pluginSource, level, msg)
 		},
@@ -48,7 +48,7 @@ func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExp
 		if params["bucket"] == "" {
 			return b, release, errNoBucket
 		}
-		store, err := openObjectStore(ctx, h.cfg.DataDir, h.cfg.S3PartSize, h.cfg.S3AmbientCredentials, params)
+		store, err := openObjectStore(ctx, h.cfg.DataDir, h.cfg.S3PartSize, h.cfg.S3Concurrency, h.cfg.S3AmbientCredentials, params)
 		if err != nil {
 			return b, release, err
 		}
@@ -99,12 +99,20 @@ func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExp
 	return b, release, nil
 }
 
-func newEncoder(w io.Writer, spec abi.EncoderSpec, cols []abi.Column) (runtime.BatchEncoder, error) {
-	enc, err := encode.New(w, spec, cols)
-	if err != nil {
-		return nil, &runtime.CapabilityError{Err: err, Status: abi.StatusBadArgument}
+// encoderFactory returns the runtime's encoder constructor; workers > 0 sets how many
+// goroutines compress one file's blocks (Config.EncoderWorkers), 0 leaves encode's default.
+func encoderFactory(workers int) func(io.Writer, abi.EncoderSpec, []abi.Column) (runtime.BatchEncoder, error) {
+	var opts []encode.Option
+	if workers > 0 {
+		opts = append(opts, encode.Workers(workers))
 	}
-	return enc, nil
+	return func(w io.Writer, spec abi.EncoderSpec, cols []abi.Column) (runtime.BatchEncoder, error) {
+		enc, err := encode.New(w, spec, cols, opts...)
+		if err != nil {
+			return nil, &runtime.CapabilityError{Err: err, Status: abi.StatusBadArgument}
+		}
+		return enc, nil
+	}
 }
 
 // objectStore adapts objstore.Store to the runtime's ObjectStore, carrying each error's

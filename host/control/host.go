@@ -62,8 +62,17 @@ type Config struct {
 	ReapInterval, ReapAfter time.Duration
 
 	// S3PartSize is the multipart part size of S3 uploads (0: 50 MiB). An upload holds up to
-	// 3 parts in memory: smaller parts lower a run's memory, at more requests per object.
+	// S3Concurrency + 1 parts in memory: smaller parts lower a run's memory, at more requests
+	// per object.
 	S3PartSize int64
+	// S3Concurrency is the number of parts an S3 upload sends at once (0: objstore's default,
+	// 2). With sluice serve both come from the memory budget (host/membudget).
+	S3Concurrency int
+	// EncoderWorkers is how many goroutines compress one file's blocks (0: GOMAXPROCS).
+	EncoderWorkers int
+	// Memory admits each run into the host's memory budget before it executes (a
+	// *membudget.Budget); nil admits every run at once.
+	Memory Admitter
 	// S3AmbientCredentials lets an S3 destination whose config has no access key use the
 	// host's default AWS credential chain (environment variables, shared config files, web
 	// identity, container or instance role). Off by default: such an export fails at
@@ -85,6 +94,12 @@ type Config struct {
 	Runtime runtime.Config
 	Clock   clockwork.Clock // default the real clock; tests drive a fake one
 	Logger  *slog.Logger
+}
+
+// Admitter reserves a run's memory allowance, waiting while the budget is spent; waiting is
+// called once if it has to wait. release gives the allowance back.
+type Admitter interface {
+	Admit(ctx context.Context, waiting func()) (release func(), err error)
 }
 
 // WithDefaults returns c with every zero field set to its default.

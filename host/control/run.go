@@ -191,6 +191,18 @@ func (h *Host) execute(ctx context.Context, run storage.Run, export storage.Batc
 	fail := func(err error) (abi.Result, abi.Classification, error) {
 		return abi.Result{}, hostClassify(err), err
 	}
+	if h.cfg.Memory != nil {
+		// The run's memory allowance, before anything is allocated; waiting holds the queue
+		// worker (docs/RATIONALE.md, "A memory budget"). A cancel or the deadline ends the wait.
+		release, err := h.cfg.Memory.Admit(ctx, func() {
+			h.log.Info("run waiting for memory budget", "run_id", run.ID, "export_id", export.ID)
+			h.runLog(ctx, run, "host", slog.LevelInfo, "waiting for memory budget: other runs hold it (--memory-limit-mib)")
+		})
+		if err != nil {
+			return fail(err)
+		}
+		defer release()
+	}
 	p, manifest, err := h.pluginFor(ctx, export.PluginID)
 	if err != nil {
 		return fail(err)

@@ -93,7 +93,9 @@ type config struct {
 	variants                   []variant
 	sluiceEnv                  []string
 	label                      string
-	throttle                   float64 // MB/s per connection to S3, 0: none
+	throttle                   float64  // MB/s per connection to S3, 0: none
+	exports                    int      // RSS runs: exports backfilling the same interval at once
+	sluiceArgs                 []string // extra arguments of sluice serve
 }
 
 func main() {
@@ -128,7 +130,14 @@ func main() {
 	flag.StringVar(&senv, "sluice-env", "", "extra environment of sluice serve, comma-separated K=V (e.g. GOMEMLIMIT=200MiB)")
 	flag.StringVar(&c.label, "label", "", "label printed with the RSS rows")
 	flag.Float64Var(&c.throttle, "s3-throttle", 0, "RSS runs: send sluice's S3 traffic through a loopback proxy limiting each connection's upload to this many MB/s (a slow S3)")
+	flag.IntVar(&c.exports, "exports", 1, "RSS runs: this many exports backfill the same interval at once (one run each, in one process; run with --backfill-parallelism >= this in -sluice-args to run them all at once)")
+	var sargs string
+	flag.StringVar(&sargs, "sluice-args", "", "extra arguments of sluice serve, space-separated (e.g. --backfill-parallelism 4)")
 	flag.Parse()
+	c.sluiceArgs = strings.Fields(sargs)
+	if c.exports < 1 {
+		c.exports = 1
+	}
 	for _, f := range strings.Split(rss, ",") {
 		if f = strings.TrimSpace(f); f == "" {
 			continue
@@ -221,7 +230,7 @@ func run(ctx context.Context, c config) error {
 		fmt.Printf("\n== S3 traffic of sluice goes through %s: uploads limited to %.1f MB/s per connection\n", p, c.throttle)
 	}
 	if len(c.rss) > 0 {
-		fmt.Printf("\n== peak RSS of sluice serve exporting one interval (fresh process per size; %s)\n", c.label)
+		fmt.Printf("\n== peak RSS of sluice serve exporting one interval with %d export(s) at once (fresh process per size; %s; %s)\n", c.exports, c.label, c.sluice)
 		var rows []rssRow
 		for _, n := range c.rss {
 			r, err := sluiceRun(ctx, c, s3c, sets[n], cache)
@@ -611,6 +620,7 @@ type sluiceResult struct {
 	hwmBefore, hwmAfter int64
 	rssBefore, rssPeak  int64
 	heapPeak, sysPeak   int64
+	exports             int   // exports of the interval run at once (MB/s counts each)
 	anonAtPeak          int64 // RssAnon at the sampled VmRSS peak
 	fileAtPeak          int64 // RssFile (binary text, mapped files) at that peak
 	samples             int
@@ -647,6 +657,7 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 	defer logf.Close()
 	cmd := exec.Command(c.sluice, "serve", "--addr", addr, "--data-dir", data, "--api-token", token,
 		"--plugins-dir", c.pluginsDir, "--lock", c.lock, "--settle-delay", "1s")
+	cmd.Args = append(cmd.Args, c.sluiceArgs...)
 	cmd.Env = append(os.Environ(), "SLUICE_CLICKHOUSE_DSN="+dsn.String(), "AWS_EC2_METADATA_DISABLED=true",
 		// Only the s3 plugin runs here; the warehouse capabilities point at a closed
 		// loopback port so nothing can reach Google or Snowflake.
@@ -674,14 +685,18 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 	}
 	defer emptyBucket(context.Background(), s3c, bucket)
 	api := bench.API{Base: base, Token: token}
-	var exp struct{ ID string }
-	if err := api.Do("POST", "/api/v1/batch_exports", map[string]any{"name": "bench-" + bucket, "interval": "hour",
-		"destination": map[string]any{"type": "s3", "config": map[string]any{
-			"bucket_name": bucket, "region": "us-east-1", "endpoint_url": c.s3Endpoint,
-			"aws_access_key_id": c.access, "aws_secret_access_key": c.secret,
-			"prefix": "posthog/{year}/{month}/{day}", "file_format": "JSONLines", "compression": "gzip",
-		}}}, 201, &exp); err != nil {
-		return res, err
+	ids := make([]string, c.exports)
+	for i := range ids {
+		var exp struct{ ID string }
+		if err := api.Do("POST", "/api/v1/batch_exports", map[string]any{"name": fmt.Sprintf("bench-%s-%d", bucket, i), "interval": "hour",
+			"destination": map[string]any{"type": "s3", "config": map[string]any{
+				"bucket_name": bucket, "region": "us-east-1", "endpoint_url": c.s3Endpoint,
+				"aws_access_key_id": c.access, "aws_secret_access_key": c.secret,
+				"prefix": fmt.Sprintf("posthog-%d/{year}/{month}/{day}", i), "file_format": "JSONLines", "compression": "gzip",
+			}}}, 201, &exp); err != nil {
+			return res, err
+		}
+		ids[i] = exp.ID
 	}
 	// Let the process settle (export scheduling, GC after start) before the baseline.
 	time.Sleep(time.Second)
@@ -726,12 +741,15 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 		}
 	}()
 
+	res.exports = len(ids)
 	t0 := time.Now()
-	if err := api.Do("POST", "/api/v1/batch_exports/"+exp.ID+"/backfills",
-		map[string]any{"start_at": d.start.Format(time.RFC3339), "end_at": d.end.Format(time.RFC3339)}, 201, nil); err != nil {
-		close(stopSampling)
-		sampWG.Wait()
-		return res, err
+	for _, id := range ids {
+		if err := api.Do("POST", "/api/v1/batch_exports/"+id+"/backfills",
+			map[string]any{"start_at": d.start.Format(time.RFC3339), "end_at": d.end.Format(time.RFC3339)}, 201, nil); err != nil {
+			close(stopSampling)
+			sampWG.Wait()
+			return res, err
+		}
 	}
 	profDone := make(chan error, 1)
 	if c.profileAddr != "" {
@@ -755,33 +773,38 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 	if c.lightPoll {
 		poll = 200 * time.Millisecond
 	}
-	var done *runView
+	done := map[string]*runView{}
 	deadline := time.Now().Add(2 * time.Hour)
-	for done == nil {
-		var out struct{ Results []runView }
-		if err := api.Do("GET", "/api/v1/batch_exports/"+exp.ID+"/runs?limit=50", nil, 200, &out); err != nil {
-			close(stopSampling)
-			sampWG.Wait()
-			return res, err
-		}
-		for i, r := range out.Results {
-			if !r.IntervalStart.Equal(d.start) {
-				continue // a scheduled run of the current hour, not ours
+	for len(done) < len(ids) {
+		for _, id := range ids {
+			if done[id] != nil {
+				continue
 			}
-			switch r.Status {
-			case "Completed":
-				done = &out.Results[i]
-			case "Failed", "FailedRetryable", "Cancelled":
+			var out struct{ Results []runView }
+			if err := api.Do("GET", "/api/v1/batch_exports/"+id+"/runs?limit=50", nil, 200, &out); err != nil {
 				close(stopSampling)
 				sampWG.Wait()
-				return res, fmt.Errorf("run %s: %s", r.Status, r.LatestError)
+				return res, err
+			}
+			for i, r := range out.Results {
+				if !r.IntervalStart.Equal(d.start) {
+					continue // a scheduled run of the current hour, not ours
+				}
+				switch r.Status {
+				case "Completed":
+					done[id] = &out.Results[i]
+				case "Failed", "FailedRetryable", "Cancelled":
+					close(stopSampling)
+					sampWG.Wait()
+					return res, fmt.Errorf("run %s: %s", r.Status, r.LatestError)
+				}
 			}
 		}
-		if done == nil {
+		if len(done) < len(ids) {
 			if time.Now().After(deadline) {
 				close(stopSampling)
 				sampWG.Wait()
-				return res, errors.New("run did not complete in 2h")
+				return res, errors.New("runs did not complete in 2h")
 			}
 			time.Sleep(poll)
 		}
@@ -794,12 +817,14 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 	}
 	res.hwmAfter = bench.ProcStatusOf(pid, "VmHWM")
 	res.cpu = bench.ProcCPU(pid) - cpuBefore
-	res.records = done.RecordsCompleted
-	if done.StartedAt != nil && done.FinishedAt != nil {
-		res.runTime = done.FinishedAt.Sub(*done.StartedAt)
-	}
-	if res.records != int64(d.n) {
-		return res, fmt.Errorf("run exported %d records, the interval holds %d", res.records, d.n)
+	for _, r := range done {
+		if r.RecordsCompleted != int64(d.n) {
+			return res, fmt.Errorf("a run exported %d records, the interval holds %d", r.RecordsCompleted, d.n)
+		}
+		res.records += r.RecordsCompleted
+		if r.StartedAt != nil && r.FinishedAt != nil {
+			res.runTime = max(res.runTime, r.FinishedAt.Sub(*r.StartedAt))
+		}
 	}
 	list, err := s3c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &bucket})
 	if err != nil {
@@ -917,7 +942,7 @@ func printRSS(rows []rssRow, label string) {
 	fmt.Fprintln(w, "events\tevent data MB\tgz MB\tseconds\tMB/s\tVmRSS before\tVmHWM before\tpeak VmRSS (100 ms)\tVmHWM after\tGo HeapInuse peak\tGo Sys peak\t")
 	for _, x := range rows {
 		fmt.Fprintf(w, "%d\t%.0f\t%.0f\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t%s\t%s\t\n", x.d.n, float64(x.d.bytes)/1e6, float64(x.r.objBytes)/1e6,
-			x.r.elapsed.Seconds(), float64(x.d.bytes)/1e6/x.r.elapsed.Seconds(), mib(x.r.rssBefore), mib(x.r.hwmBefore),
+			x.r.elapsed.Seconds(), float64(x.d.bytes)*float64(max(1, x.r.exports))/1e6/x.r.elapsed.Seconds(), mib(x.r.rssBefore), mib(x.r.hwmBefore),
 			mib(x.r.rssPeak), mib(x.r.hwmAfter), mib(x.r.heapPeak), mib(x.r.sysPeak))
 	}
 	w.Flush()
