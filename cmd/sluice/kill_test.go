@@ -136,7 +136,7 @@ func TestKillNineMidRun(t *testing.T) {
 		return out.Results
 	}
 	// Kill -9 while the first run is Running.
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		rs := runs()
 		if r, ok := backfilled(rs); ok && r.Status == "Running" {
@@ -222,8 +222,10 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// waitHealthy waits for /readyz: a fresh data dir compiles every locked plugin first, which
+// takes minutes on a loaded machine.
 func waitHealthy(t *testing.T, base string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	for ctx.Err() == nil {
 		resp, err := http.Get(base + "/readyz")
