@@ -26,6 +26,8 @@ type Config struct {
 	Drain             time.Duration // after the last kill, how long runs may take to finish
 	Dir               string        // work directory (logs, data dirs)
 	Bin               string        // the built sluice
+	SharedCache       string        // wazero compilation cache shared by the hosts (optional)
+	Sample            time.Duration // > 0: sample every host's RSS and goroutines this often (soak)
 	Logf              func(format string, args ...any)
 }
 
@@ -60,6 +62,7 @@ type Report struct {
 	LeftoverJobs  int
 	OpenUploads   int
 	Faults        map[string]int64
+	Samples       []Sample
 	Notes         []string
 }
 
@@ -218,7 +221,7 @@ func StartScenario(ctx context.Context, svc Services, label string, cfg Config, 
 	}
 	s.Cluster, err = NewCluster(cfg.Hosts, HostConfig{Bin: cfg.Bin, Dir: cfg.Dir, DatabaseURL: db, ClickHouseDSN: ch,
 		SecretKey: env.SecretKey, Token: s.Token, RunTimeout: cfg.RunTimeout, RescueAfter: cfg.RunTimeout + time.Second,
-		SettleDelay: cfg.SettleDelay})
+		SettleDelay: cfg.SettleDelay, SharedCache: cfg.SharedCache})
 	if err != nil {
 		return s, err
 	}
@@ -227,7 +230,7 @@ func StartScenario(ctx context.Context, svc Services, label string, cfg Config, 
 	if err := s.Cluster.Hosts[0].Start(); err != nil {
 		return s, err
 	}
-	if err := s.Cluster.Hosts[0].WaitReady(ctx, 90*time.Second); err != nil {
+	if err := s.Cluster.Hosts[0].WaitReady(ctx, readyTimeout); err != nil {
 		return s, err
 	}
 	return s, s.Cluster.Start(ctx)
@@ -256,7 +259,11 @@ func Run(ctx context.Context, svc Services, cfg Config) (Report, error) {
 		logf = func(string, ...any) {}
 	}
 	rep := Report{Config: cfg, Started: time.Now(), Faults: map[string]int64{}}
-	s, err := StartScenario(ctx, svc, "kill", cfg, nil, nil)
+	label := "kill"
+	if cfg.Sample > 0 {
+		label = "soak"
+	}
+	s, err := StartScenario(ctx, svc, label, cfg, nil, nil)
 	if s != nil {
 		defer s.Close()
 	}
@@ -271,11 +278,13 @@ func Run(ctx context.Context, svc Services, cfg Config) (Report, error) {
 	for i := cfg.BackfillIntervals - 1; i >= 0; i-- {
 		hourEnds = append(hourEnds, h0.Add(-time.Duration(i)*time.Hour))
 	}
-	seeded, err := Seed(ctx, env, hourEnds, time.Hour, cfg.EventsPerInterval)
-	if err != nil {
-		return rep, fmt.Errorf("seed: %w", err)
+	if len(hourEnds) > 0 {
+		seeded, err := Seed(ctx, env, hourEnds, time.Hour, cfg.EventsPerInterval)
+		if err != nil {
+			return rep, fmt.Errorf("seed: %w", err)
+		}
+		logf("seeded %d events into %d hours", seeded, len(hourEnds))
 	}
-	logf("seeded %d events into %d hours", seeded, len(hourEnds))
 
 	// The live export's interval ends are placed by its offset: the first one LiveLead
 	// from now, the last LiveIntervals-1 periods later; end_at stops it there.
@@ -290,19 +299,26 @@ func Run(ctx context.Context, svc Services, cfg Config) (Report, error) {
 	dest := func(prefix string) map[string]any {
 		return S3Destination(svc.S3Endpoint, env.Bucket, prefix, svc.S3Access, svc.S3Secret)
 	}
-	hourly, err := s.Client.CreateExport(ctx, map[string]any{"name": "chaos-hourly", "interval": "hour",
-		"end_at": h0.Format(time.RFC3339), "destination": dest("hourly")})
-	if err != nil {
-		return rep, err
-	}
 	liveID, err := s.Client.CreateExport(ctx, map[string]any{"name": "chaos-live", "interval": "every 5 minutes",
 		"interval_offset": offset, "end_at": lastEnd.Format(time.RFC3339), "destination": dest("live")})
 	if err != nil {
 		return rep, err
 	}
-	if err := s.Client.Backfill(ctx, hourly, h0.Add(-time.Duration(cfg.BackfillIntervals)*time.Hour), h0); err != nil {
-		return rep, err
+	exports := []ExportSpec{{Name: "5-minute live", ID: liveID, Prefix: "live", Ends: liveEnds, Interval: live}}
+	if len(hourEnds) > 0 {
+		hourly, err := s.Client.CreateExport(ctx, map[string]any{"name": "chaos-hourly", "interval": "hour",
+			"end_at": h0.Format(time.RFC3339), "destination": dest("hourly")})
+		if err != nil {
+			return rep, err
+		}
+		if err := s.Client.Backfill(ctx, hourly, h0.Add(-time.Duration(cfg.BackfillIntervals)*time.Hour), h0); err != nil {
+			return rep, err
+		}
+		exports = append([]ExportSpec{{Name: "hourly backfill", ID: hourly, Prefix: "hourly", Ends: hourEnds, Interval: time.Hour}}, exports...)
 	}
+	sampleCtx, sampleCancel := context.WithCancel(ctx)
+	sampled := make(chan []Sample, 1)
+	go func() { sampled <- SampleHosts(sampleCtx, s.Cluster, cfg.Sample) }()
 	logf("exports created; live intervals end at %v; kills over %s", liveEnds, time.Until(lastEnd.Add(cfg.SettleDelay+20*time.Second)).Round(time.Second))
 
 	capCtx, capCancel := context.WithCancel(ctx)
@@ -326,13 +342,19 @@ func Run(ctx context.Context, svc Services, cfg Config) (Report, error) {
 	<-capDone
 	rep.Kills = killer.Kills()
 	for _, h := range s.Cluster.Hosts {
-		if err := h.WaitReady(ctx, 90*time.Second); err != nil {
+		if err := h.WaitReady(ctx, readyTimeout); err != nil {
 			rep.Notes = append(rep.Notes, err.Error()+"\n"+h.LogTail(30))
 		}
 	}
 	logf("kills done (%d); waiting up to %s for every run", rep.Kills, cfg.Drain)
 
-	WaitFinished(ctx, s.Client, map[string]int{hourly: len(hourEnds), liveID: len(liveEnds)}, cfg.Drain)
+	want := map[string]int{}
+	for _, e := range exports {
+		want[e.ID] = len(e.Ends)
+	}
+	WaitFinished(ctx, s.Client, want, cfg.Drain)
+	sampleCancel()
+	rep.Samples = <-sampled
 	rep.Duration = time.Since(rep.Started)
 	for _, h := range s.Cluster.Hosts {
 		starts, _ := h.Counts()
@@ -342,10 +364,7 @@ func Run(ctx context.Context, svc Services, cfg Config) (Report, error) {
 			rep.Notes = append(rep.Notes, fmt.Sprintf("host %d exited on its own:\n%s", h.N, h.LogTail(30)))
 		}
 	}
-	return rep, Verify(ctx, s, &rep, capturer, []ExportSpec{
-		{Name: "hourly backfill", ID: hourly, Prefix: "hourly", Ends: hourEnds, Interval: time.Hour},
-		{Name: "5-minute live", ID: liveID, Prefix: "live", Ends: liveEnds, Interval: live},
-	})
+	return rep, Verify(ctx, s, &rep, capturer, exports)
 }
 
 // WaitFinished waits until every export (id -> runs expected) has its runs, all in a

@@ -2,9 +2,11 @@ package chaos_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -89,9 +91,7 @@ func TestChaosKills(t *testing.T) {
 		}
 		cfg.BackfillIntervals = n
 	}
-	cfg.Bin = binary(t)
-	cfg.Dir = workDir(t, "kills")
-	cfg.Logf = t.Logf
+	prepare(t, &cfg, "kills")
 	rep, err := chaos.Run(context.Background(), svc, cfg)
 	t.Logf("chaos report:\n%s", rep.Summary())
 	writeReport(t, "kills", rep)
@@ -110,6 +110,20 @@ func TestChaosKills(t *testing.T) {
 	}
 }
 
+// sharedCache is the wazero compilation cache every host of every test shares.
+var sharedCache = filepath.Join(os.TempDir(), "sluice-chaos-wazero-cache")
+
+// prepare fills the process fields of cfg.
+func prepare(t *testing.T, cfg *chaos.Config, name string) {
+	cfg.Bin = binary(t)
+	cfg.Dir = workDir(t, name)
+	cfg.Logf = t.Logf
+	cfg.SharedCache = sharedCache
+}
+
+// full reports whether the full suite was asked for (make chaos).
+func full() bool { return os.Getenv("SLUICE_CHAOS_KILLS") != "" }
+
 // writeReport appends the summary to SLUICE_CHAOS_REPORT when set (make chaos/soak).
 func writeReport(t *testing.T, name string, rep chaos.Report) {
 	p := os.Getenv("SLUICE_CHAOS_REPORT")
@@ -123,4 +137,57 @@ func writeReport(t *testing.T, name string, rep chaos.Report) {
 	}
 	defer f.Close()
 	_, _ = f.WriteString("## " + name + " " + rep.Started.UTC().Format(time.RFC3339) + "\n" + rep.Summary() + "\n")
+}
+
+// TestSoak runs live capture and 5-minute exports for SLUICE_SOAK_DURATION (make soak),
+// samples every host's RSS and goroutines every 10 s, and fails if either grows without
+// bound (chaos.Growth) or an event is lost or doubled.
+func TestSoak(t *testing.T) {
+	v := os.Getenv("SLUICE_SOAK_DURATION")
+	if v == "" {
+		t.Skip("SLUICE_SOAK_DURATION not set (make soak DURATION=30m)")
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		t.Fatalf("SLUICE_SOAK_DURATION=%q: %v", v, err)
+	}
+	svc := services(t)
+	cfg := chaos.SoakConfig(d)
+	prepare(t, &cfg, "soak")
+	rep, err := chaos.Run(context.Background(), svc, cfg)
+	t.Logf("soak report:\n%s", rep.Summary())
+	writeReport(t, "soak "+v, rep)
+	var csv strings.Builder
+	csv.WriteString("seconds,host,pid,rss_bytes,goroutines\n")
+	for _, s := range rep.Samples {
+		fmt.Fprintf(&csv, "%.0f,%d,%d,%d,%d\n", s.At.Sub(rep.Started).Seconds(), s.Host, s.Pid, s.RSS, s.Goroutines)
+	}
+	if err := os.WriteFile(filepath.Join(cfg.Dir, "soak-samples.csv"), []byte(csv.String()), 0o644); err != nil {
+		t.Error(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	growths := chaos.Growths(rep.Samples, 5*time.Minute)
+	var lines []string
+	for _, g := range growths {
+		lines = append(lines, g.String())
+		if g.Unbounded() {
+			t.Errorf("grows without bound: %s", g)
+		}
+	}
+	t.Logf("growth (after a 5-minute warmup):\n%s", strings.Join(lines, "\n"))
+	if p := os.Getenv("SLUICE_CHAOS_REPORT"); p != "" {
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err == nil {
+			fmt.Fprintf(f, "growth (after a 5-minute warmup):\n%s\n\n", strings.Join(lines, "\n"))
+			f.Close()
+		}
+	}
+	if len(growths) == 0 {
+		t.Error("no samples")
+	}
+	if !rep.OK() {
+		t.Fatalf("the soak found problems (logs in %s)", cfg.Dir)
+	}
 }

@@ -49,6 +49,10 @@ type HostConfig struct {
 	RescueAfter   time.Duration
 	SettleDelay   time.Duration
 	ExtraArgs     []string
+	// SharedCache, when set, is the wazero compilation cache of every host (a symlink from
+	// each data dir): plugins compile once, not once per host. wazero writes its cache
+	// files by rename, so processes can share it.
+	SharedCache string
 }
 
 // Host is one `sluice serve` process, restartable on the same address and data dir.
@@ -109,7 +113,7 @@ func (c *Cluster) Start(ctx context.Context) error {
 		}
 	}
 	for _, h := range c.Hosts {
-		if err := h.WaitReady(ctx, 90*time.Second); err != nil {
+		if err := h.WaitReady(ctx, readyTimeout); err != nil {
 			return err
 		}
 	}
@@ -144,6 +148,20 @@ func (h *Host) Start() error {
 			return err
 		}
 		h.logf = f
+	}
+	if h.cfg.SharedCache != "" {
+		link := filepath.Join(h.DataDir(), "cache", "wazero")
+		if _, err := os.Lstat(link); os.IsNotExist(err) {
+			if err := os.MkdirAll(filepath.Dir(link), 0o755); err != nil {
+				return err
+			}
+			if err := os.MkdirAll(h.cfg.SharedCache, 0o755); err != nil {
+				return err
+			}
+			if err := os.Symlink(h.cfg.SharedCache, link); err != nil {
+				return err
+			}
+		}
 	}
 	root := RepoRoot()
 	args := []string{"serve", "--addr", h.Addr, "--data-dir", h.DataDir(), "--api-token", h.cfg.Token,
@@ -284,3 +302,7 @@ func (h *Host) LogTail(n int) string {
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
+
+// readyTimeout bounds a host's start: on a loaded machine the first start compiles every
+// locked plugin (over a minute at a load average of 25 on 2 vCPUs).
+const readyTimeout = 4 * time.Minute
