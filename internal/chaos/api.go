@@ -100,8 +100,8 @@ func (c *Client) Runs(ctx context.Context, exportID string) ([]APIRun, error) {
 			q.Set("cursor", cursor)
 		}
 		var page struct {
-			Results    []APIRun  `json:"results"`
-			NextCursor string `json:"next_cursor"`
+			Results    []APIRun `json:"results"`
+			NextCursor string   `json:"next_cursor"`
 		}
 		if err := c.Do(ctx, http.MethodGet, "/api/v1/batch_exports/"+exportID+"/runs?"+q.Encode(), nil, &page, true); err != nil {
 			return nil, err

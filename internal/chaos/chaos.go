@@ -48,22 +48,22 @@ func Full() Config {
 
 // Report is what a chaos run measured.
 type Report struct {
-	Config        Config
-	Started       time.Time
-	Duration      time.Duration
-	Kills         int
-	Restarts      int
-	Crashes       int // hosts that exited without being killed
-	Capture       CaptureStats
-	AckedMissing  int // acknowledged events absent from the source
-	AckedOutside  int // acknowledged events stored after the last live interval (not exported by design)
-	SourceDupes   int // uuids stored more than once (a re-sent batch whose failed try was stored)
-	Exports       []ExportCheck
-	LeftoverJobs  int
-	OpenUploads   int
-	Faults        map[string]int64
-	Samples       []Sample
-	Notes         []string
+	Config       Config
+	Started      time.Time
+	Duration     time.Duration
+	Kills        int
+	Restarts     int
+	Crashes      int // hosts that exited without being killed
+	Capture      CaptureStats
+	AckedMissing int // acknowledged events absent from the source
+	AckedOutside int // acknowledged events stored after the last live interval (not exported by design)
+	SourceDupes  int // uuids stored more than once (a re-sent batch whose failed try was stored)
+	Exports      []ExportCheck
+	LeftoverJobs int
+	OpenUploads  int
+	Faults       map[string]int64
+	Samples      []Sample
+	Notes        []string
 }
 
 // OK reports whether every check passed.
