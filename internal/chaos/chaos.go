@@ -28,6 +28,7 @@ type Config struct {
 	Bin               string        // the built sluice
 	SharedCache       string        // wazero compilation cache shared by the hosts (optional)
 	Sample            time.Duration // > 0: sample every host's RSS and goroutines this often (soak)
+	ExtraArgs         []string      // more `sluice serve` flags
 	Logf              func(format string, args ...any)
 }
 
@@ -221,7 +222,7 @@ func StartScenario(ctx context.Context, svc Services, label string, cfg Config, 
 	}
 	s.Cluster, err = NewCluster(cfg.Hosts, HostConfig{Bin: cfg.Bin, Dir: cfg.Dir, DatabaseURL: db, ClickHouseDSN: ch,
 		SecretKey: env.SecretKey, Token: s.Token, RunTimeout: cfg.RunTimeout, RescueAfter: cfg.RunTimeout + time.Second,
-		SettleDelay: cfg.SettleDelay, SharedCache: cfg.SharedCache})
+		SettleDelay: cfg.SettleDelay, SharedCache: cfg.SharedCache, ExtraArgs: cfg.ExtraArgs})
 	if err != nil {
 		return s, err
 	}
@@ -279,7 +280,7 @@ func Run(ctx context.Context, svc Services, cfg Config) (Report, error) {
 		hourEnds = append(hourEnds, h0.Add(-time.Duration(i)*time.Hour))
 	}
 	if len(hourEnds) > 0 {
-		seeded, err := Seed(ctx, env, hourEnds, time.Hour, cfg.EventsPerInterval)
+		seeded, err := Seed(ctx, env, hourEnds, time.Hour, cfg.EventsPerInterval, 0)
 		if err != nil {
 			return rep, fmt.Errorf("seed: %w", err)
 		}

@@ -13,6 +13,9 @@ type FaultConfig struct {
 	Config
 	Intervals   int
 	PerInterval int
+	// The last BigIntervals intervals get BigEvents more events of about 1 KB of random
+	// text each: objects of several 5 MiB parts (multipart uploads).
+	BigIntervals, BigEvents int
 }
 
 // backfillScenario seeds and backfills cfg.Intervals hours into an s3 export writing to
@@ -23,8 +26,13 @@ func backfillScenario(ctx context.Context, s *Scenario, cfg FaultConfig, endpoin
 	for i := cfg.Intervals - 1; i >= 0; i-- {
 		ends = append(ends, h0.Add(-time.Duration(i)*time.Hour))
 	}
-	if _, err := Seed(ctx, s.Env, ends, time.Hour, cfg.PerInterval); err != nil {
+	if _, err := Seed(ctx, s.Env, ends, time.Hour, cfg.PerInterval, 0); err != nil {
 		return ExportSpec{}, fmt.Errorf("seed: %w", err)
+	}
+	if cfg.BigIntervals > 0 {
+		if _, err := Seed(ctx, s.Env, ends[len(ends)-min(cfg.BigIntervals, len(ends)):], time.Hour, cfg.BigEvents, 1024); err != nil {
+			return ExportSpec{}, fmt.Errorf("seed: %w", err)
+		}
 	}
 	svc := s.Env.Svc
 	id, err := s.Client.CreateExport(ctx, map[string]any{"name": "fault-hourly", "interval": "hour",
@@ -60,6 +68,7 @@ func finish(ctx context.Context, s *Scenario, rep *Report, cfg FaultConfig, spec
 // interval holding its events once, and no multipart upload left open.
 func S3Faults(ctx context.Context, svc Services, cfg FaultConfig, rate float64) (Report, error) {
 	rep := Report{Config: cfg.Config, Started: time.Now(), Faults: map[string]int64{}}
+	cfg.ExtraArgs = append(cfg.ExtraArgs, "--s3-part-size-mib", "5")
 	p, err := faultproxy.ListenHTTP(svc.S3Endpoint, faultproxy.HTTPFaults{ErrorRate: rate, AfterFraction: 1.0 / 3,
 		ResetRate: 0.02, Latency: 100 * time.Millisecond})
 	if err != nil {

@@ -41,11 +41,12 @@ func check(t *testing.T, name string, rep chaos.Report, err error, faultKey stri
 // completes, one object per interval, every event once, no multipart upload left open.
 func TestFaultS3(t *testing.T) {
 	svc := services(t)
-	intervals, per := 8, 3000
+	intervals, per := 24, 1000
 	if full() {
-		intervals, per = 24, 5000
+		intervals, per = 48, 2000
 	}
 	cfg := faultConfig(t, "s3", intervals, per)
+	cfg.BigIntervals, cfg.BigEvents = 2, 12_000
 	rep, err := chaos.S3Faults(context.Background(), svc, cfg, 0.2)
 	check(t, "s3 faults", rep, err, "s3 requests")
 	if rep.Faults["s3 errors before the server"]+rep.Faults["s3 errors after the server carried the request out"] == 0 {

@@ -21,8 +21,10 @@ import (
 )
 
 // Seed writes perInterval events into each hourly interval ending at ends (inserted_at
-// spread over the interval, whole seconds), through the same writer capture uses.
-func Seed(ctx context.Context, env *Env, ends []time.Time, interval time.Duration, perInterval int) (int, error) {
+// spread over the interval, whole seconds), through the same writer capture uses. pad > 0
+// adds a property of that many random hex characters to each event (big, poorly
+// compressible objects: multipart uploads).
+func Seed(ctx context.Context, env *Env, ends []time.Time, interval time.Duration, perInterval, pad int) (int, error) {
 	ch, err := source.NewClickHouse(ctx, source.ClickHouseConfig{DSN: env.CHDSN})
 	if err != nil {
 		return 0, err
@@ -44,9 +46,17 @@ func Seed(ctx context.Context, env *Env, ends []time.Time, interval time.Duratio
 		for i := 0; i < perInterval; i++ {
 			ins := start.Add(time.Duration(rand.Int64N(int64(interval)))).Truncate(time.Second)
 			created := ins
+			props := fmt.Sprintf(`{"n":%d,"$current_url":"https://example.com/seed"}`, i)
+			if pad > 0 {
+				b := make([]byte, pad/2)
+				for j := range b {
+					b[j] = byte(rand.IntN(256))
+				}
+				props = fmt.Sprintf(`{"n":%d,"$current_url":"https://example.com/seed","pad":"%x"}`, i, b)
+			}
 			batch = append(batch, abi.Event{UUID: [16]byte(uuid.New()), Event: "$pageview",
 				DistinctID: fmt.Sprintf("seed-user-%d", i%113), TeamID: 1,
-				Properties: fmt.Sprintf(`{"n":%d,"$current_url":"https://example.com/seed"}`, i),
+				Properties: props,
 				Timestamp:  ins.Add(-time.Duration(rand.IntN(5)) * time.Second), CreatedAt: &created, InsertedAt: ins})
 			if len(batch) == cap(batch) {
 				if err := flush(); err != nil {
