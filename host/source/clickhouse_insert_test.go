@@ -30,16 +30,8 @@ func (insertSeeder) SupportsNullInsertedAt() bool { return false }
 // what capture stores is read back exactly, by the same interval rules.
 func TestClickHouseInsertContract(t *testing.T) {
 	sourcetest.Run(t, func(t *testing.T) (source.Source, sourcetest.Seeder) {
-		dsn := chDSN(t)
-		conn := chConn(t, dsn)
-		t.Cleanup(func() { conn.Close() })
-		table := newCHTable(t, conn)
-		src, err := source.NewClickHouse(context.Background(), source.ClickHouseConfig{DSN: dsn, Table: table})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { src.Close() })
-		return src, insertSeeder{src}
+		src, _ := newCH(t)
+		return src, insertSeeder{src.(*source.ClickHouse)}
 	})
 }
 
@@ -47,16 +39,9 @@ func TestClickHouseInsertContract(t *testing.T) {
 // that receipt time on an 18.16 DateTime column (truncated, never rounded into the next
 // interval), and an event without person or created_at is stored with the column defaults.
 func TestClickHouseInsertPrecision(t *testing.T) {
-	dsn := chDSN(t)
-	conn := chConn(t, dsn)
-	defer conn.Close()
-	table := newCHTable(t, conn)
 	ctx := context.Background()
-	ch, err := source.NewClickHouse(ctx, source.ClickHouseConfig{DSN: dsn, Table: table})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	src, _ := newCH(t)
+	ch := src.(*source.ClickHouse)
 	end := sourcetest.Base.Add(time.Hour)
 	late := abi.Event{UUID: [16]byte(uuid.New()), Event: "e", DistinctID: "d", TeamID: 1,
 		Timestamp: end.Add(-time.Second), InsertedAt: end.Add(-time.Millisecond)}
@@ -86,16 +71,9 @@ func TestClickHouseInsertPrecision(t *testing.T) {
 // before anything is written (the client retries with a new receipt time); fresh ones are
 // stored.
 func TestCaptureInserterDeadline(t *testing.T) {
-	dsn := chDSN(t)
-	conn := chConn(t, dsn)
-	defer conn.Close()
-	table := newCHTable(t, conn)
 	ctx := context.Background()
-	ch, err := source.NewClickHouse(ctx, source.ClickHouseConfig{DSN: dsn, Table: table})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ch.Close()
+	src, seeder := newCH(t)
+	ch := src.(*source.ClickHouse)
 	ins := source.CaptureInserter{CH: ch, MaxDelay: 2 * time.Second}
 	now := time.Now().UTC()
 	stale := abi.Event{UUID: [16]byte(uuid.New()), Event: "e", DistinctID: "d", TeamID: 1, Timestamp: now, InsertedAt: now.Add(-3 * time.Second)}
@@ -108,7 +86,8 @@ func TestCaptureInserterDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	var n uint64
-	if err := conn.QueryRow(ctx, "SELECT count() FROM "+table).Scan(&n); err != nil {
+	s := seeder.(chSeeder)
+	if err := s.conn.QueryRow(ctx, "SELECT count() FROM "+s.table).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	if n != 1 {

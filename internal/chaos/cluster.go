@@ -207,34 +207,32 @@ func (h *Host) Kill() bool {
 	return true
 }
 
-// Running reports whether the process is started and has not exited.
-func (h *Host) Running() bool {
+// state reports whether a process was started (and not killed since) and whether it
+// exited on its own.
+func (h *Host) state() (started, exited bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.cmd == nil {
-		return false
+		return false, false
 	}
 	select {
 	case <-h.done:
-		return false
+		return true, true
 	default:
-		return true
+		return true, false
 	}
+}
+
+// Running reports whether the process is started and has not exited.
+func (h *Host) Running() bool {
+	started, exited := h.state()
+	return started && !exited
 }
 
 // Exited reports a process that exited on its own (a crash, not a kill).
 func (h *Host) Exited() bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.cmd == nil {
-		return false
-	}
-	select {
-	case <-h.done:
-		return true
-	default:
-		return false
-	}
+	_, exited := h.state()
+	return exited
 }
 
 // Pid is the running process's id (0 when none).

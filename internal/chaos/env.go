@@ -140,16 +140,6 @@ func NewEnv(ctx context.Context, svc Services, label string) (*Env, error) {
 	return e, nil
 }
 
-// WithPostgresAddr is PGURL with its host:port replaced (a proxy in front of the server).
-func (e *Env) WithPostgresAddr(addr string) string { return replaceHost(e.PGURL, addr) }
-
-// WithClickHouseAddr is CHDSN with its host:port replaced.
-func (e *Env) WithClickHouseAddr(addr string) string { return replaceHost(e.CHDSN, addr) }
-
-// PostgresAddr and ClickHouseAddr are the servers' host:port.
-func (e *Env) PostgresAddr() string   { return hostOf(e.PGURL) }
-func (e *Env) ClickHouseAddr() string { return hostOf(e.CHDSN) }
-
 func replaceHost(raw, addr string) string {
 	u, _ := url.Parse(raw)
 	u.Host = addr

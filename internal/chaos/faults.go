@@ -110,12 +110,9 @@ func PostgresFaults(ctx context.Context, svc Services, cfg FaultConfig, outage t
 	}
 	defer slow.Close()
 	s, err := StartScenario(ctx, svc, "pg", cfg.Config, func(e *Env) string {
-		p, perr := faultproxy.ListenTCP(e.PostgresAddr())
-		if perr != nil {
-			return e.PGURL
-		}
-		pg = p
-		return e.WithPostgresAddr(pg.Addr())
+		var u string
+		pg, u = viaProxy(e.PGURL)
+		return u
 	}, nil)
 	if pg != nil {
 		defer pg.Close()
@@ -156,12 +153,9 @@ func ClickHouseFaults(ctx context.Context, svc Services, cfg FaultConfig, drops 
 	rep := Report{Config: cfg.Config, Started: time.Now(), Faults: map[string]int64{}}
 	var ch *faultproxy.TCP
 	s, err := StartScenario(ctx, svc, "ch", cfg.Config, nil, func(e *Env) string {
-		p, perr := faultproxy.ListenTCP(e.ClickHouseAddr())
-		if perr != nil {
-			return e.CHDSN
-		}
-		ch = p
-		return e.WithClickHouseAddr(ch.Addr())
+		var u string
+		ch, u = viaProxy(e.CHDSN)
+		return u
 	})
 	if ch != nil {
 		defer ch.Close()
@@ -193,6 +187,16 @@ func ClickHouseFaults(ctx context.Context, svc Services, cfg FaultConfig, drops 
 	ch.SetLatency(0)
 	err = finish(ctx, s, &rep, cfg, spec)
 	return rep, err
+}
+
+// viaProxy starts a TCP proxy to the server of the URL raw and returns it with raw
+// pointing at it (nil and raw unchanged when it cannot listen).
+func viaProxy(raw string) (*faultproxy.TCP, string) {
+	p, err := faultproxy.ListenTCP(hostOf(raw))
+	if err != nil {
+		return nil, raw
+	}
+	return p, replaceHost(raw, p.Addr())
 }
 
 // waitRunning waits until a run of the export is Running.
