@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/faultproxy"
 )
 
 // Config sizes one chaos run.
@@ -29,6 +32,7 @@ type Config struct {
 	SharedCache       string        // wazero compilation cache shared by the hosts (optional)
 	Sample            time.Duration // > 0: sample every host's RSS and goroutines this often (soak)
 	ExtraArgs         []string      // more `sluice serve` flags
+	S3Latency         time.Duration // the backfill's S3 requests are delayed by up to this
 	Logf              func(format string, args ...any)
 }
 
@@ -36,14 +40,14 @@ type Config struct {
 // live interval, about two minutes.
 func Short() Config {
 	return Config{Hosts: 3, Kills: 5, BackfillIntervals: 6, EventsPerInterval: 2000, LiveIntervals: 1,
-		LiveLead: 60 * time.Second, CaptureRate: 100, RunTimeout: 15 * time.Second, SettleDelay: 6 * time.Second,
+		LiveLead: 60 * time.Second, CaptureRate: 100, S3Latency: 1500 * time.Millisecond, RunTimeout: 15 * time.Second, SettleDelay: 10 * time.Second,
 		RestartDelay: 2 * time.Second, Drain: 3 * time.Minute}
 }
 
 // Full is `make chaos`: 50 kills, a 48-interval backfill and three live 5-minute intervals.
 func Full() Config {
 	return Config{Hosts: 3, Kills: 50, BackfillIntervals: 48, EventsPerInterval: 5000, LiveIntervals: 3,
-		LiveLead: 90 * time.Second, CaptureRate: 100, RunTimeout: 20 * time.Second, SettleDelay: 10 * time.Second,
+		LiveLead: 90 * time.Second, CaptureRate: 100, S3Latency: 1500 * time.Millisecond, RunTimeout: 20 * time.Second, SettleDelay: 10 * time.Second,
 		RestartDelay: 3 * time.Second, Drain: 5 * time.Minute}
 }
 
@@ -53,6 +57,7 @@ type Report struct {
 	Started      time.Time
 	Duration     time.Duration
 	Kills        int
+	KillsBusy    int // kills done while a run was executing (on any host)
 	Restarts     int
 	Crashes      int // hosts that exited without being killed
 	Capture      CaptureStats
@@ -95,7 +100,7 @@ func (r Report) Totals() (runs, completed, retried, events, exported, lost, doub
 func (r Report) Summary() string {
 	var b strings.Builder
 	runs, completed, retried, events, exported, lost, doubled := r.Totals()
-	fmt.Fprintf(&b, "hosts %d, kills %d, restarts %d, crashes %d, duration %s\n", r.Config.Hosts, r.Kills, r.Restarts, r.Crashes, r.Duration.Round(time.Second))
+	fmt.Fprintf(&b, "hosts %d, kills %d (%d while runs were executing), restarts %d, crashes %d, duration %s\n", r.Config.Hosts, r.Kills, r.KillsBusy, r.Restarts, r.Crashes, r.Duration.Round(time.Second))
 	fmt.Fprintf(&b, "runs %d, completed %d, retried attempts %d; events %d, exported %d, lost %d, doubled %d\n",
 		runs, completed, retried, events, exported, lost, doubled)
 	fmt.Fprintf(&b, "capture: %d events acknowledged in %d batches, %d requests, %d not acknowledged and re-sent, %d events re-sent after a failed try; acknowledged but absent %d, stored after the last live interval %d, uuids stored twice %d\n",
@@ -130,68 +135,138 @@ func (r Report) Summary() string {
 	return b.String()
 }
 
-// Killer kills a random host at random moments and restarts it.
+// Killer kills a random running host and restarts it after a random delay.
 type Killer struct {
 	Cluster      *Cluster
 	RestartDelay time.Duration
 	Logf         func(string, ...any)
-	mu           sync.Mutex
-	kills        int
+	// Busy, when set, reports whether runs are executing (for the figures).
+	Busy func() bool
+
+	mu          sync.Mutex
+	kills, busy int
+	wg          sync.WaitGroup
 }
 
-// Run performs n kills at uniformly random moments within window, then returns once the
-// last killed host is started again.
-func (k *Killer) Run(ctx context.Context, n int, window time.Duration) {
-	start := time.Now()
-	at := make([]time.Duration, n)
-	for i := range at {
-		at[i] = time.Duration(rand.Int64N(int64(window)))
+// KillAt waits until at, then kills a random running host and starts it again 0 to
+// RestartDelay later (without waiting for it). It reports whether it killed.
+func (k *Killer) KillAt(ctx context.Context, at time.Time, label string) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(time.Until(at)):
 	}
-	sort.Slice(at, func(i, j int) bool { return at[i] < at[j] })
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for i, d := range at {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Until(start.Add(d))):
+	var up []*Host
+	for _, h := range k.Cluster.Hosts {
+		if h.Running() {
+			up = append(up, h)
 		}
-		var up []*Host
-		for _, h := range k.Cluster.Hosts {
-			if h.Running() {
-				up = append(up, h)
-			}
-		}
-		if len(up) == 0 {
-			continue
-		}
-		h := up[rand.IntN(len(up))]
-		if !h.Kill() {
-			continue
-		}
-		k.mu.Lock()
-		k.kills++
-		k.mu.Unlock()
-		if k.Logf != nil {
-			k.Logf("kill %d/%d: host %d at +%s", i+1, n, h.N, d.Round(time.Millisecond))
-		}
-		delay := time.Duration(rand.Int64N(int64(k.RestartDelay) + 1))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			time.Sleep(delay)
-			if err := h.Start(); err != nil && k.Logf != nil {
-				k.Logf("restart host %d: %v", h.N, err)
-			}
-		}()
 	}
+	if len(up) == 0 {
+		return false
+	}
+	busy := k.Busy != nil && k.Busy()
+	h := up[rand.IntN(len(up))]
+	if !h.Kill() {
+		return false
+	}
+	k.mu.Lock()
+	k.kills++
+	if busy {
+		k.busy++
+	}
+	n := k.kills
+	k.mu.Unlock()
+	if k.Logf != nil {
+		k.Logf("kill %d (%s): host %d, runs executing: %v", n, label, h.N, busy)
+	}
+	delay := time.Duration(rand.Int64N(int64(k.RestartDelay) + 1))
+	k.wg.Add(1)
+	go func() {
+		defer k.wg.Done()
+		time.Sleep(delay)
+		if err := h.Start(); err != nil && k.Logf != nil {
+			k.Logf("restart host %d: %v", h.N, err)
+		}
+	}()
+	return true
 }
 
-// Kills is the number of kills done.
-func (k *Killer) Kills() int {
+// Wait waits for the restarts in flight.
+func (k *Killer) Wait() { k.wg.Wait() }
+
+// Kills is the number of kills done, and how many of them found runs executing.
+func (k *Killer) Kills() (kills, busy int) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.kills
+	return k.kills, k.busy
+}
+
+// Schedule is when the kills happen. Uniform moments over the whole run would mostly hit
+// idle hosts (a 48-interval backfill takes a minute or two here, a live run a second or
+// two), so: during the backfill, up to half the kills, each a random 0–1.5 s after runs
+// were seen executing; then two per live interval, each a random 0–0.3 s after its run
+// was seen executing (from 1 s before its end + settle delay); the others at uniformly
+// random moments over the rest of the window. The victim is always a random running host:
+// with three hosts, about a third of the kills hit the host executing a given run.
+func (k *Killer) Schedule(ctx context.Context, n int, backfillBusy func() bool, liveEnds []time.Time, settle, tail time.Duration) {
+	defer k.Wait()
+	done := 0
+	for done < n/2 && backfillBusy != nil && backfillBusy() && ctx.Err() == nil {
+		if !k.waitBusy(ctx, time.Now().Add(30*time.Second)) {
+			continue
+		}
+		if k.KillAt(ctx, time.Now().Add(time.Duration(rand.Int64N(int64(1500*time.Millisecond)))), "backfill") {
+			done++
+		}
+	}
+	live := min(2*len(liveEnds), n-done)
+	random := n - done - live
+	last := liveEnds[len(liveEnds)-1].Add(settle + tail)
+	// The random kills run beside the live ones, over the whole rest of the window.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		now := time.Now()
+		at := make([]time.Time, random)
+		for i := range at {
+			at[i] = now.Add(time.Duration(rand.Int64N(int64(max(last.Sub(now), time.Second)))))
+		}
+		sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
+		for _, t := range at {
+			// A host being killed by the other loop at the same moment: try again.
+			for !k.KillAt(ctx, t, "random") && ctx.Err() == nil && time.Now().Before(last.Add(time.Minute)) {
+				t = time.Now().Add(time.Second)
+			}
+		}
+	}()
+	for i := 0; i < live && ctx.Err() == nil; i++ {
+		start := liveEnds[i/2].Add(settle - time.Second)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Until(start)):
+		}
+		label := "live run"
+		if !k.waitBusy(ctx, start.Add(30*time.Second)) {
+			label = "live, no run seen executing"
+		}
+		for !k.KillAt(ctx, time.Now().Add(time.Duration(rand.Int64N(int64(300*time.Millisecond)))), label) && ctx.Err() == nil {
+			time.Sleep(time.Second)
+		}
+	}
+	wg.Wait()
+}
+
+// waitBusy polls Busy every 100 ms until it is true (true) or deadline passes (false).
+func (k *Killer) waitBusy(ctx context.Context, deadline time.Time) bool {
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if k.Busy != nil && k.Busy() {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
 }
 
 // Scenario is a started cluster with its env, ready for exports and load.
@@ -306,18 +381,28 @@ func Run(ctx context.Context, svc Services, cfg Config) (Report, error) {
 		return rep, err
 	}
 	exports := []ExportSpec{{Name: "5-minute live", ID: liveID, Prefix: "live", Ends: liveEnds, Interval: live}}
+	hourlyID := ""
 	if len(hourEnds) > 0 {
-		hourly, err := s.Client.CreateExport(ctx, map[string]any{"name": "chaos-hourly", "interval": "hour",
-			"end_at": h0.Format(time.RFC3339), "destination": dest("hourly")})
+		// The backfill's S3 requests take up to S3Latency more (a distant S3): runs last long
+		// enough for kills to land in them.
+		slow, err := faultproxy.ListenHTTP(svc.S3Endpoint, faultproxy.HTTPFaults{Latency: cfg.S3Latency})
 		if err != nil {
 			return rep, err
 		}
+		defer slow.Close()
+		hourly, err := s.Client.CreateExport(ctx, map[string]any{"name": "chaos-hourly", "interval": "hour",
+			"end_at": h0.Format(time.RFC3339), "destination": S3Destination(slow.URL(), env.Bucket, "hourly", svc.S3Access, svc.S3Secret)})
+		if err != nil {
+			return rep, err
+		}
+		hourlyID = hourly
 		if err := s.Client.Backfill(ctx, hourly, h0.Add(-time.Duration(cfg.BackfillIntervals)*time.Hour), h0); err != nil {
 			return rep, err
 		}
 		exports = append([]ExportSpec{{Name: "hourly backfill", ID: hourly, Prefix: "hourly", Ends: hourEnds, Interval: time.Hour}}, exports...)
 	}
 	sampleCtx, sampleCancel := context.WithCancel(ctx)
+	defer sampleCancel()
 	sampled := make(chan []Sample, 1)
 	go func() { sampled <- SampleHosts(sampleCtx, s.Cluster, cfg.Sample) }()
 	logf("exports created; live intervals end at %v; kills over %s", liveEnds, time.Until(lastEnd.Add(cfg.SettleDelay+20*time.Second)).Round(time.Second))
@@ -337,11 +422,31 @@ func Run(ctx context.Context, svc Services, cfg Config) (Report, error) {
 		close(stop)
 	}()
 
-	killer := &Killer{Cluster: s.Cluster, RestartDelay: cfg.RestartDelay, Logf: logf}
-	window := time.Until(lastEnd.Add(cfg.SettleDelay + 20*time.Second))
-	killer.Run(ctx, cfg.Kills, window)
+	db, err := sql.Open("pgx", env.PGURL)
+	if err != nil {
+		return rep, err
+	}
+	defer db.Close()
+	count := func(q string, args ...any) int {
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		n := -1
+		_ = db.QueryRowContext(qctx, q, args...).Scan(&n)
+		return n
+	}
+	killer := &Killer{Cluster: s.Cluster, RestartDelay: cfg.RestartDelay, Logf: logf,
+		Busy: func() bool { return count(`SELECT count(*) FROM runs WHERE status = 'Running'`) > 0 }}
+	var backfillBusy func() bool
+	if hourlyID != "" {
+		backfillBusy = func() bool {
+			return count(`SELECT count(*) FROM runs WHERE export_id = $1 AND status NOT IN ('Completed', 'Failed', 'Cancelled')`, hourlyID) != 0
+		}
+	}
+	if cfg.Kills > 0 {
+		killer.Schedule(ctx, cfg.Kills, backfillBusy, liveEnds, cfg.SettleDelay, 20*time.Second)
+	}
 	<-capDone
-	rep.Kills = killer.Kills()
+	rep.Kills, rep.KillsBusy = killer.Kills()
 	for _, h := range s.Cluster.Hosts {
 		if err := h.WaitReady(ctx, readyTimeout); err != nil {
 			rep.Notes = append(rep.Notes, err.Error()+"\n"+h.LogTail(30))
