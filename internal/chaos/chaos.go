@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"sort"
@@ -320,7 +321,9 @@ func (s *Scenario) Close() {
 	if s.Env != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		s.Env.Close(ctx)
+		if err := s.Env.Close(ctx); err != nil {
+			slog.Warn("chaos: cleanup", "err", err)
+		}
 	}
 }
 

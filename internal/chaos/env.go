@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -152,17 +153,19 @@ func hostOf(raw string) string {
 }
 
 // Close drops the database, the ClickHouse database and the bucket's objects and bucket
-// (unless Keep).
-func (e *Env) Close(ctx context.Context) {
+// (unless Keep), and returns what it could not drop.
+func (e *Env) Close(ctx context.Context) error {
 	if e.Keep {
-		return
+		return nil
 	}
+	var errs []error
 	if e.CH != nil {
-		_ = e.CH.Exec(ctx, "DROP DATABASE IF EXISTS "+e.Name)
+		errs = append(errs, e.CH.Exec(ctx, "DROP DATABASE IF EXISTS "+e.Name))
 		e.CH.Close()
 	}
 	if admin, err := sql.Open("pgx", e.Svc.PostgresURL); err == nil {
-		_, _ = admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+e.Name+" WITH (FORCE)")
+		_, err = admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+e.Name+" WITH (FORCE)")
+		errs = append(errs, err)
 		admin.Close()
 	}
 	if e.S3 != nil {
@@ -180,6 +183,11 @@ func (e *Env) Close(ctx context.Context) {
 			}
 			token = out.NextContinuationToken
 		}
-		_, _ = e.S3.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &e.Bucket})
+		_, err := e.S3.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &e.Bucket})
+		errs = append(errs, err)
 	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("drop %s: %w", e.Name, err)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"time"
 
 	"github.com/sluicehq/sluice/internal/faultproxy"
@@ -151,6 +152,9 @@ func PostgresFaults(ctx context.Context, svc Services, cfg FaultConfig, outage t
 // once: no partial file, no doubled row, no multipart upload left open.
 func ClickHouseFaults(ctx context.Context, svc Services, cfg FaultConfig, drops int) (Report, error) {
 	rep := Report{Config: cfg.Config, Started: time.Now(), Faults: map[string]int64{}}
+	// 5 MiB parts: a big interval's upload is multipart and has parts stored when the
+	// stream breaks, so the abort is checked too (no upload left open).
+	cfg.ExtraArgs = append(cfg.ExtraArgs, "--s3-part-size-mib", "5")
 	var ch *faultproxy.TCP
 	s, err := StartScenario(ctx, svc, "ch", cfg.Config, nil, func(e *Env) string {
 		var u string
@@ -179,7 +183,7 @@ func ClickHouseFaults(ctx context.Context, svc Services, cfg FaultConfig, drops 
 			rep.Notes = append(rep.Notes, "drop "+fmt.Sprint(i+1)+": "+err.Error())
 			break
 		}
-		time.Sleep(time.Second) // into the stream
+		time.Sleep(time.Second + time.Duration(rand.Int64N(int64(2*time.Second)))) // into the stream
 		rep.Faults["clickhouse connections dropped mid-stream"] += int64(ch.Drop())
 		rep.Faults["clickhouse drops"]++
 		time.Sleep(3 * time.Second)

@@ -78,7 +78,8 @@ func TestFaultClickHouse(t *testing.T) {
 	if full() {
 		drops = 5
 	}
-	cfg := faultConfig(t, "ch", 4, 40_000)
+	cfg := faultConfig(t, "ch", 4, 20_000)
+	cfg.BigIntervals, cfg.BigEvents = 2, 12_000
 	rep, err := chaos.ClickHouseFaults(context.Background(), svc, cfg, drops)
 	check(t, "clickhouse faults", rep, err, "clickhouse connections dropped mid-stream")
 	if rep.Exports[0].RetriedAttempts == 0 {
