@@ -457,11 +457,9 @@ func Run(ctx context.Context, svc Services, cfg Config) (Report, error) {
 	}
 	logf("kills done (%d); waiting up to %s for every run", rep.Kills, cfg.Drain)
 
-	want := map[string]int{}
-	for _, e := range exports {
-		want[e.ID] = len(e.Ends)
+	if !WaitFinished(ctx, s.Client, exports, cfg.Drain) {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("runs not finished after %s", cfg.Drain))
 	}
-	WaitFinished(ctx, s.Client, want, cfg.Drain)
 	sampleCancel()
 	rep.Samples = <-sampled
 	rep.Duration = time.Since(rep.Started)
@@ -476,22 +474,24 @@ func Run(ctx context.Context, svc Services, cfg Config) (Report, error) {
 	return rep, Verify(ctx, s, &rep, capturer, exports)
 }
 
-// WaitFinished waits until every export (id -> runs expected) has its runs, all in a
-// final state, or drain passes. It reports whether they finished.
-func WaitFinished(ctx context.Context, c *Client, want map[string]int, drain time.Duration) bool {
+// WaitFinished waits until every export has a run in a final state for each of its
+// expected interval ends, or drain passes. It reports whether they finished.
+func WaitFinished(ctx context.Context, c *Client, exports []ExportSpec, drain time.Duration) bool {
 	deadline := time.Now().Add(drain)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		done := true
-		for id, n := range want {
-			runs, err := c.Runs(ctx, id)
-			if err != nil || len(runs) < n {
+		for _, e := range exports {
+			runs, err := c.Runs(ctx, e.ID)
+			if err != nil {
 				done = false
 				break
 			}
+			final := map[time.Time]bool{}
 			for _, r := range runs {
-				if r.Status != "Completed" && r.Status != "Failed" && r.Status != "Cancelled" {
-					done = false
-				}
+				final[r.IntervalEnd.UTC()] = r.Status == "Completed" || r.Status == "Failed" || r.Status == "Cancelled"
+			}
+			for _, end := range e.Ends {
+				done = done && final[end.UTC()]
 			}
 		}
 		if done {

@@ -50,7 +50,7 @@ func backfillScenario(ctx context.Context, s *Scenario, cfg FaultConfig, endpoin
 // finish waits for the export's runs, then verifies and notes hosts that exited or were
 // restarted (a fault scenario never restarts a host).
 func finish(ctx context.Context, s *Scenario, rep *Report, cfg FaultConfig, spec ExportSpec) error {
-	if !WaitFinished(ctx, s.Client, map[string]int{spec.ID: len(spec.Ends)}, cfg.Drain) {
+	if !WaitFinished(ctx, s.Client, []ExportSpec{spec}, cfg.Drain) {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("runs not finished after %s", cfg.Drain))
 	}
 	rep.Duration = time.Since(rep.Started)
