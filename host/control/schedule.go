@@ -29,8 +29,16 @@ func (h *Host) schedule(ctx context.Context, e storage.BatchExport, catchUp bool
 	if err != nil {
 		return err
 	}
-	exportID := e.ID
+	exportID, createdAt := e.ID, e.CreatedAt
 	if err := h.sched.Upsert(exportID, spec, func(ctx context.Context, end time.Time) error {
+		// The scheduler hands over ends from settle delay before registration, so an export
+		// created just after an end would run that interval, which ended before it existed:
+		// its first run is the first end after its creation (docs/scheduling.md). created_at
+		// is the database's time; the check holds when the scheduler's clock agrees (a fake
+		// clock in tests may lie before it).
+		if !end.After(createdAt) && !createdAt.After(h.cfg.Clock.Now()) {
+			return nil
+		}
 		_, err := h.enqueueInterval(ctx, exportID, end, nil)
 		return err
 	}); err != nil {
