@@ -104,17 +104,12 @@ func S3Faults(ctx context.Context, svc Services, cfg FaultConfig, rate float64) 
 // last). The hosts must recover without a restart and every run complete, nothing lost.
 func PostgresFaults(ctx context.Context, svc Services, cfg FaultConfig, outage time.Duration, outages int) (Report, error) {
 	rep := Report{Config: cfg.Config, Started: time.Now(), Faults: map[string]int64{}}
-	var pg *faultproxy.TCP
 	slow, err := faultproxy.ListenHTTP(svc.S3Endpoint, faultproxy.HTTPFaults{Latency: 400 * time.Millisecond})
 	if err != nil {
 		return rep, err
 	}
 	defer slow.Close()
-	s, err := StartScenario(ctx, svc, "pg", cfg.Config, func(e *Env) string {
-		var u string
-		pg, u = viaProxy(e.PGURL)
-		return u
-	}, nil)
+	s, pg, err := startProxied(ctx, svc, "pg", cfg.Config, true)
 	if pg != nil {
 		defer pg.Close()
 	}
@@ -123,9 +118,6 @@ func PostgresFaults(ctx context.Context, svc Services, cfg FaultConfig, outage t
 	}
 	if err != nil {
 		return rep, err
-	}
-	if pg == nil {
-		return rep, fmt.Errorf("postgres proxy did not start")
 	}
 	spec, err := backfillScenario(ctx, s, cfg, slow.URL())
 	if err != nil {
@@ -155,12 +147,7 @@ func ClickHouseFaults(ctx context.Context, svc Services, cfg FaultConfig, drops 
 	// 5 MiB parts: a big interval's upload is multipart and has parts stored when the
 	// stream breaks, so the abort is checked too (no upload left open).
 	cfg.ExtraArgs = append(cfg.ExtraArgs, "--s3-part-size-mib", "5")
-	var ch *faultproxy.TCP
-	s, err := StartScenario(ctx, svc, "ch", cfg.Config, nil, func(e *Env) string {
-		var u string
-		ch, u = viaProxy(e.CHDSN)
-		return u
-	})
+	s, ch, err := startProxied(ctx, svc, "ch", cfg.Config, false)
 	if ch != nil {
 		defer ch.Close()
 	}
@@ -169,9 +156,6 @@ func ClickHouseFaults(ctx context.Context, svc Services, cfg FaultConfig, drops 
 	}
 	if err != nil {
 		return rep, err
-	}
-	if ch == nil {
-		return rep, fmt.Errorf("clickhouse proxy did not start")
 	}
 	spec, err := backfillScenario(ctx, s, cfg, svc.S3Endpoint)
 	if err != nil {
@@ -191,6 +175,28 @@ func ClickHouseFaults(ctx context.Context, svc Services, cfg FaultConfig, drops 
 	ch.SetLatency(0)
 	err = finish(ctx, s, &rep, cfg, spec)
 	return rep, err
+}
+
+// startProxied starts a scenario whose hosts reach PostgreSQL (postgres) or ClickHouse
+// through a TCP fault proxy, and returns the proxy.
+func startProxied(ctx context.Context, svc Services, label string, cfg Config, postgres bool) (*Scenario, *faultproxy.TCP, error) {
+	var p *faultproxy.TCP
+	via := func(raw string) string {
+		var u string
+		p, u = viaProxy(raw)
+		return u
+	}
+	var dbURL, chDSN func(*Env) string
+	if postgres {
+		dbURL = func(e *Env) string { return via(e.PGURL) }
+	} else {
+		chDSN = func(e *Env) string { return via(e.CHDSN) }
+	}
+	s, err := StartScenario(ctx, svc, label, cfg, dbURL, chDSN)
+	if err == nil && p == nil {
+		err = fmt.Errorf("%s: the fault proxy did not start", label)
+	}
+	return s, p, err
 }
 
 // viaProxy starts a TCP proxy to the server of the URL raw and returns it with raw
