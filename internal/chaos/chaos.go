@@ -319,9 +319,7 @@ func (s *Scenario) Close() {
 		s.Cluster.Stop()
 	}
 	if s.Env != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := s.Env.Close(ctx); err != nil {
+		if err := s.Env.Close(context.Background()); err != nil {
 			slog.Warn("chaos: cleanup", "err", err)
 		}
 	}

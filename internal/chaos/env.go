@@ -159,14 +159,25 @@ func (e *Env) Close(ctx context.Context) error {
 		return nil
 	}
 	var errs []error
-	if e.CH != nil {
-		errs = append(errs, e.CH.Exec(ctx, "DROP DATABASE IF EXISTS "+e.Name))
-		e.CH.Close()
+	// Each step has its own deadline: dropping a big ClickHouse database can take a minute
+	// on a loaded machine, and must not leave the PostgreSQL database behind.
+	step := func(f func(context.Context) error) {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		defer cancel()
+		errs = append(errs, f(sctx))
 	}
-	if admin, err := sql.Open("pgx", e.Svc.PostgresURL); err == nil {
+	step(func(ctx context.Context) error {
+		admin, err := sql.Open("pgx", e.Svc.PostgresURL)
+		if err != nil {
+			return err
+		}
+		defer admin.Close()
 		_, err = admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+e.Name+" WITH (FORCE)")
-		errs = append(errs, err)
-		admin.Close()
+		return err
+	})
+	if e.CH != nil {
+		step(func(ctx context.Context) error { return e.CH.Exec(ctx, "DROP DATABASE IF EXISTS "+e.Name) })
+		e.CH.Close()
 	}
 	if e.S3 != nil {
 		var token *string
