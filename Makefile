@@ -51,4 +51,22 @@ cluster: build $(GO_PLUGIN_WASM) ## start 3 hosts on 127.0.0.1:8081-8083 sharing
 cluster-stop: ## stop the hosts of `make cluster` (SIGTERM: each drains)
 	@bash deploy/cluster.sh stop
 
-.PHONY: help build run deps test lint bench bench-guard bench-go verify-plugins cluster cluster-stop
+# The full chaos suite (docs/reliability.md): 3 real hosts, KILLS kill -9 (default 50) during a
+# 48-interval backfill and live capture, then the S3, PostgreSQL and ClickHouse fault
+# scenarios at their full sizes. Figures are appended to REPORT.
+KILLS ?= 50
+REPORT ?= chaos-report.md
+chaos: $(GO_PLUGIN_WASM) ## the full chaos suite: KILLS kill -9 of random hosts (50), fault proxies; figures to REPORT
+	@env_lines=$$(bash .ci/services.sh) && eval "$$env_lines" && \
+		SLUICE_CHAOS_KILLS=$(KILLS) SLUICE_CHAOS_REPORT=$(abspath $(REPORT)) SLUICE_CHAOS_DIR=$${SLUICE_CHAOS_DIR:-$$(mktemp -d)} \
+		$(GO) test -count=1 -v -timeout 90m -run 'TestChaosKills|TestFault' ./internal/chaos
+
+# The soak: live capture and 5-minute exports for DURATION, every host's RSS and goroutines
+# sampled every 10 s; fails if either grows without bound (docs/reliability.md).
+DURATION ?= 30m
+soak: $(GO_PLUGIN_WASM) ## live capture + 5-minute exports for DURATION (30m), RSS and goroutines sampled; figures to REPORT
+	@env_lines=$$(bash .ci/services.sh) && eval "$$env_lines" && \
+		SLUICE_SOAK_DURATION=$(DURATION) SLUICE_CHAOS_REPORT=$(abspath $(REPORT)) SLUICE_CHAOS_DIR=$${SLUICE_CHAOS_DIR:-$$(mktemp -d)} \
+		$(GO) test -count=1 -v -timeout 0 -run 'TestSoak' ./internal/chaos
+
+.PHONY: help build run deps test lint bench bench-guard bench-go verify-plugins cluster cluster-stop chaos soak

@@ -31,7 +31,8 @@ func (db *DB) ExportsByID(ctx context.Context, ids []string) (map[string]BatchEx
 // CreateRunsIfAbsent is CreateRunIfAbsent for many runs: each is inserted unless its
 // (ExportID, IntervalEnd) has a run, a few hundred per statement, and the stored run of
 // every (ExportID, IntervalEnd) asked for is returned, created now or before (in no
-// particular order). Status defaults to Starting; ID, CreatedAt and UpdatedAt are set here.
+// particular order). Status defaults to Starting; an empty ID gets a new one; CreatedAt and
+// UpdatedAt are set here. A returned run whose ID is the one asked for was created by this call.
 func (db *DB) CreateRunsIfAbsent(ctx context.Context, runs []Run) ([]Run, error) {
 	t := now()
 	fresh := make([]Run, len(runs))
@@ -52,7 +53,10 @@ func (db *DB) CreateRunsIfAbsent(ctx context.Context, runs []Run) ([]Run, error)
 		if r.Checkpoint == "" {
 			r.Checkpoint = "{}"
 		}
-		r.ID, r.CreatedAt, r.UpdatedAt = uuid.NewString(), t, t
+		if r.ID == "" {
+			r.ID = uuid.NewString()
+		}
+		r.CreatedAt, r.UpdatedAt = t, t
 		r.StartedAt, r.FinishedAt = normTimePtr(r.StartedAt), normTimePtr(r.FinishedAt)
 		fresh[i] = r
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/host/control"
 	"github.com/sluicehq/sluice/host/membudget"
 	"github.com/sluicehq/sluice/host/runtime"
+	"github.com/sluicehq/sluice/host/source"
 )
 
 func serve(ctx context.Context, args []string) error {
@@ -31,6 +32,8 @@ func serve(ctx context.Context, args []string) error {
 	token := fs.String("api-token", env("SLUICE_API_TOKEN", ""), "admin API token; empty: generated into DATA_DIR/api-token (SLUICE_API_TOKEN)")
 	secretKey := fs.String("secret-key", env("SLUICE_SECRET_KEY", ""), "key(s) encrypting destination secrets; empty: a key file in the data dir (SLUICE_SECRET_KEY)")
 	chDSN := fs.String("clickhouse-dsn", env("SLUICE_CLICKHOUSE_DSN", ""), "ClickHouse source; empty: embedded store (SLUICE_CLICKHOUSE_DSN)")
+	chCaptureDef, chCaptureErr := envBool("SLUICE_CLICKHOUSE_CAPTURE")
+	chCapture := fs.Bool("clickhouse-capture", chCaptureDef, "serve /capture and /batch into the ClickHouse source's events table (several hosts sharing one source); off: capture only with the embedded store (SLUICE_CLICKHOUSE_CAPTURE)")
 	captureKey := fs.String("capture-key", env("SLUICE_CAPTURE_KEY", "phc_sluice_dev"), "project key for /capture and /batch (SLUICE_CAPTURE_KEY)")
 	pluginsDir := fs.String("plugins-dir", env("SLUICE_PLUGINS_DIR", "bin/plugins"), "built first-party plugins (SLUICE_PLUGINS_DIR)")
 	lock := fs.String("lock", env("SLUICE_PLUGINS_LOCK", "plugins.lock"), "plugins.lock pinning the first-party plugins (SLUICE_PLUGINS_LOCK)")
@@ -63,6 +66,12 @@ func serve(ctx context.Context, args []string) error {
 	}
 	if ambientErr != nil && !flagSet(fs, "s3-ambient-credentials") {
 		return ambientErr
+	}
+	if chCaptureErr != nil && !flagSet(fs, "clickhouse-capture") {
+		return chCaptureErr
+	}
+	if *chCapture && *chDSN == "" {
+		return errors.New("--clickhouse-capture (SLUICE_CLICKHOUSE_CAPTURE) needs --clickhouse-dsn")
 	}
 	if graceErr != nil && !flagSet(fs, "shutdown-grace") {
 		return graceErr
@@ -147,6 +156,15 @@ func serve(ctx context.Context, args []string) error {
 	srv := api.New(api.Config{AdminToken: *token, Logger: logger}, api.Deps{DB: h.DB(), Control: control.API{Host: h}, Metrics: metrics})
 	if ev := h.Events(); ev != nil {
 		capture.Register(srv.Echo(), ev, capture.StaticKeys{*captureKey: 1}, nil)
+	} else if *chCapture {
+		// Acknowledged only once stored, and stored before its interval's run reads it.
+		ch, err := source.NewClickHouse(ctx, source.ClickHouseConfig{DSN: *chDSN})
+		if err != nil {
+			_ = h.Stop(context.Background())
+			return fmt.Errorf("clickhouse capture: %w", err)
+		}
+		defer ch.Close()
+		capture.Register(srv.Echo(), source.CaptureInserter{CH: ch, MaxDelay: min(10*time.Second, *settle/2)}, capture.StaticKeys{*captureKey: 1}, nil)
 	}
 	if *demoFlag {
 		if err := startDemo(ctx, h, srv.Handler(), *token, logger); err != nil {

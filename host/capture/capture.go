@@ -1,4 +1,5 @@
-// Package capture is a PostHog-compatible capture endpoint for the embedded event store:
+// Package capture is a PostHog-compatible capture endpoint for an event store that can
+// insert (the embedded store, or the ClickHouse source with serve --clickhouse-capture):
 // SDKs and scripts that speak PostHog's /capture and /batch APIs can send events to Sluice.
 // Each request is validated whole and written (Insert returns) before it is acknowledged
 // with {"status":1}; a batch is all or nothing.
@@ -24,7 +25,7 @@ import (
 	"github.com/sluicehq/sluice/abi"
 )
 
-// Inserter stores events (source.SQLite does).
+// Inserter stores events (source.SQLite and source.CaptureInserter do).
 type Inserter interface {
 	Insert(ctx context.Context, evs []abi.Event) error
 }

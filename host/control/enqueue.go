@@ -3,6 +3,9 @@ package control
 import (
 	"context"
 	"fmt"
+	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/sluicehq/sluice/host/schedule"
 	"github.com/sluicehq/sluice/storage"
@@ -37,8 +40,26 @@ func (h *Host) enqueueDue(ctx context.Context, due []schedule.Due) error {
 			h.log.Error("scheduled export has an invalid schedule; no run", "export_id", e.ID, "err", err)
 			continue
 		}
+		if len(spec.EndsBetween(d.End.Add(-time.Nanosecond), d.End)) == 0 {
+			// The schedule was changed through another host and this host's scheduler has not
+			// synced yet: not an interval end any more. The next sync reschedules it.
+			h.log.Info("schedule changed elsewhere: skipping an end of the old schedule", "export_id", e.ID, "end", d.End)
+			continue
+		}
+		// The scheduler hands over ends from settle delay before registration, so an export
+		// created just after an end would run that interval, which ended before it existed:
+		// its first run is the first end after its creation (docs/scheduling.md). created_at
+		// is the database's time; the check holds when the scheduler's clock agrees (a fake
+		// clock in tests may lie before it).
+		if !d.End.After(e.CreatedAt) && !e.CreatedAt.After(h.cfg.Clock.Now()) {
+			continue
+		}
 		start, end := spec.IntervalFor(d.End)
-		runs = append(runs, storage.Run{ExportID: e.ID, IntervalStart: start, IntervalEnd: end, Status: storage.StatusStarting})
+		runs = append(runs, storage.Run{ID: uuid.NewString(), ExportID: e.ID, IntervalStart: start, IntervalEnd: end, Status: storage.StatusStarting})
+	}
+	asked := make(map[string]bool, len(runs))
+	for _, r := range runs {
+		asked[r.ID] = true
 	}
 	stored, err := h.db.CreateRunsIfAbsent(ctx, runs)
 	if err != nil {
@@ -46,6 +67,9 @@ func (h *Host) enqueueDue(ctx context.Context, due []schedule.Due) error {
 	}
 	waiting := stored[:0]
 	for _, r := range stored {
+		// Every host's scheduler fires every end: the run is unique per (export, interval
+		// end), so the first creates it and the others find it (docs/scheduling.md).
+		h.log.Info("interval end fired", "export_id", r.ExportID, "end", r.IntervalEnd.UTC().Format(time.RFC3339), "run_id", r.ID, "created_here", asked[r.ID])
 		if r.Status == storage.StatusStarting { // already ran or running: a tick never re-runs an interval
 			waiting = append(waiting, r)
 		}
