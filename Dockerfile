@@ -15,6 +15,9 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/sluice ./cmd/sluice
+# scratch has no directories: the data dir owned by the user the host runs as (a named
+# volume mounted there starts with this owner), and a /tmp for Snowflake's staged files.
+RUN mkdir -p /out/data /out/tmp && chown 65532:65532 /out/data && chmod 1777 /out/tmp
 
 FROM scratch
 # CA roots for S3, BigQuery and Snowflake over HTTPS; time zones are embedded in the binary.
@@ -22,13 +25,17 @@ COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certifica
 COPY --from=build /out/sluice /usr/bin/sluice
 COPY bin/plugins/ /usr/share/sluice/plugins/
 COPY plugins.lock /usr/share/sluice/plugins.lock
+COPY --from=build --chown=65532:65532 /out/data /var/lib/sluice
+COPY --from=build /out/tmp /tmp
 ENV SLUICE_HTTP_ADDR=0.0.0.0:8080 \
     SLUICE_DATA_DIR=/var/lib/sluice \
     SLUICE_PLUGINS_DIR=/usr/share/sluice/plugins \
     SLUICE_PLUGINS_LOCK=/usr/share/sluice/plugins.lock \
+    TMPDIR=/tmp \
     AWS_EC2_METADATA_DISABLED=true
 # The data dir holds this host's plugin cache and compiled-code cache (and, without
-# SLUICE_DATABASE_URL, the SQLite database): mount a volume owned by uid 65532.
+# SLUICE_DATABASE_URL, the SQLite database). The image's directory is owned by uid 65532,
+# so a named volume mounted there is writable; a bind mount must be chowned to 65532.
 VOLUME /var/lib/sluice
 USER 65532:65532
 EXPOSE 8080

@@ -127,3 +127,59 @@ func TestPluginModuleFromDatabase(t *testing.T) {
 		t.Fatalf("module stored back: %d bytes (%v)", len(wasm), err)
 	}
 }
+
+// Hosts sharing a fresh database that start together all install the locked plugins at
+// once: the loser of each insert finds the winner's record and starts too (make cluster
+// lost a host to "duplicate key" before).
+func TestHostsStartTogetherOnAFreshDatabase(t *testing.T) {
+	url := os.Getenv("SLUICE_TEST_POSTGRES_URL")
+	if url == "" {
+		t.Skip("SLUICE_TEST_POSTGRES_URL is not set (eval \"$(bash .ci/services/postgres.sh)\")")
+	}
+	db := freshDatabase(t, url)
+	root := repoRoot(t)
+	key := strings.Repeat("cd", 32)
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cache := runtime.Config{CacheDir: filepath.Join(os.TempDir(), "sluice-test-wazero-cache")}
+	ctx := context.Background()
+	const hosts = 3
+	var hs []*control.Host
+	for range hosts {
+		h, err := control.New(ctx, control.Config{DataDir: t.TempDir(), DatabaseURL: db, SecretKey: key, Logger: quiet, Runtime: cache,
+			PluginsDir: filepath.Join(root, "bin", "plugins"), LockFile: filepath.Join(root, "plugins.lock")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs = append(hs, h)
+	}
+	errs := make(chan error, hosts)
+	for _, h := range hs {
+		go func() { errs <- h.Start(ctx) }()
+	}
+	for range hosts {
+		if err := <-errs; err != nil {
+			t.Errorf("a host did not start: %v", err)
+		}
+	}
+	ps, err := hs[0].DB().ListPlugins(ctx)
+	for _, h := range hs {
+		if err := h.Stop(ctx); err != nil {
+			t.Error(err)
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for _, p := range ps {
+		seen[p.Name+"@"+p.Version]++
+	}
+	if len(seen) == 0 {
+		t.Fatal("no plugin recorded")
+	}
+	for v, n := range seen {
+		if n != 1 {
+			t.Errorf("%s recorded %d times", v, n)
+		}
+	}
+}

@@ -42,19 +42,8 @@ func (h *Host) InstallPlugin(ctx context.Context, wasm []byte, granted []string)
 	}
 	m := v.Manifest
 	sha := v.SHA256
-	existing, err := h.db.ListPlugins(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range existing {
-		if p.Name == m.Name && p.Version == m.Version {
-			if p.SHA256 == sha && slices.Equal(sortedCopy(p.Capabilities), sortedCopy(granted)) {
-				return &p, nil
-			}
-			if p.SHA256 != sha {
-				return nil, fmt.Errorf("%w: %s %s is installed with sha256 %s, this module is %s; bump the plugin version", ErrPluginConflict, m.Name, m.Version, p.SHA256[:12], sha[:12])
-			}
-		}
+	if p, err := h.recordedVersion(ctx, m.Name, m.Version, sha, granted); p != nil || err != nil {
+		return p, err
 	}
 	// The module row first: a host that sees the plugin row can always fetch its module.
 	if err := h.keepModule(ctx, sha, wasm); err != nil {
@@ -63,12 +52,43 @@ func (h *Host) InstallPlugin(ctx context.Context, wasm []byte, granted []string)
 	manifest, _ := json.Marshal(m)
 	p, err := h.db.CreatePlugin(ctx, storage.Plugin{ID: uuid.NewString(), Name: m.Name, Version: m.Version, ABIVersion: m.ABIVersion,
 		SHA256: sha, Manifest: string(manifest), Capabilities: sortedCopy(granted), ModulePath: h.modulePath(sha)})
+	if errors.Is(err, storage.ErrConflict) {
+		// Another host (or request) recorded this name and version between the check above
+		// and the insert: hosts sharing a database all install the locked plugins when
+		// they start together. The same module is then installed; another is a conflict.
+		if p, err := h.recordedVersion(ctx, m.Name, m.Version, sha, granted); p != nil || err != nil {
+			return p, err
+		}
+		return nil, fmt.Errorf("%w: %s %s is recorded with other capability grants", ErrPluginConflict, m.Name, m.Version)
+	}
 	if err != nil {
 		return nil, err
 	}
 	h.log.Info("plugin installed", "plugin", p.Name, "version", p.Version, "sha256", p.SHA256, "capabilities", p.Capabilities)
 	h.pruneUnusedVersions(ctx, p)
 	return &p, nil
+}
+
+// recordedVersion looks for a recorded plugin of this name and version: the same module
+// with the same grants is returned as installed; another module is ErrPluginConflict. No
+// such version: nil, nil.
+func (h *Host) recordedVersion(ctx context.Context, name, version, sha string, granted []string) (*storage.Plugin, error) {
+	existing, err := h.db.ListPlugins(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range existing {
+		if p.Name != name || p.Version != version {
+			continue
+		}
+		if p.SHA256 == sha && slices.Equal(sortedCopy(p.Capabilities), sortedCopy(granted)) {
+			return &p, nil
+		}
+		if p.SHA256 != sha {
+			return nil, fmt.Errorf("%w: %s %s is installed with sha256 %s, this module is %s; bump the plugin version", ErrPluginConflict, name, version, p.SHA256[:12], sha[:12])
+		}
+	}
+	return nil, nil
 }
 
 // installed finds a recorded plugin with this sha256 and these grants.

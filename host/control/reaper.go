@@ -102,7 +102,7 @@ const handBackDelay = time.Second
 // failed, so another host takes it within a second or two and the attempt does not count
 // against its retries.
 func (h *Host) handBack(ctx context.Context, run storage.Run, gen int) error {
-	msg := fmt.Sprintf("handed back: host %s shut down before attempt %d finished; another host runs it", h.cfg.HostID, run.Attempt)
+	msg := fmt.Sprintf("handed back: host %s shut down before attempt %d finished; its job is back in the queue for the next host that takes it", h.cfg.HostID, run.Attempt)
 	if _, err := h.db.TransitionRunOf(ctx, run.ID, gen, []storage.RunStatus{storage.StatusRunning}, storage.StatusStarting,
 		func(r *storage.Run) { r.LatestError = msg }); err != nil && !errors.Is(err, storage.ErrConflict) {
 		// The run stays Running in its generation: the job's retry takes it from there.
