@@ -40,18 +40,7 @@ func (h *Host) enqueueDue(ctx context.Context, due []schedule.Due) error {
 			h.log.Error("scheduled export has an invalid schedule; no run", "export_id", e.ID, "err", err)
 			continue
 		}
-		if len(spec.EndsBetween(d.End.Add(-time.Nanosecond), d.End)) == 0 {
-			// The schedule was changed through another host and this host's scheduler has not
-			// synced yet: not an interval end any more. The next sync reschedules it.
-			h.log.Info("schedule changed elsewhere: skipping an end of the old schedule", "export_id", e.ID, "end", d.End)
-			continue
-		}
-		// The scheduler hands over ends from settle delay before registration, so an export
-		// created just after an end would run that interval, which ended before it existed:
-		// its first run is the first end after its creation (docs/scheduling.md). created_at
-		// is the database's time; the check holds when the scheduler's clock agrees (a fake
-		// clock in tests may lie before it).
-		if !d.End.After(e.CreatedAt) && !e.CreatedAt.After(h.cfg.Clock.Now()) {
+		if !h.runsScheduledEnd(e, spec, d.End) {
 			continue
 		}
 		start, end := spec.IntervalFor(d.End)

@@ -72,11 +72,7 @@ func (h *Host) enqueueInterval(ctx context.Context, exportID string, end time.Ti
 	if err != nil {
 		return storage.Run{}, err
 	}
-	if backfillID == nil && len(spec.EndsBetween(end.Add(-time.Nanosecond), end)) == 0 {
-		// This host's scheduler still had the schedule the export had before it was changed
-		// through another host: not an interval end any more. The next schedule sync
-		// (ScheduleSyncInterval) gives it the new one.
-		h.log.Info("schedule changed elsewhere: skipping an end of the old schedule", "export_id", exportID, "end", end)
+	if backfillID == nil && !h.runsScheduledEnd(e, spec, end) {
 		return storage.Run{}, nil
 	}
 	start, end := spec.IntervalFor(end)
@@ -205,3 +201,20 @@ func (h *Host) enqueueWaiting(ctx context.Context) error {
 
 // errExportGone ends runs whose export was deleted.
 var errExportGone = errors.New("the export was deleted")
+
+// runsScheduledEnd says whether a scheduled fire (or catch-up) of end gets a run; both the
+// per-export path (enqueueInterval) and a tick's batch (enqueueDue) ask it.
+//   - The end must belong to the stored schedule: this host's scheduler may still have the
+//     schedule the export had before it was changed through another host; the next schedule
+//     sync (ScheduleSyncInterval) gives it the new one.
+//   - The end must come after the export's creation: the scheduler hands over ends from
+//     settle delay before registration, and that interval ended before the export existed
+//     (docs/scheduling.md, the first run). created_at is the database's time; the check holds
+//     when the scheduler's clock agrees (a fake clock in tests may lie before it).
+func (h *Host) runsScheduledEnd(e storage.BatchExport, spec schedule.Spec, end time.Time) bool {
+	if len(spec.EndsBetween(end.Add(-time.Nanosecond), end)) == 0 {
+		h.log.Info("schedule changed elsewhere: skipping an end of the old schedule", "export_id", e.ID, "end", end)
+		return false
+	}
+	return end.After(e.CreatedAt) || e.CreatedAt.After(h.cfg.Clock.Now())
+}

@@ -116,7 +116,7 @@ func capture(ctx context.Context, c config) error {
 	}
 	fmt.Printf("== capture: %d events per load in POST /batch of %d (%d bytes per body), %s uuids, concurrency %d, %d reps\n",
 		c.events, c.batch, len(b.tmpl[0]), kind, c.conc, c.reps)
-	fmt.Printf("   load average before: %s\n", loadavg())
+	fmt.Printf("   load average before: %s\n", bench.LoadAvg())
 	bins := []string{c.sluice}
 	if c.baseline != "" {
 		bins = append(bins, c.baseline)
@@ -154,7 +154,7 @@ func capture(ctx context.Context, c config) error {
 				r.cpu[i] = append(r.cpu[i], res.cpuPerEvent())
 				fmt.Printf("   rep %d GOMAXPROCS=%d %-28s %8.0f events/s  p50 %6.1f ms  p99 %6.1f ms  server CPU %5.1f µs/event  (%.1f s, %.0f MB/s of JSON)  load %s\n",
 					rep+1, p, filepath.Base(filepath.Dir(bins[i]))+"/"+filepath.Base(bins[i]), res.rate(),
-					ms(res.pct(0.50)), ms(res.pct(0.99)), res.cpuPerEvent(), res.elapsed.Seconds(), float64(res.bytes)/1e6/res.elapsed.Seconds(), loadavg())
+					ms(res.pct(0.50)), ms(res.pct(0.99)), res.cpuPerEvent(), res.elapsed.Seconds(), float64(res.bytes)/1e6/res.elapsed.Seconds(), bench.LoadAvg())
 			}
 			if len(bins) == 2 {
 				r.ratio = append(r.ratio, got[0]/got[1])
@@ -173,7 +173,7 @@ func capture(ctx context.Context, c config) error {
 			fmt.Printf("| A/B ratio | %d | %.2f | %.2f–%.2f | | | | |\n", p, median(r.ratio), slices.Min(r.ratio), slices.Max(r.ratio))
 		}
 	}
-	fmt.Printf("   load average after: %s\n", loadavg())
+	fmt.Printf("   load average after: %s\n", bench.LoadAvg())
 	return nil
 }
 
@@ -277,7 +277,7 @@ func drain(ctx context.Context, c config) error {
 			}
 			rows[p].rates = append(rows[p].rates, rate)
 			fmt.Printf("   rep %d GOMAXPROCS=%d drain %8.0f events/s (runs' own time; %.1f s from backfill request to Completed)  load %s\n",
-				rep+1, p, rate, wall.Seconds(), loadavg())
+				rep+1, p, rate, wall.Seconds(), bench.LoadAvg())
 		}
 	}
 	fmt.Printf("\n| GOMAXPROCS | drain events/s (median) | range |\n|---:|---:|---|\n")
@@ -508,15 +508,6 @@ func freeAddr() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	return strings.Join(f[:min(3, len(f))], " ")
 }
 
 func ms(d time.Duration) float64 { return float64(d) / 1e6 }

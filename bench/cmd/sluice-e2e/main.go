@@ -454,14 +454,14 @@ func e2e(ctx context.Context, c config, s3c *s3.Client, d dataset, cache string)
 			vc.sluiceEnv = append(slices.Clone(c.sluiceEnv), v.env...)
 			sr, err := sluiceRun(ctx, vc, s3c, d, cache)
 			return sr.elapsed, fmt.Sprintf("run %.2fs in the API, %d records, %.1f MB gz, VmHWM %s, CPU %.1fs (%.2f cores), load %s",
-				sr.runTime.Seconds(), sr.records, float64(sr.objBytes)/1e6, mib(sr.hwmAfter), sr.cpu.Seconds(), sr.cpu.Seconds()/sr.elapsed.Seconds(), loadAvg()), err
+				sr.runTime.Seconds(), sr.records, float64(sr.objBytes)/1e6, mib(sr.hwmAfter), sr.cpu.Seconds(), sr.cpu.Seconds()/sr.elapsed.Seconds(), bench.LoadAvg()), err
 		}})
 	}
 	dump := func(name, q string) step {
 		return step{name, func() (time.Duration, string, error) {
 			el, n, err := chDump(ctx, c, q)
 			return el, fmt.Sprintf("%.1f MB gz, client+gzip CPU %.1fs (%.2f cores), load %s", float64(n)/1e6,
-				lastDumpCPU.Seconds(), lastDumpCPU.Seconds()/el.Seconds(), loadAvg()), err
+				lastDumpCPU.Seconds(), lastDumpCPU.Seconds()/el.Seconds(), bench.LoadAvg()), err
 		}}
 	}
 	if !c.skipSame {
@@ -482,7 +482,7 @@ func e2e(ctx context.Context, c config, s3c *s3.Client, d dataset, cache string)
 			fmt.Printf("   rep %d: %s %.2fs (%s)\n", rep+1, st.name, el.Seconds(), info)
 		}
 	}
-	fmt.Printf("   load after: %s\n", loadAvg())
+	fmt.Printf("   load after: %s\n", bench.LoadAvg())
 	if c.profileOut != "" {
 		addr, err := bench.FreeAddr()
 		if err != nil {
@@ -547,19 +547,6 @@ func e2e(ctx context.Context, c config, s3c *s3.Client, d dataset, cache string)
 		}
 	}
 	return nil
-}
-
-// loadAvg is the 1, 5 and 15 minute load averages.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "n/a"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "n/a"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 // sameQuery is the query host/source.ClickHouse.buildQuery sends for the interval (a run

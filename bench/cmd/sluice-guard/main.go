@@ -41,7 +41,6 @@ import (
 	"os"
 	goruntime "runtime"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -97,7 +96,7 @@ func main() {
 	enough := func(start time.Time, rep int) bool {
 		return rep >= reps || (rep >= 3 && *budget > 0 && time.Since(start) > *budget)
 	}
-	fmt.Printf("# sluice-guard: GOMAXPROCS %d, %d cores, %s; load %s; up to %d reps", *procs, goruntime.NumCPU(), goruntime.Version(), loadAvg(), reps)
+	fmt.Printf("# sluice-guard: GOMAXPROCS %d, %d cores, %s; load %s; up to %d reps", *procs, goruntime.NumCPU(), goruntime.Version(), bench.LoadAvg(), reps)
 	if sabotage != "" {
 		fmt.Printf("; SABOTAGE=%s", sabotage)
 	}
@@ -113,12 +112,12 @@ func main() {
 	}
 	ms := []measure{par, pipe, wasm}
 	fmt.Printf("# capacity (2 serial encodes at once / 1): median %.2f, range %.2f-%.2f; measured in %.0fs; load %s\n",
-		median(capv), slices.Min(capv), slices.Max(capv), time.Since(t0).Seconds(), loadAvg())
+		median(capv), slices.Min(capv), slices.Max(capv), time.Since(t0).Seconds(), bench.LoadAvg())
 
 	if *record {
 		rec := Recorded{Tolerance: 0.3, Ratios: map[string]float64{},
 			Note: fmt.Sprintf("medians of up to %d reps at GOMAXPROCS %d on %d cores, %s, load %s, %s; sluice-guard -record",
-				reps, *procs, goruntime.NumCPU(), time.Now().UTC().Format("2006-01-02"), loadAvg(), goruntime.Version())}
+				reps, *procs, goruntime.NumCPU(), time.Now().UTC().Format("2006-01-02"), bench.LoadAvg(), goruntime.Version())}
 		for _, m := range ms {
 			if m.skipped != "" {
 				fail(fmt.Errorf("%s not measurable (%s): record on a machine with 2 idle cores", m.name, m.skipped))
@@ -244,7 +243,7 @@ func measureParallel(ctx context.Context, d *bench.Data, enough func(time.Time, 
 		par.values = append(par.values, t["serial"]/t["parallel"]/c)
 		pipe.values = append(pipe.values, t["direct"]/t["prefetch"])
 		fmt.Printf("rep %d: serial %.3fs, two serial at once %.3fs (capacity %.2f), parallel %.3fs (speed-up %.2f), direct %.3fs, prefetch %.3fs (speed-up %.2f); load %s\n",
-			rep+1, t["serial"], t["two-serial"], c, t["parallel"], t["serial"]/t["parallel"], t["direct"], t["prefetch"], t["direct"]/t["prefetch"], loadAvg())
+			rep+1, t["serial"], t["two-serial"], c, t["parallel"], t["serial"]/t["parallel"], t["direct"], t["prefetch"], t["direct"]/t["prefetch"], bench.LoadAvg())
 	}
 	if m := median(cs); m < minCapacity {
 		why := fmt.Sprintf("capacity %.2f < %.1f: the machine did not give this process two cores", m, minCapacity)
@@ -333,7 +332,7 @@ func measureWASM(ctx context.Context, d *bench.Data, enough func(time.Time, int)
 			}
 		}
 		m.values = append(m.values, tn.Seconds()/tw.Seconds())
-		fmt.Printf("rep %d: wasm %.3fs, native %.3fs (wasm/native throughput %.3f); load %s\n", rep+1, tw.Seconds(), tn.Seconds(), tn.Seconds()/tw.Seconds(), loadAvg())
+		fmt.Printf("rep %d: wasm %.3fs, native %.3fs (wasm/native throughput %.3f); load %s\n", rep+1, tw.Seconds(), tn.Seconds(), tn.Seconds()/tw.Seconds(), bench.LoadAvg())
 	}
 	return m, nil
 }
@@ -364,18 +363,6 @@ func (t twice) WriteBatch(p []byte) (int, error) {
 	return t.a.WriteBatch(p)
 }
 func (t twice) Close() error { return errors.Join(t.b.Close(), t.a.Close()) }
-
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "n/a"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "n/a"
-	}
-	return strings.Join(f[:3], " ")
-}
 
 func median(xs []float64) float64 {
 	if len(xs) == 0 {

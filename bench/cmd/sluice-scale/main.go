@@ -181,7 +181,7 @@ func run(ctx context.Context, c config) (err error) {
 	if dbURL != "" {
 		db = "postgres"
 	}
-	fmt.Printf("# sluice-scale: %d exports every 5 minutes, %s, settle %s, %s\n", c.exports, db, c.settle, loadavg())
+	fmt.Printf("# sluice-scale: %d exports every 5 minutes, %s, settle %s, %s\n", c.exports, db, c.settle, "load "+bench.LoadAvg())
 
 	// Create the exports, starting right after a boundary so that creation does not
 	// straddle one (at 10,000 exports it takes well under 5 minutes).
@@ -288,7 +288,7 @@ func run(ctx context.Context, c config) (err error) {
 		tr.walk = w
 		ticks = append(ticks, tr)
 		fmt.Printf("tick %d (end %s, %s): drained %s after the fire (CPU %s for %d runs: %.1f ms each), VmRSS peak %s; idle before it: CPU %.2f%% of a core over %s, VmRSS %s; list walk %s\n",
-			i+1, end.Format("15:04"), loadavg(), dur(tr.drained), tr.busyCPU.Round(time.Millisecond), tr.busyRuns,
+			i+1, end.Format("15:04"), "load "+bench.LoadAvg(), dur(tr.drained), tr.busyCPU.Round(time.Millisecond), tr.busyRuns,
 			float64(tr.busyCPU)/float64(time.Millisecond)/float64(max(tr.busyRuns, 1)), mib(tr.busyRSS),
 			100*tr.idleCPU, tr.idleWall.Round(time.Second), mib(tr.idleRSS), w.Round(time.Millisecond))
 		idleFrom = time.Now().Add(5 * time.Second)
@@ -643,15 +643,6 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-time.After(d):
 		return nil
 	}
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "load n/a"
-	}
-	f := strings.Fields(string(b))
-	return "load " + strings.Join(f[:3], " ")
 }
 
 // pct is the p-th percentile (nearest rank) of xs; 0 for none.
