@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -52,7 +53,7 @@ func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExp
 		if err != nil {
 			return b, release, err
 		}
-		b.Objects = objectStore{s: store, runCtx: ctx}
+		b.Objects = objectStore{s: store, runCtx: ctx, log: b.Log}
 	}
 	if slices.Contains(m.Capabilities, abi.CapBigQuery) {
 		cfg, err := bigquery.FromBindings(capBinding(abi.CapBigQuery, m.Config, public, e.SecretConfig))
@@ -124,6 +125,7 @@ func encoderFactory(workers int) func(io.Writer, abi.EncoderSpec, []abi.Column) 
 type objectStore struct {
 	s      objstore.Store
 	runCtx context.Context
+	log    func(slog.Level, string) // the run's log
 }
 
 func (o objectStore) Create(_ context.Context, key string, opts runtime.ObjectOptions) (runtime.Upload, error) {
@@ -131,10 +133,13 @@ func (o objectStore) Create(_ context.Context, key string, opts runtime.ObjectOp
 	if err != nil {
 		return nil, objError(err)
 	}
-	return upload{u}, nil
+	return upload{u: u, log: o.log}, nil
 }
 
-type upload struct{ u objstore.Upload }
+type upload struct {
+	u   objstore.Upload
+	log func(slog.Level, string)
+}
 
 func (u upload) Write(p []byte) (int, error) {
 	n, err := u.u.Write(p)
@@ -143,6 +148,15 @@ func (u upload) Write(p []byte) (int, error) {
 func (u upload) Written() int64 { return u.u.Written() }
 func (u upload) Commit(ctx context.Context) (runtime.ObjectInfo, error) {
 	info, err := u.u.Commit(ctx)
+	if err == nil && u.log != nil {
+		if info.StaleUploadsAborted > 0 {
+			u.log(slog.LevelInfo, fmt.Sprintf("aborted %d stale multipart upload(s) left open at %s", info.StaleUploadsAborted, info.Key))
+		}
+		if info.CleanupErr != nil {
+			u.log(slog.LevelWarn, fmt.Sprintf("%s is committed, but stale multipart uploads at its key may remain open "+
+				"(a bucket lifecycle rule AbortIncompleteMultipartUpload removes them): %v", info.Key, info.CleanupErr))
+		}
+	}
 	return runtime.ObjectInfo{Key: info.Key, Bytes: info.Bytes, ETag: info.ETag}, objError(err)
 }
 func (u upload) Abort(ctx context.Context) error { return objError(u.u.Abort(ctx)) }

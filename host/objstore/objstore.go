@@ -69,6 +69,12 @@ type ObjectInfo struct {
 	Key   string // full key within the bucket (or path within the root), prefix included
 	Bytes int64
 	ETag  string
+	// StaleUploadsAborted counts other multipart uploads open at the same key that the
+	// commit aborted (left by a create retried after the server carried it out, or by an
+	// earlier attempt whose host died). CleanupErr is why that clean-up did not finish;
+	// the object itself is committed either way.
+	StaleUploadsAborted int
+	CleanupErr          error
 }
 
 // ValidateKey reports whether key is acceptable as an object key relative to

@@ -379,23 +379,78 @@ func (u *s3Upload) ensureMultipart(ctx context.Context) error {
 	if u.uploadID != "" {
 		return nil
 	}
-	out, err := u.s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
-		Bucket:               aws.String(u.s.bucket),
-		Key:                  aws.String(u.key),
-		ContentType:          optString(u.opts.ContentType),
-		ContentEncoding:      optString(u.opts.ContentEncoding),
-		Metadata:             u.opts.Metadata,
-		ServerSideEncryption: u.s.sse,
-		SSEKMSKeyId:          u.s.kmsKeyID,
+	// A create the server carried out but answered with an error (or whose answer was
+	// lost) leaves an upload this Upload never learns the id of; Commit aborts those.
+	err := u.s.retry(ctx, "CreateMultipartUpload", u.key, func(ctx context.Context) error {
+		out, err := u.s.client.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{
+			Bucket:               aws.String(u.s.bucket),
+			Key:                  aws.String(u.key),
+			ContentType:          optString(u.opts.ContentType),
+			ContentEncoding:      optString(u.opts.ContentEncoding),
+			Metadata:             u.opts.Metadata,
+			ServerSideEncryption: u.s.sse,
+			SSEKMSKeyId:          u.s.kmsKeyID,
+		}, oneAttempt)
+		if err != nil {
+			return err
+		}
+		if out.UploadId == nil || *out.UploadId == "" {
+			return &Error{Op: "s3 CreateMultipartUpload", Key: u.key, class: Retryable, Err: errors.New("no upload id in response")}
+		}
+		u.uploadID = *out.UploadId
+		return nil
 	})
-	if err != nil {
-		return wrapS3("CreateMultipartUpload", u.key, err)
+	return err
+}
+
+// abortOthers aborts every multipart upload still open at this Upload's key except its
+// own: uploads left by a create that failed on the client's side after the server
+// carried it out, or by an earlier attempt at the same object whose host died. Keys are
+// one per object and attempt-independent, so an open upload at a committed key is dead.
+// It returns how many it aborted.
+func (u *s3Upload) abortOthers(ctx context.Context) (int, error) {
+	aborted := 0
+	in := &s3.ListMultipartUploadsInput{Bucket: aws.String(u.s.bucket), Prefix: aws.String(u.key)}
+	for {
+		var out *s3.ListMultipartUploadsOutput
+		err := u.s.retry(ctx, "ListMultipartUploads", u.key, func(ctx context.Context) error {
+			var err error
+			out, err = u.s.client.ListMultipartUploads(ctx, in, oneAttempt)
+			return err
+		})
+		if err != nil {
+			return aborted, err
+		}
+		for _, up := range out.Uploads {
+			if aws.ToString(up.Key) != u.key || aws.ToString(up.UploadId) == u.uploadID {
+				continue
+			}
+			if err := u.s.abort(ctx, u.key, aws.ToString(up.UploadId)); err != nil {
+				return aborted, err
+			}
+			aborted++
+		}
+		if !aws.ToBool(out.IsTruncated) || (out.NextKeyMarker == nil && out.NextUploadIdMarker == nil) {
+			return aborted, nil
+		}
+		in.KeyMarker, in.UploadIdMarker = out.NextKeyMarker, out.NextUploadIdMarker
 	}
-	if out.UploadId == nil || *out.UploadId == "" {
-		return &Error{Op: "s3 CreateMultipartUpload", Key: u.key, class: Retryable, Err: errors.New("no upload id in response")}
-	}
-	u.uploadID = *out.UploadId
-	return nil
+}
+
+// abort aborts one multipart upload, retrying; an upload already gone is not an error.
+func (s *s3Store) abort(ctx context.Context, key, uploadID string) error {
+	return s.retry(ctx, "AbortMultipartUpload", key, func(ctx context.Context) error {
+		_, err := s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
+			Bucket:   aws.String(s.bucket),
+			Key:      aws.String(key),
+			UploadId: aws.String(uploadID),
+		}, oneAttempt)
+		var nsu *types.NoSuchUpload
+		if errors.As(err, &nsu) {
+			return nil
+		}
+		return err
+	})
 }
 
 func (u *s3Upload) uploadPart(ctx context.Context, num int32, data []byte) error {
@@ -482,7 +537,15 @@ func (u *s3Upload) Commit(ctx context.Context) (ObjectInfo, error) {
 	}
 	u.state = stateCommitted
 	u.release()
-	return ObjectInfo{Key: u.key, Bytes: u.written.Load(), ETag: strings.Trim(aws.ToString(etag), `"`)}, nil
+	info := ObjectInfo{Key: u.key, Bytes: u.written.Load(), ETag: strings.Trim(aws.ToString(etag), `"`)}
+	if u.uploadID != "" {
+		// The object is complete whatever this finds; a failure to clean up is reported
+		// beside it, not as the commit's error.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
+		info.StaleUploadsAborted, info.CleanupErr = u.abortOthers(actx)
+		cancel()
+	}
+	return info, nil
 }
 
 // fail ends the upload after an error: stops the parts in flight and aborts
@@ -521,19 +584,7 @@ func (u *s3Upload) cleanup(ctx context.Context) error {
 	}
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
-	_, err := u.s.client.AbortMultipartUpload(actx, &s3.AbortMultipartUploadInput{
-		Bucket:   aws.String(u.s.bucket),
-		Key:      aws.String(u.key),
-		UploadId: aws.String(u.uploadID),
-	})
-	if err != nil {
-		var nsu *types.NoSuchUpload
-		if errors.As(err, &nsu) {
-			return nil
-		}
-		return wrapS3("AbortMultipartUpload", u.key, err)
-	}
-	return nil
+	return u.s.abort(actx, u.key, u.uploadID)
 }
 
 func (u *s3Upload) release() {

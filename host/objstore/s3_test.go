@@ -429,8 +429,10 @@ func TestS3SendsSSEHeaders(t *testing.T) {
 				c.HTTPClient = hookClient(func(req *http.Request) *http.Response {
 					op := req.Method
 					switch q := req.URL.Query(); {
-					case q.Has("uploads"):
+					case q.Has("uploads") && req.Method == http.MethodPost:
 						op = "CreateMultipartUpload"
+					case q.Has("uploads"):
+						op = "ListMultipartUploads"
 					case q.Has("partNumber"):
 						op = "UploadPart"
 					case q.Has("uploadId"):
@@ -689,4 +691,70 @@ func TestS3NoKeysNoAmbientCredentials(t *testing.T) {
 	if err := st.Check(context.Background()); err != nil {
 		t.Fatalf("ambient credentials allowed: %v", err)
 	}
+}
+
+// afterTransport sends every request; for the first one that match picks, it throws the
+// server's answer away and returns a 500 instead: the server carried the request out and
+// the client cannot know.
+type afterTransport struct {
+	base  http.RoundTripper
+	match func(*http.Request) bool
+	done  atomic.Bool
+}
+
+func (a *afterTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := a.base.RoundTrip(req)
+	if err != nil || !a.match(req) || !a.done.CompareAndSwap(false, true) {
+		return resp, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return s3ErrorResponse(req, http.StatusInternalServerError, "InternalError"), nil
+}
+
+func isCreateMultipart(req *http.Request) bool {
+	return req.Method == http.MethodPost && req.URL.Query().Has("uploads")
+}
+
+func TestS3CommitAbortsStaleUploadsAtItsKey(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, b *backend) {
+		ctx := context.Background()
+		bucket := b.newBucket(t)
+		tr := &afterTransport{base: http.DefaultTransport.(*http.Transport).Clone(), match: isCreateMultipart}
+		st := b.store(t, bucket, func(c *S3Config) { c.HTTPClient = &http.Client{Transport: tr} })
+		const key = "exports/team-1/stale.bin"
+		// an earlier attempt at the same object whose host died, and an upload at a key
+		// that merely starts with this one, which must survive
+		for _, k := range []string{key, key + ".other"} {
+			if _, err := b.admin.CreateMultipartUpload(ctx, &s3.CreateMultipartUploadInput{Bucket: aws.String(bucket), Key: aws.String(k)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		data := randomData(12 << 20)
+		u, err := st.Create(ctx, "stale.bin", ObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeChunks(t, u, data)
+		if !tr.done.Load() {
+			t.Fatal("the create was not answered with an injected error")
+		}
+		if ups := b.pendingUploads(t, bucket); len(ups) != 4 {
+			t.Fatalf("before the commit: %d open uploads, want 4 (ours, the one lost to the error, the dead attempt's, the other key's)", len(ups))
+		}
+		info, err := u.Commit(ctx)
+		if err != nil {
+			t.Fatalf("Commit: %v", err)
+		}
+		if info.CleanupErr != nil || info.StaleUploadsAborted != 2 {
+			t.Fatalf("aborted %d stale uploads (err %v), want 2", info.StaleUploadsAborted, info.CleanupErr)
+		}
+		ups := b.pendingUploads(t, bucket)
+		if len(ups) != 1 || aws.ToString(ups[0].Key) != key+".other" {
+			t.Fatalf("open uploads after the commit: %d, want only the other key's", len(ups))
+		}
+		if got, _ := b.get(t, bucket, info.Key); !bytes.Equal(got, data) {
+			t.Fatal("data differs")
+		}
+	})
 }
