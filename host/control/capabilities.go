@@ -121,16 +121,11 @@ func encoderFactory(workers int) func(io.Writer, abi.EncoderSpec, []abi.Column) 
 		opts = append(opts, encode.Workers(workers))
 	}
 	return func(w io.Writer, spec abi.EncoderSpec, cols []abi.Column) (runtime.BatchEncoder, error) {
-		// A posthog_batch body's api_key is an option of the http_body upload it is written
-		// into, where it may name a secret of the http binding.
-		if k, ok := w.(interface{ APIKey() (string, error) }); ok && spec.Format == encode.FormatPostHogBatch {
-			key, err := k.APIKey()
-			if err != nil {
-				return nil, err
-			}
-			opts = append(slices.Clip(opts), encode.APIKey(key))
+		extra, err := httpcap.EncodeOptions(w, spec)
+		if err != nil {
+			return nil, err
 		}
-		enc, err := encode.New(w, spec, cols, opts...)
+		enc, err := encode.New(w, spec, cols, append(slices.Clip(opts), extra...)...)
 		if err != nil {
 			return nil, &runtime.CapabilityError{Err: err, Status: abi.StatusBadArgument}
 		}

@@ -37,6 +37,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/host/encode"
 	"github.com/sluicehq/sluice/host/runtime"
 )
 
@@ -520,7 +521,8 @@ func (b *Binding) transportError(runCtx, reqCtx context.Context, err error, time
 	case errors.As(err, &ae):
 		return &runtime.CapabilityError{Status: abi.StatusDenied, Msg: ae.Error(), Err: err}
 	case reqCtx.Err() != nil:
-		return &runtime.CapabilityError{Status: abi.StatusRetryableIO, Code: "timeout", Msg: fmt.Sprintf("http request timed out after %s", timeout), Err: err}
+		// Not wrapped: the host reads a context error in the chain as the run's own end.
+		return &runtime.CapabilityError{Status: abi.StatusRetryableIO, Code: "timeout", Msg: fmt.Sprintf("http request timed out after %s", timeout)}
 	case errors.As(err, &cert) || errors.As(err, &unknownAuth) || errors.As(err, &hostname):
 		return &runtime.CapabilityError{Status: abi.StatusFatalIO, Code: "tls", Msg: "http request: " + b.scrub(msg), Err: err}
 	}
@@ -606,4 +608,20 @@ func (d *Body) Commit(context.Context) (runtime.ObjectInfo, error) {
 func (d *Body) Abort(context.Context) error {
 	d.release()
 	return nil
+}
+
+// EncodeOptions are the options an encoder writing spec into w needs from the http
+// capability: a posthog_batch body's api_key, an option of the http_body upload it is written
+// into (OptionAPIKey), with its secret expanded. Other writers and formats need none. Every
+// EncoderFactory of a host that binds http uses it.
+func EncodeOptions(w io.Writer, spec abi.EncoderSpec) ([]encode.Option, error) {
+	d, ok := w.(*Body)
+	if !ok || spec.Format != encode.FormatPostHogBatch {
+		return nil, nil
+	}
+	key, err := d.APIKey()
+	if err != nil {
+		return nil, err
+	}
+	return []encode.Option{encode.APIKey(key)}, nil
 }
