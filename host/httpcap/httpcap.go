@@ -32,6 +32,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -103,7 +104,8 @@ type Binding struct {
 	client    *http.Client
 	transport *http.Transport
 	requests  int
-	bodyBytes int64 // held by open bodies
+	bodyBytes int64  // held by open bodies
+	spare     []byte // a released body's storage, reused by the next body
 }
 
 var secretNameRE = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
@@ -395,7 +397,7 @@ func (b *Binding) Request(ctx context.Context, raw []byte, body runtime.Upload) 
 		}
 		b.requests++
 		out.Attempts++
-		resp, data, err := b.send(ctx, method, target, hdr, payload, timeout, limit)
+		resp, data, err := b.send(ctx, method, target, hdr, payload, bd, timeout, limit)
 		if err != nil {
 			return nil, err
 		}
@@ -441,17 +443,20 @@ const (
 )
 
 // send makes one exchange and reads at most limit+1 bytes of the answer.
-func (b *Binding) send(ctx context.Context, method string, target *url.URL, hdr http.Header, payload []byte,
+func (b *Binding) send(ctx context.Context, method string, target *url.URL, hdr http.Header, payload []byte, bd *Body,
 	timeout time.Duration, limit int64) (*http.Response, []byte, error) {
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	var body io.Reader
-	if payload != nil {
-		body = bytes.NewReader(payload)
-	}
-	req, err := http.NewRequestWithContext(rctx, method, target.String(), body)
+	req, err := http.NewRequestWithContext(rctx, method, target.String(), nil)
 	if err != nil {
 		return nil, nil, capErr(abi.StatusBadArgument, "building the request: %v", err)
+	}
+	if payload != nil {
+		// The transport may read a body after Do returns (an early answer); a body's storage
+		// is reused only once every reader of it is closed (Body.release).
+		req.GetBody = func() (io.ReadCloser, error) { return bd.reader(payload), nil }
+		req.Body, _ = req.GetBody()
+		req.ContentLength = int64(len(payload))
 	}
 	req.Header = hdr.Clone()
 	resp, err := b.client.Do(req)
@@ -546,6 +551,10 @@ type bodySink struct{ b *Binding }
 
 func (s bodySink) Create(_ context.Context, key string, opts runtime.ObjectOptions) (runtime.Upload, error) {
 	d := &Body{b: s.b, key: key, contentType: opts.ContentType, contentEncoding: opts.ContentEncoding}
+	if s.b.spare != nil {
+		d.buf = *bytes.NewBuffer(s.b.spare[:0])
+		s.b.spare = nil
+	}
 	if v, ok := opts.Options[OptionAPIKey]; ok {
 		k, ok := v.(string)
 		if !ok {
@@ -569,6 +578,29 @@ type Body struct {
 	buf                          bytes.Buffer
 	apiKey                       string
 	done                         bool
+	readers                      atomic.Int32 // request body readers not yet closed
+}
+
+// reader is one request body over payload (the body's bytes, or a raw body when d is nil).
+func (d *Body) reader(payload []byte) io.ReadCloser {
+	if d == nil {
+		return io.NopCloser(bytes.NewReader(payload))
+	}
+	d.readers.Add(1)
+	return &bodyReader{Reader: bytes.NewReader(payload), d: d}
+}
+
+type bodyReader struct {
+	*bytes.Reader
+	d      *Body
+	closed atomic.Bool
+}
+
+func (r *bodyReader) Close() error {
+	if !r.closed.Swap(true) {
+		r.d.readers.Add(-1)
+	}
+	return nil
 }
 
 // APIKey is the body's posthog_batch api_key with its secret expanded.
@@ -592,10 +624,16 @@ func (d *Body) Written() int64 { return int64(d.buf.Len()) }
 func (d *Body) release() {
 	if !d.done {
 		d.b.bodyBytes -= int64(d.buf.Len())
+		if c := d.buf.Bytes(); d.readers.Load() == 0 && cap(c) > cap(d.b.spare) && cap(c) <= maxSpareBytes {
+			d.b.spare = c[:0]
+		}
 		d.buf = bytes.Buffer{}
 		d.done = true
 	}
 }
+
+// maxSpareBytes bounds the storage a binding keeps between bodies.
+const maxSpareBytes = 8 << 20
 
 // Commit implements runtime.Upload: it releases the body (nothing is stored).
 func (d *Body) Commit(context.Context) (runtime.ObjectInfo, error) {
