@@ -11,6 +11,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -54,6 +55,9 @@ func (d *destination) Validate(c *sdk.Config) error {
 	}
 	if err := cfg.check(); err != nil {
 		return err
+	}
+	if u, err := url.Parse(cfg.URL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return sdk.FieldError("url", "must be an http or https URL with a host and no user information")
 	}
 	if cfg.Mode == modePostHog && !c.SecretSet("token") {
 		return sdk.FieldError("token", "mode posthog needs the project token (the receiver's api_key)")
