@@ -49,7 +49,7 @@ func HTTPBody(contentType, contentEncoding, apiKey string) (*Upload, error) {
 func (u *Upload) Handle() uint32 { return u.handle }
 
 // HTTP sends one request through the http capability (call("http", {"op": "request"...}))
-// and returns the server's answer, whatever its status: classify it with
+// and returns the server's answer, whatever its status: turn it into the run's error with
 // HTTPResponseError. An error means no answer: the origin is not bound or the address is
 // refused (denied), a timeout or a reset (retryable_io), a cap (limit_exceeded).
 func HTTP(req abi.HTTPRequest) (abi.HTTPResponse, error) {
@@ -59,8 +59,8 @@ func HTTP(req abi.HTTPRequest) (abi.HTTPResponse, error) {
 	return resp, err
 }
 
-// HTTPError is a response the plugin decided is a failure. Classify turns it into the
-// outcome: Retryable with RetryAfter (0: the host's backoff), or not.
+// HTTPError is an answer HTTPResponseError refused: Retryable with RetryAfter (0: the
+// host's backoff), or not.
 type HTTPError struct {
 	Status     int
 	Body       string
@@ -76,21 +76,58 @@ func (e *HTTPError) Error() string {
 	return fmt.Sprintf("HTTP %d: %s", e.Status, body)
 }
 
-// HTTPResponseError classifies a response the common way: 2xx is success (nil); 408, 425,
-// 429 and 5xx are retryable, with the Retry-After header's delay if the request asked for
-// it (response_headers: ["Retry-After"]); any other status (401, 403, 404, 400, 413 ...,
-// and 3xx, which the host follows only within the bound origin) is not.
-func HTTPResponseError(r abi.HTTPResponse) *HTTPError {
+// HTTPResponseError turns an answer into the run's error the common way: nil for 2xx;
+// otherwise an error whose message is "HTTP <status>: <body>" and whose Error.code is
+// "http_<status>", with ";retry_after_ms=<n>" when the answer is retryable (408, 425, 429,
+// 5xx) and carries a Retry-After (ask for it in ResponseHeaders). ClassifyHTTP reads that
+// code back in Classify; errors.As finds the *HTTPError.
+func HTTPResponseError(r abi.HTTPResponse) error {
 	if r.Status >= 200 && r.Status < 300 {
 		return nil
 	}
 	e := &HTTPError{Status: r.Status, Body: r.Body}
-	switch {
-	case r.Status == 408 || r.Status == 425 || r.Status == 429 || r.Status >= 500:
+	code := httpCodePrefix + strconv.Itoa(r.Status)
+	if httpRetryable(r.Status) {
 		e.Retryable = true
 		e.RetryAfter = ParseRetryAfter(r.Headers["Retry-After"], time.Now())
+		if e.RetryAfter > 0 {
+			code += httpRetryAfterSep + strconv.FormatInt(e.RetryAfter.Milliseconds(), 10)
+		}
 	}
-	return e
+	return &Error{Code: code, Err: e}
+}
+
+const (
+	httpCodePrefix    = "http_"
+	httpRetryAfterSep = ";retry_after_ms="
+)
+
+func httpRetryable(status int) bool {
+	return status == 408 || status == 425 || status == 429 || status >= 500
+}
+
+// ClassifyHTTP classifies a failure carrying an HTTPResponseError code: retryable statuses
+// retry (after Retry-After when there was one), others fail. ok is false for other errors.
+func ClassifyHTTP(e *abi.Error) (c abi.Classification, ok bool) {
+	if e == nil {
+		return c, false
+	}
+	rest, ok := strings.CutPrefix(e.Code, httpCodePrefix)
+	if !ok {
+		return c, false
+	}
+	st, after, _ := strings.Cut(rest, httpRetryAfterSep)
+	status, err := strconv.Atoi(st)
+	if err != nil {
+		return c, false
+	}
+	if !httpRetryable(status) {
+		return abi.Classification{Outcome: abi.OutcomeFail, Reason: fmt.Sprintf("the server answered HTTP %d, which retrying cannot change", status)}, true
+	}
+	if ms, err := strconv.ParseInt(after, 10, 64); err == nil && ms > 0 {
+		return abi.Classification{Outcome: abi.OutcomeRetryAfter, RetryAfterMS: ms, Reason: fmt.Sprintf("the server answered HTTP %d with Retry-After", status)}, true
+	}
+	return abi.Classification{Outcome: abi.OutcomeRetry, Reason: fmt.Sprintf("the server answered HTTP %d", status)}, true
 }
 
 // ParseRetryAfter reads a Retry-After value: delay-seconds or an HTTP date. Unparseable or

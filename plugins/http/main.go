@@ -10,10 +10,7 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"net/url"
-	"strconv"
-	"strings"
 
 	"github.com/sluicehq/sluice/abi"
 	"github.com/sluicehq/sluice/sdk"
@@ -22,9 +19,6 @@ import (
 const (
 	modePostHog = "posthog"
 	modeJSONL   = "jsonl"
-	// codePrefix starts the Error.code of an HTTP answer the plugin refuses: "http_429",
-	// "http_429;retry_after_ms=5000".
-	codePrefix = "http_"
 )
 
 type config struct {
@@ -155,12 +149,8 @@ func (d *destination) send() error {
 		return err
 	}
 	d.requests++
-	if herr := sdk.HTTPResponseError(resp); herr != nil {
-		code := codePrefix + strconv.Itoa(herr.Status)
-		if herr.RetryAfter > 0 {
-			code += ";retry_after_ms=" + strconv.FormatInt(herr.RetryAfter.Milliseconds(), 10)
-		}
-		return sdk.WithCode(herr, code, abi.StatusOK)
+	if err := sdk.HTTPResponseError(resp); err != nil {
+		return err
 	}
 	d.records += int64(records)
 	d.bytes += resp.RequestBytes
@@ -184,23 +174,12 @@ func (d *destination) Finish() (abi.Result, error) {
 		Outputs: []abi.Output{{Kind: "http", Name: d.cfg.Mode, Records: d.records, Bytes: d.bytes}}}, nil
 }
 
-// Classify: the server's own answer decides (its status in Error.code); failures with no
-// answer follow the host status (a timeout or reset is retryable, a refused origin or
-// address is not).
+// Classify: the server's own answer decides (sdk.ClassifyHTTP: 408, 425, 429 and 5xx retry,
+// after Retry-After if given; other statuses fail); failures with no answer follow the host
+// status (a timeout or reset is retryable, a refused origin or address is not).
 func (d *destination) Classify(e *abi.Error, attempt int) abi.Classification {
-	if st, ok := strings.CutPrefix(e.Code, codePrefix); ok {
-		status, rest, _ := strings.Cut(st, ";")
-		n, _ := strconv.Atoi(status)
-		retryable := n == 408 || n == 425 || n == 429 || n >= 500
-		if !retryable {
-			return abi.Classification{Outcome: abi.OutcomeFail, Reason: fmt.Sprintf("the receiver answered HTTP %d, which retrying cannot change", n)}
-		}
-		if ms, ok := strings.CutPrefix(rest, "retry_after_ms="); ok {
-			if v, err := strconv.ParseInt(ms, 10, 64); err == nil && v > 0 {
-				return abi.Classification{Outcome: abi.OutcomeRetryAfter, RetryAfterMS: v, Reason: fmt.Sprintf("the receiver answered HTTP %d with Retry-After", n)}
-			}
-		}
-		return abi.Classification{Outcome: abi.OutcomeRetry, Reason: fmt.Sprintf("the receiver answered HTTP %d", n)}
+	if c, ok := sdk.ClassifyHTTP(e); ok {
+		return c
 	}
 	return sdk.DefaultClassify(e, attempt)
 }
