@@ -46,7 +46,8 @@ func TestHTTPWASMMatchesNative(t *testing.T) {
 }
 
 // BenchmarkHTTPDelivery: events/s delivered to a discarding loopback receiver, 1000 events
-// per request (SLUICE_BENCH_EVENTS events per export, default 200,000).
+// per request (SLUICE_BENCH_EVENTS events per export, default 200,000); wasm then native,
+// or native first with SLUICE_BENCH_NATIVE_FIRST=1.
 func BenchmarkHTTPDelivery(b *testing.B) {
 	events := 200_000
 	if s := os.Getenv("SLUICE_BENCH_EVENTS"); s != "" {
@@ -56,7 +57,10 @@ func BenchmarkHTTPDelivery(b *testing.B) {
 	recv := NewHTTPReceiver()
 	defer recv.Close()
 	ctx := context.Background()
-	b.Run("wasm", func(b *testing.B) {
+	subs := []struct {
+		name string
+		fn   func(b *testing.B)
+	}{{"wasm", func(b *testing.B) {
 		w := loadHTTPPlugin(b)
 		for b.Loop() {
 			if _, err := w.RunHTTP(ctx, recv.URL+"/batch", 1000, d); err != nil {
@@ -64,13 +68,18 @@ func BenchmarkHTTPDelivery(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(events)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	})
-	b.Run("native", func(b *testing.B) {
+	}}, {"native", func(b *testing.B) {
 		for b.Loop() {
 			if _, err := RunHTTPNative(ctx, recv.URL+"/batch", 1000, d); err != nil {
 				b.Fatal(err)
 			}
 		}
 		b.ReportMetric(float64(events)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
-	})
+	}}}
+	if os.Getenv("SLUICE_BENCH_NATIVE_FIRST") != "" { // alternate the order between runs
+		subs[0], subs[1] = subs[1], subs[0]
+	}
+	for _, s := range subs {
+		b.Run(s.name, s.fn)
+	}
 }
