@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -78,7 +79,7 @@ func loadPlugin(t *testing.T) *runtime.Plugin {
 			plugin.err = err
 			return
 		}
-		rt, err := runtime.New(context.Background(), runtime.Config{})
+		rt, err := runtime.New(context.Background(), runtime.Config{CacheDir: filepath.Join(os.TempDir(), "sluice-test-wazero-cache")}) // compiled once across runs
 		if err != nil {
 			plugin.err = err
 			return

@@ -38,7 +38,7 @@ func TestAgainstLoopbackFake(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	rt, err := runtime.New(ctx, runtime.Config{})
+	rt, err := runtime.New(ctx, runtime.Config{CacheDir: filepath.Join(os.TempDir(), "sluice-test-wazero-cache")}) // compiled once across runs
 	if err != nil {
 		t.Fatal(err)
 	}
