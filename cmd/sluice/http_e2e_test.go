@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,7 +148,8 @@ func storedEvents(t *testing.T, dataDir string) (map[string]storedEvent, int) {
 
 // TestHTTPDestinationSluiceToSluice exports from a real `sluice serve` A, through the http
 // plugin (posthog mode), into the capture endpoint of a second `sluice serve` B: 3 hourly
-// backfill runs land every event of A in B exactly once; a deliberate re-run of an interval
+// backfill runs land every event of A in B exactly once, one of them retried after a 500 in
+// the middle of its delivery (its first request arrives twice); a deliberate re-run of an interval
 // re-sends it and B keeps one copy (its store dedups on uuid, event, distinct_id); a wrong
 // token fails at attempt 1 with B's message; the token appears in no API answer and no log.
 func TestHTTPDestinationSluiceToSluice(t *testing.T) {
@@ -168,12 +173,28 @@ func TestHTTPDestinationSluiceToSluice(t *testing.T) {
 		t.Fatalf("seed: %v\n%s", err, out)
 	}
 	b := startServe(t, bin, root, dir, "b", nil, "--capture-key", key)
-	a := startServe(t, bin, root, dir, "a", []string{"SLUICE_HTTP_ALLOW_PRIVATE=true"})
+	// One backfill run at a time, so that the fault below lands inside a run that already
+	// delivered a request.
+	a := startServe(t, bin, root, dir, "a", []string{"SLUICE_HTTP_ALLOW_PRIVATE=true"}, "--backfill-parallelism", "1")
+
+	// A proxy in front of B answers the second request 500: the first run fails after B
+	// stored its first 250 events, is retried (after about 10 s) and sends them again.
+	target, _ := url.Parse(b.base)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var requests atomic.Int32
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if requests.Add(1) == 2 {
+			http.Error(w, `{"type":"server_error","detail":"injected fault"}`, http.StatusInternalServerError)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
 
 	create := func(name, token string) string {
 		var exp struct{ ID string }
 		code, raw := a.call("POST", "/api/v1/batch_exports", map[string]any{"name": name, "interval": "hour",
-			"destination": map[string]any{"type": "http", "config": map[string]any{"url": b.base + "/batch", "token": token,
+			"destination": map[string]any{"type": "http", "config": map[string]any{"url": front.URL + "/batch", "token": token,
 				"batch_size": 250}}}, &exp)
 		if code != 201 {
 			t.Fatalf("create export: HTTP %d %s", code, raw)
@@ -207,6 +228,16 @@ func TestHTTPDestinationSluiceToSluice(t *testing.T) {
 	}
 	if len(rs) != 3 || total != events {
 		t.Fatalf("%d runs exported %d records, want 3 runs and %d", len(rs), total, events)
+	}
+	retried, want := 0, int32(2) // the first request sent twice, the refused one
+	for _, r := range rs {
+		if r.Attempt > 1 {
+			retried++
+		}
+		want += int32((r.RecordsCompleted + 249) / 250)
+	}
+	if retried != 1 || requests.Load() != want {
+		t.Errorf("want one run retried after the injected 500 and 2 extra requests; runs %+v, %d requests", rs, requests.Load())
 	}
 	src, _ := storedEvents(t, a.data)
 	check := func(when string) {
