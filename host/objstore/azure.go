@@ -108,7 +108,7 @@ func NewAzureBlob(ctx context.Context, cfg AzureConfig) (Store, error) {
 	if s.baseDelay <= 0 {
 		s.baseDelay = 200 * time.Millisecond
 	}
-	s.parts = partsConfig{pool: newPartPool(partSize), partSize: partSize, maxParts: azureMaxBlocks, conc: conc, op: "azure StageBlock"}
+	s.parts = partsConfig{pool: newPartPool(partSize, conc+1), partSize: partSize, maxParts: azureMaxBlocks, conc: conc, op: "azure StageBlock"}
 
 	opts := &container.ClientOptions{}
 	// One attempt per call: retryLoop retries, with this package's classification

@@ -50,7 +50,7 @@ const (
 
 // partsConfig is what a store with parts gives each of its uploads.
 type partsConfig struct {
-	pool     *sync.Pool // *[]byte with cap partSize
+	pool     *partPool
 	partSize int64
 	maxParts int32
 	conc     int
@@ -60,7 +60,7 @@ type partsConfig struct {
 // partUpload streams an object as numbered parts of partSize bytes (S3 multipart parts,
 // Azure staged blocks): a full part buffer is handed to a background sender while writing
 // continues, at most conc parts in flight; Write blocks while all are busy. The buffers
-// come from the store's pool, so one upload holds at most (conc+1)*partSize bytes.
+// come from the store's partPool, so one upload holds at most (conc+1)*partSize bytes.
 //
 // The backend supplies begin (run once before the first part is sent: S3's
 // CreateMultipartUpload), send (one part, with its retries) and cleanup (after a failure
@@ -125,8 +125,7 @@ func (u *partUpload) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
 		if u.buf == nil {
-			u.buf = u.cfg.pool.Get().(*[]byte)
-			*u.buf = (*u.buf)[:0]
+			u.buf = u.cfg.pool.Get()
 		}
 		b := *u.buf
 		c := copy(b[len(b):cap(b)], p)
@@ -283,10 +282,35 @@ func (u *partUpload) release() {
 	}
 }
 
-// newPartPool returns a pool of part buffers of cap partSize.
-func newPartPool(partSize int64) *sync.Pool {
-	return &sync.Pool{New: func() any {
-		b := make([]byte, 0, partSize)
+// partPool recycles part buffers of one store: a free list of at most cap(free) buffers
+// (Concurrency+1, what one upload holds), which a Put beyond drops for the collector. Not a
+// sync.Pool: that one frees buffers at every collection and, under the race detector,
+// drops a share of them on purpose, so the bytes a stream allocates would depend on both.
+type partPool struct {
+	size int64
+	free chan *[]byte
+}
+
+func newPartPool(partSize int64, keep int) *partPool {
+	return &partPool{size: partSize, free: make(chan *[]byte, keep)}
+}
+
+// Get returns an empty buffer of cap size.
+func (p *partPool) Get() *[]byte {
+	select {
+	case b := <-p.free:
+		*b = (*b)[:0]
+		return b
+	default:
+		b := make([]byte, 0, p.size)
 		return &b
-	}}
+	}
+}
+
+// Put gives a buffer back.
+func (p *partPool) Put(b *[]byte) {
+	select {
+	case p.free <- b:
+	default:
+	}
 }

@@ -86,7 +86,7 @@ type s3Store struct {
 	conc       int
 	maxRetries int
 	baseDelay  time.Duration
-	pool       sync.Pool // *[]byte with cap partSize
+	pool       *partPool
 }
 
 // NewS3 returns a Store bound to cfg.Bucket and cfg.Prefix.
@@ -188,11 +188,7 @@ func NewS3(ctx context.Context, cfg S3Config) (Store, error) {
 			o.UsePathStyle = true
 		}
 	})
-	partSize := s.partSize
-	s.pool.New = func() any {
-		b := make([]byte, 0, partSize)
-		return &b
-	}
+	s.pool = newPartPool(s.partSize, s.conc+1)
 	return s, nil
 }
 
@@ -215,7 +211,7 @@ func (s *s3Store) Create(ctx context.Context, key string, opts ObjectOptions) (U
 		return nil, &Error{Op: "s3 create", Key: key, Err: err, class: Fatal}
 	}
 	u := &s3Upload{s: s, key: full, opts: opts}
-	u.partUpload = newPartUpload(ctx, partsConfig{pool: &s.pool, partSize: s.partSize, maxParts: maxParts, conc: s.conc, op: "s3 UploadPart"}, full)
+	u.partUpload = newPartUpload(ctx, partsConfig{pool: s.pool, partSize: s.partSize, maxParts: maxParts, conc: s.conc, op: "s3 UploadPart"}, full)
 	u.begin = u.ensureMultipart
 	u.send = u.uploadPart
 	u.cleanup = func(ctx context.Context) error {
