@@ -45,16 +45,12 @@ type AzureConfig struct {
 	// EndpointURL is the blob service URL used with an account name and key (default
 	// https://<account>.blob.core.windows.net/; Azurite: http://127.0.0.1:10000/<account>).
 	EndpointURL string
-	// PartSize is the block size: default DefaultPartSize, from MinPartSize to
-	// AzureMaxBlockSize. The host passes the S3 part size.
-	PartSize int64
-	// Concurrency is the number of blocks staged at once (default DefaultConcurrency).
-	// One Upload holds at most (Concurrency+1)*PartSize bytes of buffers.
-	Concurrency int
-	// MaxRetries is how many times a failed block (or commit, or single put) is retried
-	// with exponential backoff and jitter; 0 means DefaultMaxRetries, negative none.
-	MaxRetries int
-	// RetryBaseDelay is the first backoff delay (default 200ms); each retry doubles it.
+	// PartSize (the block size, at most AzureMaxBlockSize), Concurrency (blocks staged at
+	// once), MaxRetries and RetryBaseDelay: as in S3Config, with the same defaults. The
+	// host passes its S3 part size and concurrency.
+	PartSize       int64
+	Concurrency    int
+	MaxRetries     int
 	RetryBaseDelay time.Duration
 	// HTTPClient, if set, sends every request (e.g. a custom transport).
 	HTTPClient interface {
@@ -85,30 +81,12 @@ func NewAzureBlob(ctx context.Context, cfg AzureConfig) (Store, error) {
 	if err != nil {
 		return nil, &Error{Op: "azure config", Err: err, class: Fatal}
 	}
-	s := &azureStore{name: cfg.Container, prefix: prefix, maxRetries: cfg.MaxRetries, baseDelay: cfg.RetryBaseDelay}
-	partSize, conc := cfg.PartSize, cfg.Concurrency
-	switch {
-	case partSize == 0:
-		partSize = DefaultPartSize
-	case partSize < MinPartSize || partSize > AzureMaxBlockSize:
-		return nil, azureConfigErr(fmt.Sprintf("block size %d outside [%d, %d]", partSize, MinPartSize, AzureMaxBlockSize))
+	t, err := tuning{cfg.PartSize, cfg.Concurrency, cfg.MaxRetries, cfg.RetryBaseDelay}.withDefaults("block size", AzureMaxBlockSize)
+	if err != nil {
+		return nil, &Error{Op: "azure config", Err: err, class: Fatal}
 	}
-	switch {
-	case conc == 0:
-		conc = DefaultConcurrency
-	case conc < 0:
-		return nil, azureConfigErr("negative concurrency")
-	}
-	switch {
-	case s.maxRetries == 0:
-		s.maxRetries = DefaultMaxRetries
-	case s.maxRetries < 0:
-		s.maxRetries = 0
-	}
-	if s.baseDelay <= 0 {
-		s.baseDelay = 200 * time.Millisecond
-	}
-	s.parts = partsConfig{pool: newPartPool(partSize, conc+1), partSize: partSize, maxParts: azureMaxBlocks, conc: conc, op: "azure StageBlock"}
+	s := &azureStore{name: cfg.Container, prefix: prefix, maxRetries: t.maxRetries, baseDelay: t.baseDelay}
+	s.parts = partsConfig{pool: newPartPool(t.partSize, t.conc+1), partSize: t.partSize, maxParts: azureMaxBlocks, conc: t.conc, op: "azure StageBlock"}
 
 	opts := &container.ClientOptions{}
 	// One attempt per call: retryLoop retries, with this package's classification
@@ -257,11 +235,8 @@ func (u *azureUpload) metadata() map[string]*string {
 }
 
 func (u *azureUpload) Commit(ctx context.Context) (ObjectInfo, error) {
-	if u.state != stateOpen {
-		return ObjectInfo{}, u.closed()
-	}
-	if err := u.bgErr(); err != nil {
-		return ObjectInfo{}, u.fail(err)
+	if err := u.commitable(); err != nil {
+		return ObjectInfo{}, err
 	}
 	var etag *azcore.ETag
 	if data, ok := u.single(); ok {

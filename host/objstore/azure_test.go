@@ -141,28 +141,8 @@ func TestAzureRoundTrip(t *testing.T) {
 					c.ConnectionString, c.AccountName, c.AccountKey, c.EndpointURL = "", azuriteAccount, azuriteKey, a.endpoint
 				}
 			})
-			if err := st.Check(ctx); err != nil {
-				t.Fatalf("Check: %v", err)
-			}
 			data := randomData(17<<20 + 12345) // 4 blocks of 5 MiB (the last one short)
-			u, err := st.Create(ctx, "2024/01/01/events.jsonl", ObjectOptions{
-				ContentType: "application/jsonl", ContentEncoding: "identity", Metadata: map[string]string{"run": "r1"},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer u.Abort(ctx)
-			writeChunks(t, u, data)
-			if u.Written() != int64(len(data)) {
-				t.Fatalf("Written = %d", u.Written())
-			}
-			info, err := u.Commit(ctx)
-			if err != nil {
-				t.Fatalf("Commit: %v", err)
-			}
-			if info.Key != "exports/team-1/2024/01/01/events.jsonl" || info.Bytes != int64(len(data)) || info.ETag == "" {
-				t.Fatalf("info = %+v", info)
-			}
+			u, info := roundTrip(t, st, data)
 			if got := a.get(t, name, info.Key); !bytes.Equal(got, data) {
 				t.Fatalf("read back %d bytes, differ from the %d written", len(got), len(data))
 			}
@@ -193,7 +173,6 @@ func TestAzureRoundTrip(t *testing.T) {
 
 func TestAzureSmallAndEmptyObjects(t *testing.T) {
 	a := newAzurite(t)
-	ctx := context.Background()
 	name := a.newContainer(t)
 	var puts, blocks atomic.Int32
 	st := a.store(t, name, func(c *AzureConfig) {
@@ -208,26 +187,9 @@ func TestAzureSmallAndEmptyObjects(t *testing.T) {
 			return nil
 		})
 	})
-	for i, n := range []int{0, 1, 1 << 20, MinPartSize - 1} {
-		data := randomData(n)
-		u, err := st.Create(ctx, "obj", ObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeChunks(t, u, data)
-		info, err := u.Commit(ctx)
-		if err != nil {
-			t.Fatalf("%d bytes: %v", n, err)
-		}
-		if info.Key != "obj" || info.Bytes != int64(n) {
-			t.Fatalf("info %+v", info)
-		}
-		if got := a.get(t, name, "obj"); !bytes.Equal(got, data) {
-			t.Fatalf("%d bytes: read back %d", n, len(got))
-		}
-		if puts.Load() != int32(i+1) || blocks.Load() != 0 {
-			t.Fatalf("%d bytes: %d Put Blob, %d Put Block; want one Put Blob per object", n, puts.Load(), blocks.Load())
-		}
+	smallObjects(t, st, []int{0, 1, 1 << 20, MinPartSize - 1}, func(key string) []byte { return a.get(t, name, key) })
+	if puts.Load() != 4 || blocks.Load() != 0 {
+		t.Fatalf("%d Put Blob, %d Put Block; want one Put Blob per object", puts.Load(), blocks.Load())
 	}
 }
 
@@ -454,25 +416,12 @@ func TestAzureConcurrencyBound(t *testing.T) {
 		t.Run(fmt.Sprint("concurrency ", conc), func(t *testing.T) {
 			ctx := context.Background()
 			name := a.newContainer(t)
-			var inflight, peak atomic.Int32
+			var blocks inflight
 			st := a.store(t, name, func(c *AzureConfig) {
 				c.Concurrency = conc
 				c.HTTPClient = hookClient(func(req *http.Request) *http.Response {
 					if isStageBlock(req) {
-						n := inflight.Add(1)
-						for {
-							p := peak.Load()
-							if n <= p || peak.CompareAndSwap(p, n) {
-								break
-							}
-						}
-						// Hold the block until another one is in flight too (or a while has
-						// passed), so that the overlap the bound allows happens.
-						for deadline := time.Now().Add(500 * time.Millisecond); inflight.Load() < 2 && time.Now().Before(deadline); {
-							time.Sleep(time.Millisecond)
-						}
-						time.Sleep(20 * time.Millisecond)
-						inflight.Add(-1)
+						blocks.hold()
 					}
 					return nil
 				})
@@ -482,10 +431,7 @@ func TestAzureConcurrencyBound(t *testing.T) {
 			if _, err := u.Commit(ctx); err != nil {
 				t.Fatal(err)
 			}
-			// At most Concurrency blocks from the pool plus the last one, staged by Commit.
-			if p := int(peak.Load()); p > conc+1 || p < 2 {
-				t.Fatalf("peak blocks in flight %d, want 2..%d", p, conc+1)
-			}
+			blocks.checkPeak(t, conc)
 		})
 	}
 }
@@ -542,14 +488,5 @@ func TestAzureConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Create(ctx, "../x", ObjectOptions{}); !errors.Is(err, ErrInvalidKey) {
-		t.Fatalf("Create(../x): %v", err)
-	}
-	if _, err := st.Create(ctx, strings.Repeat("k", MaxKeyLen+1), ObjectOptions{}); !errors.Is(err, ErrInvalidKey) {
-		t.Fatalf("a key too long: %v", err)
-	}
-	// Nothing listens on port 1: connection refused is retryable.
-	if err := st.Check(ctx); Classify(err) != Retryable {
-		t.Fatalf("connection refused: %v (%v)", err, Classify(err))
-	}
+	checkUnreachable(t, st) // nothing listens on port 1
 }

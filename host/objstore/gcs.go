@@ -75,24 +75,12 @@ func NewGCS(ctx context.Context, cfg GCSConfig) (Store, error) {
 	if err != nil {
 		return nil, &Error{Op: "gcs config", Err: err, class: Fatal}
 	}
-	chunk := cfg.PartSize
-	switch {
-	case chunk == 0:
-		chunk = DefaultPartSize
-	case chunk < MinPartSize || chunk > MaxPartSize:
-		return nil, gcsConfigErr(fmt.Sprintf("chunk size %d outside [%d, %d]", chunk, MinPartSize, MaxPartSize))
+	t, err := tuning{partSize: cfg.PartSize, maxRetries: cfg.MaxRetries, baseDelay: cfg.RetryBaseDelay}.withDefaults("chunk size", MaxPartSize)
+	if err != nil {
+		return nil, &Error{Op: "gcs config", Err: err, class: Fatal}
 	}
-	chunk = (chunk + gcsChunkAlign - 1) / gcsChunkAlign * gcsChunkAlign
-	maxRetries, base := cfg.MaxRetries, cfg.RetryBaseDelay
-	switch {
-	case maxRetries == 0:
-		maxRetries = DefaultMaxRetries
-	case maxRetries < 0:
-		maxRetries = 0
-	}
-	if base <= 0 {
-		base = 200 * time.Millisecond
-	}
+	chunk := (t.partSize + gcsChunkAlign - 1) / gcsChunkAlign * gcsChunkAlign
+	maxRetries, base := t.maxRetries, t.baseDelay
 
 	var opts []option.ClientOption
 	if cfg.Endpoint != "" {

@@ -122,28 +122,8 @@ func TestGCSResumableRoundTrip(t *testing.T) {
 	st := f.store(t, bucket, func(c *GCSConfig) {
 		c.HTTPClient = hookClient(func(req *http.Request) *http.Response { reqs.observe(req); return nil })
 	})
-	if err := st.Check(ctx); err != nil {
-		t.Fatalf("Check: %v", err)
-	}
 	data := randomData(17<<20 + 12345) // 4 chunks of 5 MiB (the last one short)
-	u, err := st.Create(ctx, "2024/01/01/events.jsonl", ObjectOptions{
-		ContentType: "application/jsonl", ContentEncoding: "identity", Metadata: map[string]string{"run": "r1"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer u.Abort(ctx)
-	writeChunks(t, u, data)
-	if u.Written() != int64(len(data)) {
-		t.Fatalf("Written = %d", u.Written())
-	}
-	info, err := u.Commit(ctx)
-	if err != nil {
-		t.Fatalf("Commit: %v", err)
-	}
-	if info.Key != "exports/team-1/2024/01/01/events.jsonl" || info.Bytes != int64(len(data)) || info.ETag == "" {
-		t.Fatalf("info = %+v", info)
-	}
+	u, info := roundTrip(t, st, data)
 	obj, err := f.srv.GetObject(bucket, info.Key)
 	if err != nil {
 		t.Fatal(err)
@@ -171,32 +151,19 @@ func TestGCSResumableRoundTrip(t *testing.T) {
 
 func TestGCSSmallAndEmptyObjects(t *testing.T) {
 	f := newFakeGCS(t)
-	ctx := context.Background()
 	bucket := f.newBucket(t)
 	var reqs gcsRequests
 	st := f.store(t, bucket, func(c *GCSConfig) {
 		c.Prefix = ""
 		c.HTTPClient = hookClient(func(req *http.Request) *http.Response { reqs.observe(req); return nil })
 	})
-	for _, n := range []int{0, 1, 1 << 20, MinPartSize - 1} {
-		data := randomData(n)
-		u, err := st.Create(ctx, "obj", ObjectOptions{})
+	smallObjects(t, st, []int{0, 1, 1 << 20, MinPartSize - 1}, func(key string) []byte {
+		obj, err := f.srv.GetObject(bucket, key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		writeChunks(t, u, data)
-		info, err := u.Commit(ctx)
-		if err != nil {
-			t.Fatalf("%d bytes: %v", n, err)
-		}
-		if info.Key != "obj" || info.Bytes != int64(n) {
-			t.Fatalf("info %+v", info)
-		}
-		obj, err := f.srv.GetObject(bucket, "obj")
-		if err != nil || !bytes.Equal(obj.Content, data) {
-			t.Fatalf("%d bytes: read back %d (%v)", n, len(obj.Content), err)
-		}
-	}
+		return obj.Content
+	})
 	if reqs.chunks != 0 || reqs.single != 4 {
 		t.Fatalf("%d chunks, %d single uploads; want every object smaller than a chunk in one request", reqs.chunks, reqs.single)
 	}
@@ -474,11 +441,5 @@ func TestGCSConfig(t *testing.T) {
 	if cs := odd.(*gcsStore).chunkSize; cs%gcsChunkAlign != 0 || cs < MinPartSize+1 {
 		t.Errorf("chunk %d is not rounded up to 256 KiB", cs)
 	}
-	if _, err := st.Create(ctx, "../x", ObjectOptions{}); !errors.Is(err, ErrInvalidKey) {
-		t.Fatalf("Create(../x): %v", err)
-	}
-	// Nothing listens on port 1: connection refused is retryable.
-	if err := st.Check(ctx); Classify(err) != Retryable {
-		t.Fatalf("connection refused: %v (%v)", err, Classify(err))
-	}
+	checkUnreachable(t, st) // nothing listens on port 1
 }

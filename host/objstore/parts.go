@@ -39,6 +39,44 @@ func retryLoop(ctx context.Context, maxRetries int, baseDelay time.Duration, wra
 	}
 }
 
+// tuning is the part size, concurrency and retry settings of a store, as configured (0:
+// the default).
+type tuning struct {
+	partSize   int64
+	conc       int
+	maxRetries int
+	baseDelay  time.Duration
+}
+
+// withDefaults fills the zero settings with the defaults (DefaultPartSize,
+// DefaultConcurrency, DefaultMaxRetries, 200ms) and checks the part size against [MinPartSize,
+// maxPart]; a negative maxRetries means none. The error message names the part ("part
+// size", "block size"...).
+func (t tuning) withDefaults(part string, maxPart int64) (tuning, error) {
+	switch {
+	case t.partSize == 0:
+		t.partSize = DefaultPartSize
+	case t.partSize < MinPartSize || t.partSize > maxPart:
+		return t, fmt.Errorf("%s %d outside [%d, %d]", part, t.partSize, MinPartSize, maxPart)
+	}
+	switch {
+	case t.conc == 0:
+		t.conc = DefaultConcurrency
+	case t.conc < 0:
+		return t, errors.New("negative concurrency")
+	}
+	switch {
+	case t.maxRetries == 0:
+		t.maxRetries = DefaultMaxRetries
+	case t.maxRetries < 0:
+		t.maxRetries = 0
+	}
+	if t.baseDelay <= 0 {
+		t.baseDelay = 200 * time.Millisecond
+	}
+	return t, nil
+}
+
 type uploadState int
 
 const (
@@ -214,6 +252,18 @@ func (u *partUpload) finishParts(ctx context.Context) error {
 	}
 	u.wg.Wait()
 	return u.bgErr()
+}
+
+// commitable is the start of every Commit: an error if the upload is closed or a part
+// failed (which fails the upload).
+func (u *partUpload) commitable() error {
+	if u.state != stateOpen {
+		return u.closed()
+	}
+	if err := u.bgErr(); err != nil {
+		return u.fail(err)
+	}
+	return nil
 }
 
 // single is the buffered bytes when the whole object fits in one part and no part was

@@ -98,34 +98,17 @@ func NewS3(ctx context.Context, cfg S3Config) (Store, error) {
 	if err != nil {
 		return nil, &Error{Op: "s3 config", Err: err, class: Fatal}
 	}
+	t, err := tuning{cfg.PartSize, cfg.Concurrency, cfg.MaxRetries, cfg.RetryBaseDelay}.withDefaults("part size", MaxPartSize)
+	if err != nil {
+		return nil, &Error{Op: "s3 config", Err: err, class: Fatal}
+	}
 	s := &s3Store{
 		bucket:     cfg.Bucket,
 		prefix:     prefix,
-		partSize:   cfg.PartSize,
-		conc:       cfg.Concurrency,
-		maxRetries: cfg.MaxRetries,
-		baseDelay:  cfg.RetryBaseDelay,
-	}
-	switch {
-	case s.partSize == 0:
-		s.partSize = DefaultPartSize
-	case s.partSize < MinPartSize || s.partSize > MaxPartSize:
-		return nil, configErr(fmt.Sprintf("part size %d outside [%d, %d]", s.partSize, MinPartSize, MaxPartSize))
-	}
-	switch {
-	case s.conc == 0:
-		s.conc = DefaultConcurrency
-	case s.conc < 0:
-		return nil, configErr("negative concurrency")
-	}
-	switch {
-	case s.maxRetries == 0:
-		s.maxRetries = DefaultMaxRetries
-	case s.maxRetries < 0:
-		s.maxRetries = 0
-	}
-	if s.baseDelay <= 0 {
-		s.baseDelay = 200 * time.Millisecond
+		partSize:   t.partSize,
+		conc:       t.conc,
+		maxRetries: t.maxRetries,
+		baseDelay:  t.baseDelay,
 	}
 	switch cfg.Encryption {
 	case "":
@@ -343,11 +326,8 @@ func (u *s3Upload) uploadPart(ctx context.Context, num int32, data []byte) error
 }
 
 func (u *s3Upload) Commit(ctx context.Context) (ObjectInfo, error) {
-	if u.state != stateOpen {
-		return ObjectInfo{}, u.closed()
-	}
-	if err := u.bgErr(); err != nil {
-		return ObjectInfo{}, u.fail(err)
+	if err := u.commitable(); err != nil {
+		return ObjectInfo{}, err
 	}
 	var etag *string
 	if data, ok := u.single(); ok {
