@@ -82,7 +82,9 @@ func NewGCS(ctx context.Context, cfg GCSConfig) (Store, error) {
 	chunk := (t.partSize + gcsChunkAlign - 1) / gcsChunkAlign * gcsChunkAlign
 	maxRetries, base := t.maxRetries, t.baseDelay
 
-	var opts []option.ClientOption
+	// No client metrics: they would be exported to Google Cloud Monitoring when an
+	// environment variable (GCP_STORAGE_GO_ENABLE_OTEL_METRICS) turns them on.
+	opts := []option.ClientOption{storage.WithDisabledClientMetrics()}
 	if cfg.Endpoint != "" {
 		u, err := url.Parse(cfg.Endpoint)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,8 +17,20 @@ import (
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 )
 
-// memoryStreamSize is what the bounded-memory tests stream through one upload.
-const memoryStreamSize = 200 << 20
+// memoryStreamSize is what the bounded-memory tests stream through one upload (200 MiB;
+// SLUICE_OBJSTORE_MEMORY_MIB changes it, e.g. to 1024 for a 1 GiB measurement), and
+// memoryPartSize their part size (8 MiB; SLUICE_OBJSTORE_MEMORY_PART_MIB).
+var (
+	memoryStreamSize = envMiB("SLUICE_OBJSTORE_MEMORY_MIB", 200)
+	memoryPartSize   = envMiB("SLUICE_OBJSTORE_MEMORY_PART_MIB", 8)
+)
+
+func envMiB(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n << 20
+	}
+	return def << 20
+}
 
 // memoryUse is what streaming one object cost the process: the peak of live heap above the
 // level before the upload, and the bytes allocated meanwhile.
@@ -91,8 +104,8 @@ func streamMeasured(t *testing.T, st Store, key string, size int) memoryUse {
 func checkBound(t *testing.T, use memoryUse, bound uint64) {
 	t.Helper()
 	const slack = 24 << 20 // the client's requests and responses, the sampler, the runtime
-	t.Logf("%d MiB streamed: %s; bound (concurrency+1) x part size = %d MiB (+%d MiB slack)",
-		memoryStreamSize>>20, use, bound>>20, slack>>20)
+	t.Logf("%d MiB streamed in parts of %d MiB: %s; bound (concurrency+1) x part size = %d MiB (+%d MiB slack)",
+		memoryStreamSize>>20, memoryPartSize>>20, use, bound>>20, slack>>20)
 	if use.peakHeld > bound+slack {
 		t.Errorf("held %d MiB at the peak, more than %d MiB + %d MiB", use.peakHeld>>20, bound>>20, slack>>20)
 	}
@@ -107,12 +120,13 @@ func TestAzureBoundedMemory(t *testing.T) {
 	}
 	a := newAzurite(t)
 	name := a.newContainer(t)
-	const part, conc = 8 << 20, 2
+	const conc = 2
+	part := int64(memoryPartSize)
 	st := a.store(t, name, func(c *AzureConfig) { c.PartSize, c.Concurrency = part, conc })
 	use := streamMeasured(t, st, "big.bin", memoryStreamSize)
-	checkBound(t, use, (conc+1)*part)
+	checkBound(t, use, uint64((conc+1)*part))
 	props, err := a.blob(name, "exports/team-1/big.bin").GetProperties(context.Background(), nil)
-	if err != nil || *props.ContentLength != memoryStreamSize {
+	if err != nil || *props.ContentLength != int64(memoryStreamSize) {
 		t.Fatalf("stored blob: %v", err)
 	}
 }
@@ -158,7 +172,7 @@ func TestGCSBoundedMemory(t *testing.T) {
 	if err != nil || !ok || !strings.HasPrefix(url, "http://127.0.0.1:") {
 		t.Fatalf("fake-gcs-server child: %q %v", line, err)
 	}
-	const chunk = 8 << 20
+	chunk := int64(memoryPartSize)
 	st, err := NewGCS(context.Background(), GCSConfig{Bucket: "sluice-memory", Endpoint: url + "/storage/v1/", PartSize: chunk})
 	if err != nil {
 		t.Fatal(err)
@@ -167,5 +181,5 @@ func TestGCSBoundedMemory(t *testing.T) {
 	use := streamMeasured(t, st, "big.bin", memoryStreamSize)
 	// A resumable upload sends one chunk at a time: the bound of an S3 or Azure upload with
 	// concurrency 1.
-	checkBound(t, use, 2*chunk)
+	checkBound(t, use, uint64(2*chunk))
 }
