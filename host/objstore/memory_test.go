@@ -183,3 +183,24 @@ func TestGCSBoundedMemory(t *testing.T) {
 	// concurrency 1.
 	checkBound(t, use, uint64(2*chunk))
 }
+
+// The same measurement for S3, on versitygw (a separate process), for comparison.
+func TestS3BoundedMemory(t *testing.T) {
+	if testing.Short() {
+		t.Skip("streams 200 MiB")
+	}
+	bs := backends(t)
+	if len(bs) < 2 {
+		if os.Getenv("SLUICE_REQUIRE_SERVICES") == "1" {
+			t.Fatal("SLUICE_TEST_S3_ENDPOINT is not set and SLUICE_REQUIRE_SERVICES=1")
+		}
+		t.Skip("needs versitygw: gofakes3 keeps the objects in this process")
+	}
+	b := bs[1]
+	bucket := b.newBucket(t)
+	const conc = 2
+	part := int64(memoryPartSize)
+	st := b.store(t, bucket, func(c *S3Config) { c.PartSize, c.Concurrency = part, conc })
+	use := streamMeasured(t, st, "big.bin", memoryStreamSize)
+	checkBound(t, use, uint64((conc+1)*part))
+}
