@@ -94,7 +94,9 @@ func NewGCS(ctx context.Context, cfg GCSConfig) (Store, error) {
 	}
 	switch {
 	case cfg.HTTPClient != nil:
-		opts = append(opts, option.WithHTTPClient(cfg.HTTPClient))
+		// Used as it is; without WithoutAuthentication the client would still look for
+		// default credentials (and so the metadata server) to find a project.
+		opts = append(opts, option.WithHTTPClient(cfg.HTTPClient), option.WithoutAuthentication())
 	case len(cfg.CredentialsJSON) > 0:
 		var probe map[string]any
 		if err := json.Unmarshal(cfg.CredentialsJSON, &probe); err != nil {
