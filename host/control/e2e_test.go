@@ -79,9 +79,10 @@ func newEnv(t *testing.T, databaseURL string, options ...func(*control.Config)) 
 		BatchRecords: 500, Logger: logger,
 		// Shared by the tests: compiling each plugin under -race takes tens of seconds.
 		Runtime: runtime.Config{CacheDir: filepath.Join(os.TempDir(), "sluice-test-wazero-cache")},
-		// Warehouses never reach Google or Snowflake from a test: a closed loopback port
-		// unless the test points them at its fake.
+		// Warehouses and GCS never reach Google or Snowflake from a test: a closed loopback
+		// port unless the test points them at its fake.
 		BigQueryEndpoint: "http://127.0.0.1:1/", SnowflakeEndpoint: "http://127.0.0.1:1",
+		GCSEndpoint: "http://127.0.0.1:1/storage/v1/",
 	}
 	for _, o := range options {
 		o(&cfg)

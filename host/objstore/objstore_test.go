@@ -15,6 +15,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(fakeGCSChildEnv) == "1" {
+		serveFakeGCS() // this process is a test's out-of-process fake-gcs-server
+		return
+	}
 	// Never let the AWS SDK probe instance metadata or read a developer's
 	// shared config: tests talk to loopback servers only.
 	dir, err := os.MkdirTemp("", "objstore-aws")

@@ -249,27 +249,12 @@ func TestS3MultipartRoundTrip(t *testing.T) {
 
 func TestS3SmallAndEmptyObjects(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, b *backend) {
-		ctx := context.Background()
 		bucket := b.newBucket(t)
 		st := b.store(t, bucket, func(c *S3Config) { c.Prefix = "" })
-		for _, n := range []int{0, 1, 1 << 20, MinPartSize} {
-			data := randomData(n)
-			u, err := st.Create(ctx, "obj", ObjectOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			writeChunks(t, u, data)
-			info, err := u.Commit(ctx)
-			if err != nil {
-				t.Fatalf("%d bytes: %v", n, err)
-			}
-			if info.Key != "obj" || info.Bytes != int64(n) {
-				t.Fatalf("info %+v", info)
-			}
-			if got, _ := b.get(t, bucket, "obj"); !bytes.Equal(got, data) {
-				t.Fatalf("%d bytes: read back %d", n, len(got))
-			}
-		}
+		smallObjects(t, st, []int{0, 1, 1 << 20, MinPartSize}, func(key string) []byte {
+			got, _ := b.get(t, bucket, key)
+			return got
+		})
 	})
 }
 
@@ -525,26 +510,12 @@ func TestS3ConcurrencyBound(t *testing.T) {
 		t.Run(fmt.Sprint("concurrency ", conc), func(t *testing.T) {
 			ctx := context.Background()
 			bucket := b.newBucket(t)
-			var inflight, peak atomic.Int32
+			var parts inflight
 			st := b.store(t, bucket, func(c *S3Config) {
 				c.Concurrency = conc
 				c.HTTPClient = hookClient(func(req *http.Request) *http.Response {
 					if isUploadPart(req) {
-						n := inflight.Add(1)
-						for {
-							p := peak.Load()
-							if n <= p || peak.CompareAndSwap(p, n) {
-								break
-							}
-						}
-						// Hold the part until another one is in flight too (or a while has
-						// passed), so that the overlap the bound allows happens however
-						// slow the writer is.
-						for deadline := time.Now().Add(500 * time.Millisecond); inflight.Load() < 2 && time.Now().Before(deadline); {
-							time.Sleep(time.Millisecond)
-						}
-						time.Sleep(20 * time.Millisecond)
-						inflight.Add(-1)
+						parts.hold()
 					}
 					return nil
 				})
@@ -554,11 +525,7 @@ func TestS3ConcurrencyBound(t *testing.T) {
 			if _, err := u.Commit(ctx); err != nil {
 				t.Fatal(err)
 			}
-			// At most Concurrency parts from the pool plus the last one, sent by Commit; and
-			// parts do overlap.
-			if p := int(peak.Load()); p > conc+1 || p < 2 {
-				t.Fatalf("peak parts in flight %d, want 2..%d", p, conc+1)
-			}
+			parts.checkPeak(t, conc)
 		})
 	}
 }
@@ -604,14 +571,7 @@ func TestS3Config(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Create(ctx, "../x", ObjectOptions{}); !errors.Is(err, ErrInvalidKey) {
-		t.Fatalf("Create(../x): %v", err)
-	}
-	// Nothing listens on port 1: connection refused is retryable.
-	err = st.Check(ctx)
-	if Classify(err) != Retryable {
-		t.Fatalf("connection refused: %v (%v)", err, Classify(err))
-	}
+	checkUnreachable(t, st) // nothing listens on port 1
 }
 
 // BenchmarkS3Write measures streaming 64 MiB through the S3 store into an
