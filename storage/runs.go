@@ -11,7 +11,7 @@ import (
 
 // runColumns are the columns TransitionRun writes.
 var runColumns = []string{
-	"status", "attempt", "generation", "backfill_id", "records_completed", "bytes_exported",
+	"status", "attempt", "generation", "backfill_id", "records_completed", "records_total_count", "bytes_exported",
 	"latest_error", "checkpoint", "started_at", "finished_at", "updated_at",
 }
 
@@ -207,4 +207,25 @@ func (db *DB) CountRunsByStatus(ctx context.Context, exportID string) (map[RunSt
 		out[r.Status] = r.N
 	}
 	return out, nil
+}
+
+// SetRunRecordsTotal records what the source held for the run's interval when the
+// attempt of generation gen started. ErrConflict when the run is in another generation
+// (re-requested meanwhile: the new attempt counts again).
+func (db *DB) SetRunRecordsTotal(ctx context.Context, id string, gen int, n int64) error {
+	if n < 0 {
+		return fmt.Errorf("%w: negative records total count", ErrInvalid)
+	}
+	res := db.gdb.WithContext(ctx).Model(&Run{}).Where("id = ? AND generation = ?", id, gen).
+		Updates(map[string]any{"records_total_count": n, "updated_at": now()})
+	if res.Error != nil {
+		return mapErr(res.Error, "update run "+id)
+	}
+	if res.RowsAffected == 0 {
+		if _, err := db.GetRun(ctx, id); err != nil {
+			return err
+		}
+		return fmt.Errorf("run %s: generation %d superseded: %w", id, gen, ErrConflict)
+	}
+	return nil
 }
