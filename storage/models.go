@@ -160,19 +160,19 @@ type Run struct {
 	// Generation is 0 for the run's first execution and its automatic retries, and one
 	// more for each deliberate re-run (a user's retry, a backfill over the interval
 	// again). Only the queue job of the current generation may execute or finish the run.
-	Generation       int        `gorm:"column:generation" json:"generation"`
-	RecordsCompleted int64      `gorm:"column:records_completed" json:"records_completed"`
+	Generation       int   `gorm:"column:generation" json:"generation"`
+	RecordsCompleted int64 `gorm:"column:records_completed" json:"records_completed"`
 	// RecordsTotalCount is what the source held for the interval when the current
 	// attempt started (source.Counter.Count); nil when not counted.
-	RecordsTotalCount *int64 `gorm:"column:records_total_count" json:"records_total_count"`
-	BytesExported    int64      `gorm:"column:bytes_exported" json:"bytes_exported"`
-	LatestError      string     `gorm:"column:latest_error" json:"latest_error,omitempty"`
-	BackfillID       *string    `gorm:"column:backfill_id" json:"backfill_id,omitempty"`
-	Checkpoint       string     `gorm:"column:checkpoint" json:"checkpoint"` // JSON text
-	CreatedAt        time.Time  `gorm:"column:created_at" json:"created_at"`
-	StartedAt        *time.Time `gorm:"column:started_at" json:"started_at,omitempty"`
-	FinishedAt       *time.Time `gorm:"column:finished_at" json:"finished_at,omitempty"`
-	UpdatedAt        time.Time  `gorm:"column:updated_at" json:"updated_at"`
+	RecordsTotalCount *int64     `gorm:"column:records_total_count" json:"records_total_count"`
+	BytesExported     int64      `gorm:"column:bytes_exported" json:"bytes_exported"`
+	LatestError       string     `gorm:"column:latest_error" json:"latest_error,omitempty"`
+	BackfillID        *string    `gorm:"column:backfill_id" json:"backfill_id,omitempty"`
+	Checkpoint        string     `gorm:"column:checkpoint" json:"checkpoint"` // JSON text
+	CreatedAt         time.Time  `gorm:"column:created_at" json:"created_at"`
+	StartedAt         *time.Time `gorm:"column:started_at" json:"started_at,omitempty"`
+	FinishedAt        *time.Time `gorm:"column:finished_at" json:"finished_at,omitempty"`
+	UpdatedAt         time.Time  `gorm:"column:updated_at" json:"updated_at"`
 }
 
 // TableName implements gorm's tabler.
@@ -216,7 +216,7 @@ const (
 	RecordsCountFailed   = "failed"    // the count failed (the host log says why)
 )
 
-// ValidRecordsCountStatus reports whether s is a TotalRecordsStatus value ('' included).
+// ValidRecordsCountStatus reports whether s is a TotalRecordsStatus value (” included).
 func ValidRecordsCountStatus(s string) bool {
 	switch s {
 	case "", RecordsCountPending, RecordsCounted, RecordsCountTimedOut, RecordsCountFailed:
