@@ -58,6 +58,8 @@ func serve(ctx context.Context, args []string) error {
 	grace := fs.Duration("shutdown-grace", graceDef, "on SIGTERM or SIGINT, how long running runs may take to finish before they are handed back to another host (SLUICE_SHUTDOWN_GRACE)")
 	syncDef, syncErr := envDuration("SLUICE_SCHEDULE_SYNC", 5*time.Second)
 	syncEvery := fs.Duration("schedule-sync", syncDef, "how often this host takes schedule changes made through other hosts (SLUICE_SCHEDULE_SYNC)")
+	countDef, countErr := envDuration("SLUICE_COUNT_TIMEOUT", control.DefaultCountTimeout)
+	countTimeout := fs.Duration("count-timeout", countDef, "cap on one count query on the event source: a backfill's estimate and total_records_count, the earliest event, a run's records_total_count (SLUICE_COUNT_TIMEOUT)")
 	demoFlag := fs.Bool("demo", false, "seed synthetic events and a demo export writing files under DATA_DIR/exports/demo")
 	debug := fs.Bool("debug", false, "debug logging")
 	pprofAddr := fs.String("pprof-addr", env("SLUICE_PPROF_ADDR", ""), "serve net/http/pprof on this loopback address, unauthenticated; empty: off (SLUICE_PPROF_ADDR)")
@@ -78,6 +80,12 @@ func serve(ctx context.Context, args []string) error {
 	}
 	if syncErr != nil && !flagSet(fs, "schedule-sync") {
 		return syncErr
+	}
+	if countErr != nil && !flagSet(fs, "count-timeout") {
+		return countErr
+	}
+	if *countTimeout <= 0 {
+		return fmt.Errorf("--count-timeout (SLUICE_COUNT_TIMEOUT) must be positive, got %s", *countTimeout)
 	}
 	if *syncEvery <= 0 {
 		return fmt.Errorf("--schedule-sync (SLUICE_SCHEDULE_SYNC) must be positive, got %s", *syncEvery)
@@ -134,6 +142,7 @@ func serve(ctx context.Context, args []string) error {
 		SnowflakeEndpoint:    *sfEndpoint,
 		HostID:               *hostID,
 		ScheduleSyncInterval: *syncEvery,
+		CountTimeout:         *countTimeout,
 		Runtime:              runtime.Config{MemoryBudgetBytes: uint64(*pluginMemMiB) << 20},
 		Alerts:               alerts,
 	}

@@ -49,6 +49,10 @@ type Config struct {
 	BatchRecords        int           // source batch size in rows (default 10k)
 	BatchBytes          int           // source batch size in bytes (default 8 MiB)
 	RetryBase           time.Duration // first retry delay, doubled each try (default 10s)
+	// CountTimeout caps one count query on the source: a backfill's estimate and its
+	// total_records_count, the earliest event, a run's records_total_count (default 60s;
+	// PostHog caps its estimate at 300s, but a dry run is answered within the request).
+	CountTimeout time.Duration
 
 	// HostID names this host in run logs ("attempt 1 on host a: ..."), so that one can tell
 	// which host of several ran a run (default: the machine's host name).
@@ -102,6 +106,9 @@ type Admitter interface {
 	Admit(ctx context.Context, waiting func()) (release func(), err error)
 }
 
+// DefaultCountTimeout is Config.CountTimeout's default.
+const DefaultCountTimeout = 60 * time.Second
+
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
 	def := func(p *time.Duration, d time.Duration) {
@@ -123,6 +130,7 @@ func (c Config) WithDefaults() Config {
 	def(&c.SettleDelay, 30*time.Second)
 	def(&c.CatchUpWindow, 7*24*time.Hour)
 	def(&c.RunCheckInterval, 2*time.Second)
+	def(&c.CountTimeout, DefaultCountTimeout)
 	def(&c.ScheduleSyncInterval, 5*time.Second)
 	def(&c.ReapInterval, 30*time.Second)
 	def(&c.ReapAfter, 2*time.Minute)
@@ -180,6 +188,11 @@ type Host struct {
 	versions   map[string]time.Time
 	bgStop     context.CancelFunc
 	bg         sync.WaitGroup
+	// countCtx bounds the background counts of backfills (countBackfillAsync); close
+	// cancels it and waits for counts.
+	countCtx  context.Context
+	countStop context.CancelFunc
+	counts    sync.WaitGroup
 }
 
 // New opens storage, the runtime, the source and the queue. Nothing runs until Start.
@@ -189,6 +202,7 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	h = &Host{cfg: cfg, log: cfg.Logger, metrics: noMetrics{}, plugins: map[string]*runtime.Plugin{}, running: map[string]context.CancelFunc{}, versions: map[string]time.Time{}}
+	h.countCtx, h.countStop = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			h.close(context.Background())
@@ -367,6 +381,8 @@ func (h *Host) Stop(ctx context.Context) error {
 }
 
 func (h *Host) close(ctx context.Context) error {
+	h.countStop()
+	h.counts.Wait()
 	var errs []error
 	if h.q != nil {
 		errs = append(errs, h.q.Close(ctx)) // releases the queue's PostgreSQL pool
