@@ -164,15 +164,19 @@ type Run struct {
 	RecordsCompleted int64 `gorm:"column:records_completed" json:"records_completed"`
 	// RecordsTotalCount is what the source held for the interval when the current
 	// attempt started (source.Counter.Count); nil when not counted.
-	RecordsTotalCount *int64     `gorm:"column:records_total_count" json:"records_total_count"`
-	BytesExported     int64      `gorm:"column:bytes_exported" json:"bytes_exported"`
-	LatestError       string     `gorm:"column:latest_error" json:"latest_error,omitempty"`
-	BackfillID        *string    `gorm:"column:backfill_id" json:"backfill_id,omitempty"`
-	Checkpoint        string     `gorm:"column:checkpoint" json:"checkpoint"` // JSON text
-	CreatedAt         time.Time  `gorm:"column:created_at" json:"created_at"`
-	StartedAt         *time.Time `gorm:"column:started_at" json:"started_at,omitempty"`
-	FinishedAt        *time.Time `gorm:"column:finished_at" json:"finished_at,omitempty"`
-	UpdatedAt         time.Time  `gorm:"column:updated_at" json:"updated_at"`
+	RecordsTotalCount *int64 `gorm:"column:records_total_count" json:"records_total_count"`
+	// RecordsMissing is what the missing-data check found in the source for the interval
+	// beyond RecordsCompleted, as of DataCheckedAt (late data); nil when not checked.
+	RecordsMissing *int64     `gorm:"column:records_missing" json:"records_missing"`
+	DataCheckedAt  *time.Time `gorm:"column:data_checked_at" json:"data_checked_at,omitempty"`
+	BytesExported  int64      `gorm:"column:bytes_exported" json:"bytes_exported"`
+	LatestError    string     `gorm:"column:latest_error" json:"latest_error,omitempty"`
+	BackfillID     *string    `gorm:"column:backfill_id" json:"backfill_id,omitempty"`
+	Checkpoint     string     `gorm:"column:checkpoint" json:"checkpoint"` // JSON text
+	CreatedAt      time.Time  `gorm:"column:created_at" json:"created_at"`
+	StartedAt      *time.Time `gorm:"column:started_at" json:"started_at,omitempty"`
+	FinishedAt     *time.Time `gorm:"column:finished_at" json:"finished_at,omitempty"`
+	UpdatedAt      time.Time  `gorm:"column:updated_at" json:"updated_at"`
 }
 
 // TableName implements gorm's tabler.
@@ -182,7 +186,7 @@ func (Run) TableName() string { return "runs" }
 func (r *Run) AfterFind(*gorm.DB) error {
 	r.IntervalStart, r.IntervalEnd = r.IntervalStart.UTC(), r.IntervalEnd.UTC()
 	r.CreatedAt, r.UpdatedAt = r.CreatedAt.UTC(), r.UpdatedAt.UTC()
-	r.StartedAt, r.FinishedAt = utcPtr(r.StartedAt), utcPtr(r.FinishedAt)
+	r.StartedAt, r.FinishedAt, r.DataCheckedAt = utcPtr(r.StartedAt), utcPtr(r.FinishedAt), utcPtr(r.DataCheckedAt)
 	return nil
 }
 

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluicehq/sluice/host/control"
+	"github.com/sluicehq/sluice/internal/demo"
 )
 
 // Backfill estimates, earliest backfills, records counts and unpause with backfill on the
@@ -29,13 +31,15 @@ func TestBackfillRecordsPostgres(t *testing.T) {
 
 // runRecords is a run with its counts.
 type runRecords struct {
-	ID                string    `json:"id"`
-	Status            string    `json:"status"`
-	IntervalStart     time.Time `json:"interval_start"`
-	IntervalEnd       time.Time `json:"interval_end"`
-	RecordsCompleted  int64     `json:"records_completed"`
-	RecordsTotalCount *int64    `json:"records_total_count"`
-	BackfillID        *string   `json:"backfill_id"`
+	ID                string     `json:"id"`
+	Status            string     `json:"status"`
+	IntervalStart     time.Time  `json:"interval_start"`
+	IntervalEnd       time.Time  `json:"interval_end"`
+	RecordsCompleted  int64      `json:"records_completed"`
+	RecordsTotalCount *int64     `json:"records_total_count"`
+	RecordsMissing    *int64     `json:"records_missing"`
+	DataCheckedAt     *time.Time `json:"data_checked_at"`
+	BackfillID        *string    `json:"backfill_id"`
 }
 
 func (e *env) runRecords(exportID string) []runRecords {
@@ -167,4 +171,68 @@ func backfillRecords(t *testing.T, mk func(*testing.T, ...func(*control.Config))
 			}
 		}
 	})
+}
+
+// TestMissingDataCheck: an event inserted late into an interval whose run completed is
+// found by the periodic check (a River job per slot), reported on the run (API field, run
+// log), and gone once the run is retried.
+func TestMissingDataCheck(t *testing.T) {
+	e := newEnv(t, "", func(c *control.Config) { c.MissingDataInterval = 200 * time.Millisecond })
+	ctx := context.Background()
+	id := e.createExport("late", localConfig("late"))
+	end := t0.Truncate(time.Hour)
+	bf := e.backfill(id, end.Add(-2*time.Hour), end)
+	e.waitBackfillDone(id, bf["id"].(string))
+	late := demo.Events(1, end.Add(-90*time.Minute), end.Add(-90*time.Minute+time.Second), 7)
+	if err := e.host.Events().Insert(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	e.events = append(e.events, late...)
+	find := func() (lateRun, other runRecords) {
+		for _, r := range e.runRecords(id) {
+			if r.IntervalStart.Equal(end.Add(-2 * time.Hour)) {
+				lateRun = r
+			} else {
+				other = r
+			}
+		}
+		return
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	var lr, or runRecords
+	for {
+		e.clock.Advance(200 * time.Millisecond) // the next slot: the next check job
+		lr, or = find()
+		if lr.RecordsMissing != nil && *lr.RecordsMissing == 1 && or.RecordsMissing != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the check did not report the late event: %+v / %+v", lr, or)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if *or.RecordsMissing != 0 || or.DataCheckedAt == nil {
+		t.Errorf("complete run reported %+v", or)
+	}
+	logs := e.do("GET", "/api/v1/batch_exports/"+id+"/runs/"+lr.ID+"/logs?limit=500", nil, http.StatusOK)
+	if b, _ := json.Marshal(logs); !strings.Contains(string(b), "1 more than the run exported (late data)") {
+		t.Errorf("the run log does not say: %s", b)
+	}
+	// Reported once: a check again finds nothing new.
+	if n, err := e.host.CheckMissingData(ctx); err != nil || n != 0 {
+		t.Errorf("second check: %d newly missing, err %v", n, err)
+	}
+	// A retry exports the late event and clears the report; the next check finds none.
+	e.do("POST", "/api/v1/batch_exports/"+id+"/runs/"+lr.ID+"/retry", nil, http.StatusAccepted)
+	e.waitAll(id, "the retried run", time.Minute, func(rs []run) bool { return statuses(rs)["Completed"] == 2 })
+	lr, _ = find()
+	if lr.RecordsMissing != nil || lr.RecordsCompleted != e.countIn(lr.IntervalStart, lr.IntervalEnd) {
+		t.Fatalf("retried run %+v, want no report and %d records", lr, e.countIn(lr.IntervalStart, lr.IntervalEnd))
+	}
+	if n, err := e.host.CheckMissingData(ctx); err != nil || n != 0 {
+		t.Errorf("check after the retry: %d, err %v", n, err)
+	}
+	if lr, _ = find(); lr.RecordsMissing == nil || *lr.RecordsMissing != 0 {
+		t.Errorf("retried run after a check: %+v", lr)
+	}
 }

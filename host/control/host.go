@@ -53,6 +53,10 @@ type Config struct {
 	// total_records_count, the earliest event, a run's records_total_count (default 60s;
 	// PostHog caps its estimate at 300s, but a dry run is answered within the request).
 	CountTimeout time.Duration
+	// MissingDataInterval is how often the missing-data check runs (one River job per
+	// period across hosts; default 1h; negative: never); MissingDataWindow is how far back
+	// it looks, by interval end (default 24h).
+	MissingDataInterval, MissingDataWindow time.Duration
 
 	// HostID names this host in run logs ("attempt 1 on host a: ..."), so that one can tell
 	// which host of several ran a run (default: the machine's host name).
@@ -131,6 +135,8 @@ func (c Config) WithDefaults() Config {
 	def(&c.CatchUpWindow, 7*24*time.Hour)
 	def(&c.RunCheckInterval, 2*time.Second)
 	def(&c.CountTimeout, DefaultCountTimeout)
+	def(&c.MissingDataInterval, time.Hour)
+	def(&c.MissingDataWindow, 24*time.Hour)
 	def(&c.ScheduleSyncInterval, 5*time.Second)
 	def(&c.ReapInterval, 30*time.Second)
 	def(&c.ReapAfter, 2*time.Minute)
@@ -249,7 +255,7 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 	if h.alerts, err = alert.New(cfg.Alerts, h.db, cfg.Clock, h.log); err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
-	qcfg.Kinds = append(qcfg.Kinds, h.alerts.JobKind())
+	qcfg.Kinds = append(qcfg.Kinds, h.alerts.JobKind(), h.missingDataKind())
 	if h.q, err = queue.New(ctx, qcfg); err != nil {
 		return nil, fmt.Errorf("run queue: %w", err)
 	}
@@ -328,6 +334,9 @@ func (h *Host) Start(ctx context.Context) error {
 	h.bgStop = stop
 	h.every(bg, h.cfg.ScheduleSyncInterval, "schedule sync", h.syncSchedules)
 	h.every(bg, h.cfg.ReapInterval, "run reaper", h.reap)
+	if h.cfg.MissingDataInterval > 0 {
+		h.every(bg, h.cfg.MissingDataInterval, "missing-data check", h.enqueueMissingDataCheck)
+	}
 	return nil
 }
 

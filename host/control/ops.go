@@ -140,7 +140,7 @@ func (h *Host) RetryRun(ctx context.Context, runID string) (*storage.Run, error)
 		storage.StatusStarting, func(r *storage.Run) {
 			r.Generation++
 			r.StartedAt, r.FinishedAt, r.LatestError, r.RecordsCompleted, r.BytesExported = nil, nil, "", 0, 0
-			r.RecordsTotalCount = nil
+			r.RecordsTotalCount, r.RecordsMissing, r.DataCheckedAt = nil, nil, nil
 		})
 	if err != nil {
 		return nil, err

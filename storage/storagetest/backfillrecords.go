@@ -100,12 +100,25 @@ func testBackfillRecords(t *testing.T, newConfig NewConfig) {
 	if err := db.SetRunRecordsTotal(ctx, runs[0].ID, runs[0].Generation, 7); err != nil {
 		t.Fatal(err)
 	}
+	// The missing-data check: Completed runs of the current generation only; a re-run
+	// clears it (below).
+	checked := base.Add(100 * time.Hour)
+	if err := db.SetRunDataCheck(ctx, runs[0].ID, runs[0].Generation, 3, checked); err != nil {
+		t.Fatal(err)
+	}
+	if got := check(db.GetRun(ctx, runs[0].ID))(t); got.RecordsMissing == nil || *got.RecordsMissing != 3 || got.DataCheckedAt == nil || !got.DataCheckedAt.Equal(checked) {
+		t.Fatalf("checked run %+v", got)
+	}
+	wantErr(t, db.SetRunDataCheck(ctx, runs[0].ID, runs[0].Generation+1, 0, checked), storage.ErrConflict)
+	wantErr(t, db.SetRunDataCheck(ctx, runs[2].ID, runs[2].Generation, 0, checked), storage.ErrConflict) // retried: Starting
+	wantErr(t, db.SetRunDataCheck(ctx, runs[0].ID, runs[0].Generation, -1, checked), storage.ErrInvalid)
+	wantErr(t, db.SetRunDataCheck(ctx, "missing", 0, 0, checked), storage.ErrNotFound)
 	if _, err := db.UpdateBackfillStatus(ctx, b.ID, nil, storage.StatusCompleted); err != nil {
 		t.Fatal(err)
 	}
 	b2 := check(db.CreateBackfill(ctx, storage.Backfill{ExportID: e.ID, StartAt: runs[0].IntervalStart, EndAt: runs[0].IntervalEnd, Status: storage.StatusRunning}))(t)
 	moved := check(db.AddBackfillRuns(ctx, e.ID, b2.ID, []storage.Interval{{Start: runs[0].IntervalStart, End: runs[0].IntervalEnd}}))(t)
-	if moved.Rerun != 1 || moved.Runs[0].RecordsTotalCount != nil {
+	if moved.Rerun != 1 || moved.Runs[0].RecordsTotalCount != nil || moved.Runs[0].RecordsMissing != nil || moved.Runs[0].DataCheckedAt != nil {
 		t.Fatalf("re-run by a backfill: %+v", moved)
 	}
 }

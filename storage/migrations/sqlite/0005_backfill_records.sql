@@ -10,3 +10,8 @@ ALTER TABLE backfills ADD COLUMN total_records_status TEXT NOT NULL DEFAULT '';
 -- What the source held for the run's interval when its current attempt started; NULL when
 -- not counted (older runs, a count that timed out or failed).
 ALTER TABLE runs ADD COLUMN records_total_count INTEGER;
+-- The missing-data check (docs/runs.md): records the source holds for a Completed run's
+-- interval beyond its records_completed (late data), as of data_checked_at; NULL: not
+-- checked in this generation.
+ALTER TABLE runs ADD COLUMN records_missing INTEGER;
+ALTER TABLE runs ADD COLUMN data_checked_at DATETIME;
