@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/host/queue"
 	"github.com/sluicehq/sluice/storage"
 )
@@ -29,6 +30,8 @@ func (missingDataArgs) Kind() string { return "missing_data_check" }
 type MissingRecordsMetrics interface {
 	MissingRecords(destination string, n int64)
 }
+
+var _ MissingRecordsMetrics = (*api.Metrics)(nil)
 
 func (h *Host) missingDataKind() queue.JobKind {
 	return queue.NewKind(queue.KindConfig{Queue: "missing_data", MaxAttempts: 2, Timeout: max(h.cfg.MissingDataInterval, time.Minute)},
