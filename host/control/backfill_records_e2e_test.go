@@ -176,8 +176,18 @@ func backfillRecords(t *testing.T, mk func(*testing.T, ...func(*control.Config))
 // TestMissingDataCheck: an event inserted late into an interval whose run completed is
 // found by the periodic check (a River job per slot), reported on the run (API field, run
 // log), and gone once the run is retried.
-func TestMissingDataCheck(t *testing.T) {
-	e := newEnv(t, "", func(c *control.Config) { c.MissingDataInterval = 200 * time.Millisecond })
+func TestMissingDataCheck(t *testing.T) { missingDataCheck(t, "") }
+
+func TestMissingDataCheckPostgres(t *testing.T) {
+	url := os.Getenv("SLUICE_TEST_POSTGRES_URL")
+	if url == "" {
+		t.Skip("SLUICE_TEST_POSTGRES_URL is not set (eval \"$(bash .ci/services/postgres.sh)\")")
+	}
+	missingDataCheck(t, freshDatabase(t, url))
+}
+
+func missingDataCheck(t *testing.T, databaseURL string) {
+	e := newEnv(t, databaseURL, func(c *control.Config) { c.MissingDataInterval = 200 * time.Millisecond })
 	ctx := context.Background()
 	id := e.createExport("late", localConfig("late"))
 	end := t0.Truncate(time.Hour)
