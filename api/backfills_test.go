@@ -25,9 +25,10 @@ func TestCreateBackfillValidation(t *testing.T) {
 	}{
 		{"empty body", ``, 400, nil, "empty"},
 		{"malformed", `{"start_at": `, 400, nil, "malformed"},
-		{"missing both", `{}`, 400, []string{"start_at", "end_at"}, "required"},
+		{"missing both", `{}`, 400, []string{"end_at"}, "required"},
 		{"missing end", `{"start_at": "2026-11-19T00:00:00Z"}`, 400, []string{"end_at"}, "required"},
-		{"null start", `{"start_at": null, "end_at": "2026-11-19T00:00:00Z"}`, 400, []string{"start_at"}, "required"},
+		{"null start, empty source", `{"start_at": null, "end_at": "2026-11-19T00:00:00Z"}`, 400, []string{"start_at"}, "no event matching"},
+		{"omitted start, empty source", `{"end_at": "2026-11-19T00:00:00Z"}`, 400, []string{"start_at"}, "no event matching"},
 		{"naive start", `{"start_at": "2026-11-19T00:00:00", "end_at": "2026-11-19T05:00:00Z"}`, 400, []string{"start_at"}, "time zone"},
 		{"date only", `{"start_at": "2026-11-19", "end_at": "2026-11-20"}`, 400, []string{"start_at", "end_at"}, "RFC 3339"},
 		{"number", `{"start_at": 0, "end_at": "2026-11-19T05:00:00Z"}`, 400, []string{"start_at"}, "RFC 3339"},
@@ -37,11 +38,21 @@ func TestCreateBackfillValidation(t *testing.T) {
 		{"end in the future", `{"start_at": "2026-11-20T09:00:00Z", "end_at": "2026-11-20T11:00:00Z"}`, 400, []string{"end_at"}, "future"},
 		{"all in the future", `{"start_at": "2027-01-01T00:00:00Z", "end_at": "2027-01-02T00:00:00Z"}`, 400, []string{"end_at"}, "future"},
 		{"too many intervals", `{"start_at": "2026-11-10T00:00:00Z", "end_at": "2026-11-14T05:00:00Z"}`, 400, []string{"start_at"}, "at most 100"},
+		{"dry run: end before start", `{"start_at": "2026-11-19T05:00:00Z", "end_at": "2026-11-19T00:00:00Z"}`, 400, []string{"end_at"}, "after start_at"},
+		{"dry run: invalid date", `{"start_at": "2026-13-19T05:00:00Z", "end_at": "2026-11-19T00:00:00Z"}`, 400, []string{"start_at"}, "RFC 3339"},
+		{"dry run: bad flag", `{"start_at": "2026-11-19T00:00:00Z", "end_at": "2026-11-19T05:00:00Z"}`, 400, []string{"dry_run"}, "true or false"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			e.ctl.resetCalls()
-			r := e.do("POST", path, c.body)
+			p := path
+			if strings.HasPrefix(c.name, "dry run") {
+				p += "?dry_run=true"
+				if c.name == "dry run: bad flag" {
+					p = path + "?dry_run=yes"
+				}
+			}
+			r := e.do("POST", p, c.body)
 			if r.Status != c.status {
 				t.Fatalf("status %d, want %d: %s", r.Status, c.status, r.Body)
 			}
@@ -52,8 +63,8 @@ func TestCreateBackfillValidation(t *testing.T) {
 			if !strings.Contains(ae.text(), c.msg) {
 				t.Errorf("error lacks %q: %s", c.msg, r.Body)
 			}
-			if e.ctl.called("RequestBackfill") != 0 {
-				t.Error("RequestBackfill called for a rejected request")
+			if e.ctl.called("RequestBackfill")+e.ctl.called("EstimateBackfill") != 0 {
+				t.Error("RequestBackfill or EstimateBackfill called for a rejected request")
 			}
 		})
 	}
@@ -119,4 +130,123 @@ func TestBackfillLifecycle(t *testing.T) {
 	// A deleted export's backfills are gone from the API.
 	e.must("DELETE", "/api/v1/batch_exports/"+id, nil, http.StatusNoContent)
 	e.must("GET", path+"/"+bid2, nil, http.StatusNotFound)
+}
+
+func TestBackfillDryRun(t *testing.T) {
+	e := newEnv(t)
+	e.plugin(s3Manifest)
+	id := e.export("bf")
+	path := "/api/v1/batch_exports/" + id + "/backfills?dry_run=true"
+	r := e.must("POST", path, `{"start_at": "2026-11-19T00:00:00Z", "end_at": "2026-11-19T05:00:00Z"}`, http.StatusOK).json(t)
+	if r["dry_run"] != true || r["total_runs"] != float64(5) || r["total_records_count"] != float64(50) || r["estimate_timed_out"] != false ||
+		r["start_at"] != "2026-11-19T00:00:00Z" || r["adjusted_start_at"] != "2026-11-19T00:00:00Z" || r["end_at"] != "2026-11-19T05:00:00Z" {
+		t.Errorf("estimate %v", r)
+	}
+	// A count that hit the cap: null, and said so; never a wrong number.
+	e.ctl.estimate = &api.BackfillEstimate{AdjustedStart: now.Add(-2 * time.Hour), End: now, Runs: 2, TimedOut: true}
+	r = e.must("POST", path, `{"start_at": "2026-11-20T08:00:00Z", "end_at": "2026-11-20T10:00:00Z"}`, http.StatusOK).json(t)
+	if v, ok := r["total_records_count"]; !ok || v != nil || r["estimate_timed_out"] != true {
+		t.Errorf("timed-out estimate %v", r)
+	}
+	// Nothing was created; dry_run=false creates.
+	if bs, _ := e.db.ListBackfills(context.Background(), id); len(bs) != 0 {
+		t.Errorf("a dry run stored %d backfills", len(bs))
+	}
+	if e.ctl.called("RequestBackfill") != 0 {
+		t.Error("a dry run requested a backfill")
+	}
+	e.must("POST", "/api/v1/batch_exports/"+id+"/backfills?dry_run=false", `{"start_at": "2026-11-19T00:00:00Z", "end_at": "2026-11-19T05:00:00Z"}`, http.StatusCreated)
+}
+
+func TestBackfillEarliest(t *testing.T) {
+	e := newEnv(t)
+	e.plugin(s3Manifest)
+	id := e.export("bf")
+	path := "/api/v1/batch_exports/" + id + "/backfills"
+	e.ctl.earliest = time.Date(2026, 11, 19, 20, 0, 0, 0, time.UTC)
+	// Dry run first: from the earliest event's interval.
+	r := e.must("POST", path+"?dry_run=true", `{"end_at": "2026-11-20T00:00:00Z"}`, http.StatusOK).json(t)
+	if v, ok := r["start_at"]; !ok || v != nil || r["adjusted_start_at"] != "2026-11-19T20:00:00Z" || r["total_runs"] != float64(4) {
+		t.Errorf("earliest estimate %v", r)
+	}
+	b := e.must("POST", path, `{"start_at": null, "end_at": "2026-11-20T00:00:00Z"}`, http.StatusCreated).json(t)
+	if v, ok := b["start_at"]; !ok || v != nil || b["adjusted_start_at"] != "2026-11-19T20:00:00Z" || b["progress"].(map[string]any)["total_runs"] != float64(4) {
+		t.Errorf("earliest backfill %v", b)
+	}
+	if reqs := e.ctl.requests; len(reqs) != 2 || !reqs[1].Earliest || !reqs[1].Start.Equal(e.ctl.earliest) {
+		t.Errorf("requests %+v", reqs)
+	}
+	// The earliest event after end_at; too many intervals from the earliest event.
+	r2 := e.must("POST", path, `{"end_at": "2026-11-19T19:00:00Z"}`, http.StatusBadRequest)
+	if ae := r2.err(t); !slices.Equal(ae.fieldNames(), []string{"end_at"}) || !strings.Contains(ae.text(), "earliest event") {
+		t.Errorf("end before the earliest event: %s", r2.Body)
+	}
+	e.ctl.earliest = time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	r2 = e.must("POST", path, `{"end_at": "2026-11-20T00:00:00Z"}`, http.StatusBadRequest)
+	if ae := r2.err(t); !slices.Equal(ae.fieldNames(), []string{"start_at"}) || !strings.Contains(ae.text(), "at most 100") {
+		t.Errorf("too many from the earliest: %s", r2.Body)
+	}
+}
+
+func TestUnpauseWithBackfill(t *testing.T) {
+	e := newEnv(t)
+	e.plugin(s3Manifest)
+	id := e.export("bf")
+	path := "/api/v1/batch_exports/" + id
+	ctx := context.Background()
+	// Not paused: backfill asks nothing.
+	if r := e.must("POST", path+"/unpause", `{"backfill": true}`, http.StatusOK).json(t); r["backfill"] != nil {
+		t.Errorf("unpausing a live export backfilled: %v", r)
+	}
+	e.must("POST", path+"/pause", nil, http.StatusOK)
+	// storage stamps last_paused_at with the real clock; the API's clock is fixed.
+	pausedAt := now.Add(-5*time.Hour - 20*time.Minute)
+	if _, err := e.db.SQL().ExecContext(ctx, "UPDATE batch_exports SET last_paused_at = $1 WHERE id = $2", pausedAt, id); err != nil {
+		t.Fatal(err)
+	}
+	e.must("POST", path+"/unpause", `{"backfill": "yes"}`, http.StatusBadRequest)
+	// Paused before last_paused_at was recorded: say so, stay paused.
+	if _, err := e.db.SQL().ExecContext(ctx, "UPDATE batch_exports SET last_paused_at = NULL WHERE id = $1", id); err != nil {
+		t.Fatal(err)
+	}
+	if r := e.must("POST", path+"/unpause", `{"backfill": true}`, http.StatusBadRequest); !strings.Contains(string(r.Body), "last_paused_at") {
+		t.Errorf("no last_paused_at: %s", r.Body)
+	}
+	if _, err := e.db.SQL().ExecContext(ctx, "UPDATE batch_exports SET last_paused_at = $1 WHERE id = $2", pausedAt, id); err != nil {
+		t.Fatal(err)
+	}
+	e.must("POST", path+"/unpause", `{"backfil": true}`, http.StatusBadRequest)
+	if x, err := e.db.GetExport(ctx, id); err != nil || !x.Paused {
+		t.Fatalf("a rejected unpause unpaused (%v)", err)
+	}
+	r := e.must("POST", path+"/unpause", `{"backfill": true}`, http.StatusOK).json(t)
+	bf, _ := r["backfill"].(map[string]any)
+	if r["paused"] != false || bf == nil || bf["export_id"] != id {
+		t.Fatalf("unpause with backfill %v", r)
+	}
+	reqs := e.ctl.requests
+	if len(reqs) != 1 || !reqs[0].SincePause || !reqs[0].Start.Equal(pausedAt) || !reqs[0].End.Equal(now) {
+		t.Errorf("requests %+v", reqs)
+	}
+	// Unpausing again (already live) does not backfill twice; a plain unpause has no body.
+	e.must("POST", path+"/unpause", `{"backfill": true}`, http.StatusOK)
+	e.must("POST", path+"/pause", nil, http.StatusOK)
+	if r := e.must("POST", path+"/unpause", nil, http.StatusOK).json(t); r["backfill"] != nil {
+		t.Errorf("plain unpause backfilled: %v", r)
+	}
+	if n := e.ctl.called("RequestBackfill"); n != 1 {
+		t.Errorf("%d backfills requested, want 1", n)
+	}
+	// Paused for longer than MaxBackfillRuns intervals: 400 naming backfill, still paused.
+	e.must("POST", path+"/pause", nil, http.StatusOK)
+	if _, err := e.db.SQL().ExecContext(ctx, "UPDATE batch_exports SET last_paused_at = $1 WHERE id = $2", now.Add(-200*time.Hour), id); err != nil {
+		t.Fatal(err)
+	}
+	r2 := e.must("POST", path+"/unpause", `{"backfill": true}`, http.StatusBadRequest)
+	if ae := r2.err(t); !slices.Equal(ae.fieldNames(), []string{"backfill"}) {
+		t.Errorf("too long a pause: %s", r2.Body)
+	}
+	if x, err := e.db.GetExport(ctx, id); err != nil || !x.Paused {
+		t.Fatalf("a rejected unpause unpaused (%v)", err)
+	}
 }

@@ -8,6 +8,30 @@ import (
 	"github.com/sluicehq/sluice/storage"
 )
 
+// BackfillRequest is a validated backfill request.
+type BackfillRequest struct {
+	// Start: the backfill runs the intervals that start at or after it and end by End.
+	Start, End time.Time
+	// Earliest: the client omitted start_at; Start is EarliestStart's answer.
+	Earliest bool
+	// SincePause: Start is the export's last_paused_at, and the backfill runs the
+	// intervals whose scheduled run was due after it (those the paused schedule skipped),
+	// including the one in progress when the export was paused.
+	SincePause bool
+}
+
+// BackfillEstimate is what a backfill would do.
+type BackfillEstimate struct {
+	// AdjustedStart is the start of the first interval, End the end of the last (clipped
+	// to now less the settle delay and to the export's end_at); both req's when no runs.
+	AdjustedStart, End time.Time
+	Runs               int
+	// Records is the source's count of records in [AdjustedStart, End) with the export's
+	// filters; nil when the count hit the cap (TimedOut).
+	Records  *int64
+	TimedOut bool
+}
+
 // Controller is what the API needs from the host (host/control implements it). The API
 // reads and writes exports, runs, backfills, logs and tokens in storage itself; it calls
 // the Controller for whatever needs the plugin runtime, the scheduler or the queue.
@@ -29,9 +53,17 @@ type Controller interface {
 	// ExportChanged (re)schedules or unschedules an export after it was created,
 	// updated, paused, unpaused or deleted (a deleted export is ErrNotFound in storage).
 	ExportChanged(ctx context.Context, exportID string) error
-	// RequestBackfill creates the backfill and its runs for [start, end) (already
-	// validated: start < end <= now, both UTC).
-	RequestBackfill(ctx context.Context, exportID string, start, end time.Time) (*storage.Backfill, error)
+	// RequestBackfill creates the backfill and its runs (req already validated: Start <
+	// End <= now, both UTC). It does not wait for the backfill's records count: that
+	// runs in the background, under the host's count cap (docs/runs.md).
+	RequestBackfill(ctx context.Context, exportID string, req BackfillRequest) (*storage.Backfill, error)
+	// EstimateBackfill says what RequestBackfill would do, creating nothing: the runs and
+	// the source's count of records in their intervals, under the host's count cap.
+	EstimateBackfill(ctx context.Context, exportID string, req BackfillRequest) (BackfillEstimate, error)
+	// EarliestStart is the start of the interval holding the export's first event in the
+	// source (the earliest insertion time matching its filters, not before its start_at);
+	// ok is false when the source holds none.
+	EarliestStart(ctx context.Context, exportID string) (start time.Time, ok bool, err error)
 	// CancelBackfill cancels a backfill and its unfinished runs.
 	CancelBackfill(ctx context.Context, backfillID string) error
 	// RetryRun re-runs a run's interval.

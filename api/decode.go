@@ -22,17 +22,31 @@ import (
 // unknown fields rejected, numbers kept as json.Number in maps (UseNumber). The
 // Content-Type is not checked, so `curl -d` works as is.
 func decodeJSON(c echo.Context, v any) error {
+	empty, err := decodeOptionalJSON(c, v)
+	if err == nil && empty {
+		return BadRequest("the request body is empty; expected a JSON object")
+	}
+	return err
+}
+
+// decodeOptionalJSON is decodeJSON for a body that may be empty (then v is left as is
+// and empty is true).
+func decodeOptionalJSON(c echo.Context, v any) (empty bool, err error) {
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return err
+			return false, err
 		}
-		return BadRequest("cannot read the request body")
+		return false, BadRequest("cannot read the request body")
 	}
 	if len(bytes.TrimSpace(body)) == 0 {
-		return BadRequest("the request body is empty; expected a JSON object")
+		return true, nil
 	}
+	return false, decodeBody(body, v)
+}
+
+func decodeBody(body []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	dec.DisallowUnknownFields()

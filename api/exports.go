@@ -576,15 +576,39 @@ func (s *Server) deleteExport(c echo.Context) error {
 	return c.NoContent(http.StatusNoContent)
 }
 
-func (s *Server) pauseExport(c echo.Context) error   { return s.setPaused(c, true) }
-func (s *Server) unpauseExport(c echo.Context) error { return s.setPaused(c, false) }
+func (s *Server) pauseExport(c echo.Context) error { return s.setPaused(c, true, false) }
 
-func (s *Server) setPaused(c echo.Context, paused bool) error {
+// unpauseExport takes an optional body {"backfill": true}: backfill the intervals the
+// schedule skipped since the export was paused (its last_paused_at), as one backfill
+// created with the unpause. Unpausing an export that is not paused backfills nothing.
+func (s *Server) unpauseExport(c echo.Context) error {
+	var body struct {
+		Backfill bool `json:"backfill"`
+	}
+	if _, err := decodeOptionalJSON(c, &body); err != nil {
+		return err
+	}
+	return s.setPaused(c, false, body.Backfill)
+}
+
+func (s *Server) setPaused(c echo.Context, paused, backfill bool) error {
 	e, err := s.loadExport(c)
 	if err != nil {
 		return err
 	}
 	ctx := c.Request().Context()
+	var req *BackfillRequest
+	if backfill && e.Paused {
+		if e.LastPausedAt == nil {
+			return badFields([]FieldError{fieldErr("backfill", "the export has no last_paused_at (paused before it was recorded): request a backfill with start_at instead")})
+		}
+		req = &BackfillRequest{Start: *e.LastPausedAt, End: s.cfg.Now().UTC(), SincePause: true}
+		if !req.Start.Before(req.End) {
+			req = nil // paused since no time at all: nothing missed
+		} else if err := s.checkBackfillRange(e, *req, "backfill"); err != nil {
+			return err
+		}
+	}
 	saved, err := s.db.SetExportPaused(ctx, e.ID, paused)
 	if err != nil {
 		return notFoundAs(err, "batch export")
@@ -596,7 +620,22 @@ func (s *Server) setPaused(c echo.Context, paused bool) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, v)
+	if req == nil || saved.Paused == e.Paused {
+		return c.JSON(http.StatusOK, v)
+	}
+	// Unpaused by this request: the backfill of the missed intervals.
+	b, err := s.ctl.RequestBackfill(ctx, e.ID, *req)
+	if err != nil {
+		return fmt.Errorf("the export is unpaused, but its backfill since %s failed: %w", req.Start.Format(time.RFC3339), err)
+	}
+	bv, err := s.backfillView(ctx, *b)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, struct {
+		exportView
+		Backfill backfillView `json:"backfill"`
+	}{v, bv})
 }
 
 type testReportView struct {

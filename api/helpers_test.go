@@ -66,6 +66,9 @@ type fakeControl struct {
 	ready    error
 	validate func(public map[string]any, secretsSet []string) error
 	report   abi.TestReport
+	earliest time.Time             // EarliestStart's answer; zero: no events
+	estimate *api.BackfillEstimate // EstimateBackfill's answer; nil: 10 records an hour
+	requests []api.BackfillRequest // RequestBackfill and EstimateBackfill requests
 }
 
 func (f *fakeControl) record(name string) {
@@ -139,9 +142,13 @@ func (f *fakeControl) ExportChanged(_ context.Context, id string) error {
 }
 
 // RequestBackfill creates the backfill and one Completed run per hour.
-func (f *fakeControl) RequestBackfill(ctx context.Context, exportID string, start, end time.Time) (*storage.Backfill, error) {
+func (f *fakeControl) RequestBackfill(ctx context.Context, exportID string, req api.BackfillRequest) (*storage.Backfill, error) {
 	f.record("RequestBackfill")
-	b, err := f.db.CreateBackfill(ctx, storage.Backfill{ExportID: exportID, StartAt: start, EndAt: end})
+	f.mu.Lock()
+	f.requests = append(f.requests, req)
+	f.mu.Unlock()
+	start, end := req.Start, req.End
+	b, err := f.db.CreateBackfill(ctx, storage.Backfill{ExportID: exportID, StartAt: start, EndAt: end, Earliest: req.Earliest})
 	if err != nil {
 		return nil, err
 	}
@@ -159,6 +166,28 @@ func (f *fakeControl) RequestBackfill(ctx context.Context, exportID string, star
 	}
 	b, err = f.db.GetBackfill(ctx, b.ID)
 	return &b, err
+}
+
+// EstimateBackfill: one run per hour, 10 records each (or the estimate set in the test).
+func (f *fakeControl) EstimateBackfill(_ context.Context, _ string, req api.BackfillRequest) (api.BackfillEstimate, error) {
+	f.record("EstimateBackfill")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.requests = append(f.requests, req)
+	if f.estimate != nil {
+		return *f.estimate, nil
+	}
+	n := int(req.End.Sub(req.Start) / time.Hour)
+	records := int64(10 * n)
+	return api.BackfillEstimate{AdjustedStart: req.Start, End: req.Start.Add(time.Duration(n) * time.Hour), Runs: n, Records: &records}, nil
+}
+
+// EarliestStart answers f.earliest (none when zero).
+func (f *fakeControl) EarliestStart(context.Context, string) (time.Time, bool, error) {
+	f.record("EarliestStart")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.earliest, !f.earliest.IsZero(), nil
 }
 
 func (f *fakeControl) CancelBackfill(ctx context.Context, id string) error {

@@ -32,6 +32,7 @@ type Metrics struct {
 
 	pluginMetrics *prometheus.CounterVec // the plugins' own counters (metric import)
 	pluginDropped *prometheus.CounterVec
+	missing       *prometheus.CounterVec // sluice_missing_records_total
 	pluginMu      sync.Mutex
 	pluginNames   map[string]*pluginNames // by plugin name
 }
@@ -87,10 +88,13 @@ func NewMetrics() *Metrics {
 		pluginDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_plugin_metric_dropped_total", Help: "Plugin metric values dropped: a name past the per-plugin cap, or a negative value.",
 		}, []string{"plugin"}),
+		missing: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_missing_records_total", Help: "Records the missing-data check found in the source for Completed runs beyond what they exported (late data), by destination plugin.",
+		}, []string{"destination"}),
 		pluginNames: map[string]*pluginNames{},
 	}
 	m.reg.MustRegister(m.runs, m.records, m.bytes, m.runDuration, m.pluginCalls, m.retries, m.queueDepth,
-		m.httpRequests, m.httpDuration, m.pluginMetrics, m.pluginDropped,
+		m.httpRequests, m.httpDuration, m.pluginMetrics, m.pluginDropped, m.missing,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -117,6 +121,14 @@ func (m *Metrics) RunFinished(destination string, status storage.RunStatus, d ti
 	if bytes > 0 {
 		m.bytes.WithLabelValues(destination).Add(float64(bytes))
 	}
+}
+
+// MissingRecords counts records the missing-data check newly found missing.
+func (m *Metrics) MissingRecords(destination string, n int64) {
+	if m == nil || n <= 0 {
+		return
+	}
+	m.missing.WithLabelValues(destination).Add(float64(n))
 }
 
 // RunRetried counts a run attempt scheduled again after a retryable failure.

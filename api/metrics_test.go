@@ -100,3 +100,16 @@ func emptyBatch(t *testing.T) []byte {
 	t.Helper()
 	return abi.NewBatchWriter(abi.EventColumns, nil).Bytes()
 }
+
+// The missing-data check's counter reaches /metrics by destination; nothing for 0.
+func TestMissingRecordsMetric(t *testing.T) {
+	e := newEnv(t)
+	m := e.srv.Metrics()
+	m.MissingRecords("s3", 3)
+	m.MissingRecords("s3", 2)
+	m.MissingRecords("bigquery", 0)
+	body := string(e.raw("GET", "/metrics", "", nil).Body)
+	if !strings.Contains(body, `sluice_missing_records_total{destination="s3"} 5`) || strings.Contains(body, `sluice_missing_records_total{destination="bigquery"}`) {
+		t.Errorf("metrics:\n%s", body)
+	}
+}

@@ -13,27 +13,34 @@ import (
 )
 
 type runView struct {
-	ID               string     `json:"id"`
-	ExportID         string     `json:"export_id"`
-	Status           string     `json:"status"`
-	IntervalStart    time.Time  `json:"interval_start"`
-	IntervalEnd      time.Time  `json:"interval_end"`
-	Attempt          int        `json:"attempt"`
-	Generation       int        `json:"generation"`
-	RecordsCompleted int64      `json:"records_completed"`
-	BytesExported    int64      `json:"bytes_exported"`
-	LatestError      string     `json:"latest_error"`
-	BackfillID       *string    `json:"backfill_id"`
-	CreatedAt        time.Time  `json:"created_at"`
-	StartedAt        *time.Time `json:"started_at"`
-	FinishedAt       *time.Time `json:"finished_at"`
-	UpdatedAt        time.Time  `json:"updated_at"`
+	ID               string    `json:"id"`
+	ExportID         string    `json:"export_id"`
+	Status           string    `json:"status"`
+	IntervalStart    time.Time `json:"interval_start"`
+	IntervalEnd      time.Time `json:"interval_end"`
+	Attempt          int       `json:"attempt"`
+	Generation       int       `json:"generation"`
+	RecordsCompleted int64     `json:"records_completed"`
+	// RecordsTotalCount is what the source held for the interval when the current
+	// attempt started; null when not counted (the count hit the cap, or failed).
+	RecordsTotalCount *int64 `json:"records_total_count"`
+	// RecordsMissing is what the missing-data check found in the source beyond
+	// records_completed as of DataCheckedAt (late data); null when not checked.
+	RecordsMissing *int64     `json:"records_missing"`
+	DataCheckedAt  *time.Time `json:"data_checked_at"`
+	BytesExported  int64      `json:"bytes_exported"`
+	LatestError    string     `json:"latest_error"`
+	BackfillID     *string    `json:"backfill_id"`
+	CreatedAt      time.Time  `json:"created_at"`
+	StartedAt      *time.Time `json:"started_at"`
+	FinishedAt     *time.Time `json:"finished_at"`
+	UpdatedAt      time.Time  `json:"updated_at"`
 }
 
 func newRunView(r storage.Run) runView {
 	return runView{ID: r.ID, ExportID: r.ExportID, Status: string(r.Status), IntervalStart: r.IntervalStart,
 		IntervalEnd: r.IntervalEnd, Attempt: r.Attempt, Generation: r.Generation, RecordsCompleted: r.RecordsCompleted,
-		BytesExported: r.BytesExported, LatestError: r.LatestError, BackfillID: r.BackfillID,
+		RecordsTotalCount: r.RecordsTotalCount, RecordsMissing: r.RecordsMissing, DataCheckedAt: r.DataCheckedAt, BytesExported: r.BytesExported, LatestError: r.LatestError, BackfillID: r.BackfillID,
 		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt}
 }
 

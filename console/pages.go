@@ -66,7 +66,7 @@ func (r runView) Retryable() bool { return !r.Active() }
 
 type backfillView struct {
 	ID         string     `json:"id"`
-	StartAt    time.Time  `json:"start_at"`
+	StartAt    time.Time  `json:"adjusted_start_at"` // the first interval's start (start_at is null for an earliest backfill)
 	EndAt      time.Time  `json:"end_at"`
 	Status     string     `json:"status"`
 	CreatedAt  time.Time  `json:"created_at"`

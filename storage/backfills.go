@@ -28,7 +28,14 @@ func (db *DB) CreateBackfill(ctx context.Context, b Backfill) (Backfill, error) 
 	if b.ID == "" {
 		b.ID = uuid.NewString()
 	}
+	if !ValidRecordsCountStatus(b.TotalRecordsStatus) {
+		return Backfill{}, fmt.Errorf("%w: unknown total_records_status %q", ErrInvalid, b.TotalRecordsStatus)
+	}
+	if b.TotalRecordsCount != nil && *b.TotalRecordsCount < 0 {
+		return Backfill{}, fmt.Errorf("%w: negative total records count", ErrInvalid)
+	}
 	b.CreatedAt, b.UpdatedAt, b.FinishedAt = now(), now(), normTimePtr(b.FinishedAt)
+	b.AdjustedStartAt = normTimePtr(b.AdjustedStartAt)
 	if err := db.gdb.WithContext(ctx).Create(&b).Error; err != nil {
 		return Backfill{}, mapErr(err, "create backfill")
 	}
@@ -104,6 +111,26 @@ func (db *DB) SetBackfillTotalRuns(ctx context.Context, id string, total int) er
 	return nil
 }
 
+// SetBackfillRecordsTotal records the outcome of a backfill's count: n with
+// RecordsCounted, nil with any other status.
+func (db *DB) SetBackfillRecordsTotal(ctx context.Context, id string, n *int64, status string) error {
+	if !ValidRecordsCountStatus(status) || status == "" {
+		return fmt.Errorf("%w: unknown total_records_status %q", ErrInvalid, status)
+	}
+	if (n != nil) != (status == RecordsCounted) || n != nil && *n < 0 {
+		return fmt.Errorf("%w: a total records count goes with status %q only, and is not negative", ErrInvalid, RecordsCounted)
+	}
+	res := db.gdb.WithContext(ctx).Model(&Backfill{}).Where("id = ?", id).
+		Updates(map[string]any{"total_records_count": n, "total_records_status": status, "updated_at": now()})
+	if res.Error != nil {
+		return mapErr(res.Error, "update backfill "+id)
+	}
+	if res.RowsAffected == 0 {
+		return fmt.Errorf("backfill %s: %w", id, ErrNotFound)
+	}
+	return nil
+}
+
 // BackfillProgress summarises the runs of a backfill.
 type BackfillProgress struct {
 	TotalRuns        int     // expected runs (Backfill.TotalRuns)
@@ -114,6 +141,10 @@ type BackfillProgress struct {
 	RecordsCompleted int64   // sum over all its runs
 	BytesExported    int64   // sum over all its runs
 	Fraction         float64 // FinishedRuns / TotalRuns, in [0, 1]; 0 when TotalRuns is 0
+	// TotalRecords is Backfill.TotalRecordsCount (nil until counted); RecordsFraction is
+	// RecordsCompleted / TotalRecords in [0, 1], nil without a count (1 when it is 0).
+	TotalRecords    *int64
+	RecordsFraction *float64
 }
 
 // GetBackfillProgress counts finished runs and exported records of a backfill.
@@ -151,6 +182,15 @@ func (db *DB) GetBackfillProgress(ctx context.Context, id string) (BackfillProgr
 	}
 	if p.TotalRuns > 0 {
 		p.Fraction = min(float64(p.FinishedRuns)/float64(p.TotalRuns), 1)
+	}
+	if b.TotalRecordsCount != nil {
+		n := *b.TotalRecordsCount
+		p.TotalRecords = &n
+		f := 1.0
+		if n > 0 {
+			f = min(float64(p.RecordsCompleted)/float64(n), 1)
+		}
+		p.RecordsFraction = &f
 	}
 	return p, nil
 }

@@ -160,16 +160,23 @@ type Run struct {
 	// Generation is 0 for the run's first execution and its automatic retries, and one
 	// more for each deliberate re-run (a user's retry, a backfill over the interval
 	// again). Only the queue job of the current generation may execute or finish the run.
-	Generation       int        `gorm:"column:generation" json:"generation"`
-	RecordsCompleted int64      `gorm:"column:records_completed" json:"records_completed"`
-	BytesExported    int64      `gorm:"column:bytes_exported" json:"bytes_exported"`
-	LatestError      string     `gorm:"column:latest_error" json:"latest_error,omitempty"`
-	BackfillID       *string    `gorm:"column:backfill_id" json:"backfill_id,omitempty"`
-	Checkpoint       string     `gorm:"column:checkpoint" json:"checkpoint"` // JSON text
-	CreatedAt        time.Time  `gorm:"column:created_at" json:"created_at"`
-	StartedAt        *time.Time `gorm:"column:started_at" json:"started_at,omitempty"`
-	FinishedAt       *time.Time `gorm:"column:finished_at" json:"finished_at,omitempty"`
-	UpdatedAt        time.Time  `gorm:"column:updated_at" json:"updated_at"`
+	Generation       int   `gorm:"column:generation" json:"generation"`
+	RecordsCompleted int64 `gorm:"column:records_completed" json:"records_completed"`
+	// RecordsTotalCount is what the source held for the interval when the current
+	// attempt started (source.Counter.Count); nil when not counted.
+	RecordsTotalCount *int64 `gorm:"column:records_total_count" json:"records_total_count"`
+	// RecordsMissing is what the missing-data check found in the source for the interval
+	// beyond RecordsCompleted, as of DataCheckedAt (late data); nil when not checked.
+	RecordsMissing *int64     `gorm:"column:records_missing" json:"records_missing"`
+	DataCheckedAt  *time.Time `gorm:"column:data_checked_at" json:"data_checked_at,omitempty"`
+	BytesExported  int64      `gorm:"column:bytes_exported" json:"bytes_exported"`
+	LatestError    string     `gorm:"column:latest_error" json:"latest_error,omitempty"`
+	BackfillID     *string    `gorm:"column:backfill_id" json:"backfill_id,omitempty"`
+	Checkpoint     string     `gorm:"column:checkpoint" json:"checkpoint"` // JSON text
+	CreatedAt      time.Time  `gorm:"column:created_at" json:"created_at"`
+	StartedAt      *time.Time `gorm:"column:started_at" json:"started_at,omitempty"`
+	FinishedAt     *time.Time `gorm:"column:finished_at" json:"finished_at,omitempty"`
+	UpdatedAt      time.Time  `gorm:"column:updated_at" json:"updated_at"`
 }
 
 // TableName implements gorm's tabler.
@@ -179,7 +186,7 @@ func (Run) TableName() string { return "runs" }
 func (r *Run) AfterFind(*gorm.DB) error {
 	r.IntervalStart, r.IntervalEnd = r.IntervalStart.UTC(), r.IntervalEnd.UTC()
 	r.CreatedAt, r.UpdatedAt = r.CreatedAt.UTC(), r.UpdatedAt.UTC()
-	r.StartedAt, r.FinishedAt = utcPtr(r.StartedAt), utcPtr(r.FinishedAt)
+	r.StartedAt, r.FinishedAt, r.DataCheckedAt = utcPtr(r.StartedAt), utcPtr(r.FinishedAt), utcPtr(r.DataCheckedAt)
 	return nil
 }
 
@@ -194,6 +201,32 @@ type Backfill struct {
 	CreatedAt  time.Time  `gorm:"column:created_at" json:"created_at"`
 	UpdatedAt  time.Time  `gorm:"column:updated_at" json:"updated_at"`
 	FinishedAt *time.Time `gorm:"column:finished_at" json:"finished_at,omitempty"`
+	// Earliest: the request omitted start_at; StartAt is the resolved start (the first
+	// matching event's interval).
+	Earliest bool `gorm:"column:earliest" json:"earliest"`
+	// AdjustedStartAt is the start of the backfill's first interval (nil for older rows).
+	AdjustedStartAt *time.Time `gorm:"column:adjusted_start_at" json:"adjusted_start_at,omitempty"`
+	// TotalRecordsCount is the source's count over the backfill's intervals, nil until
+	// counted; TotalRecordsStatus says where the count is (RecordsCount*).
+	TotalRecordsCount  *int64 `gorm:"column:total_records_count" json:"total_records_count"`
+	TotalRecordsStatus string `gorm:"column:total_records_status" json:"total_records_status"`
+}
+
+// Backfill.TotalRecordsStatus values.
+const (
+	RecordsCountPending  = "pending"   // being counted
+	RecordsCounted       = "counted"   // TotalRecordsCount is set
+	RecordsCountTimedOut = "timed_out" // the count hit the host's cap
+	RecordsCountFailed   = "failed"    // the count failed (the host log says why)
+)
+
+// ValidRecordsCountStatus reports whether s is a TotalRecordsStatus value (” included).
+func ValidRecordsCountStatus(s string) bool {
+	switch s {
+	case "", RecordsCountPending, RecordsCounted, RecordsCountTimedOut, RecordsCountFailed:
+		return true
+	}
+	return false
 }
 
 // TableName implements gorm's tabler.
@@ -202,7 +235,7 @@ func (Backfill) TableName() string { return "backfills" }
 // AfterFind normalises times to UTC.
 func (b *Backfill) AfterFind(*gorm.DB) error {
 	b.StartAt, b.EndAt, b.CreatedAt, b.UpdatedAt = b.StartAt.UTC(), b.EndAt.UTC(), b.CreatedAt.UTC(), b.UpdatedAt.UTC()
-	b.FinishedAt = utcPtr(b.FinishedAt)
+	b.FinishedAt, b.AdjustedStartAt = utcPtr(b.FinishedAt), utcPtr(b.AdjustedStartAt)
 	return nil
 }
 

@@ -11,7 +11,7 @@ import (
 
 // runColumns are the columns TransitionRun writes.
 var runColumns = []string{
-	"status", "attempt", "generation", "backfill_id", "records_completed", "bytes_exported",
+	"status", "attempt", "generation", "backfill_id", "records_completed", "records_total_count", "records_missing", "data_checked_at", "bytes_exported",
 	"latest_error", "checkpoint", "started_at", "finished_at", "updated_at",
 }
 
@@ -207,4 +207,47 @@ func (db *DB) CountRunsByStatus(ctx context.Context, exportID string) (map[RunSt
 		out[r.Status] = r.N
 	}
 	return out, nil
+}
+
+// SetRunRecordsTotal records what the source held for the run's interval when the
+// attempt of generation gen started. ErrConflict when the run is in another generation
+// (re-requested meanwhile: the new attempt counts again).
+func (db *DB) SetRunRecordsTotal(ctx context.Context, id string, gen int, n int64) error {
+	if n < 0 {
+		return fmt.Errorf("%w: negative records total count", ErrInvalid)
+	}
+	res := db.gdb.WithContext(ctx).Model(&Run{}).Where("id = ? AND generation = ?", id, gen).
+		Updates(map[string]any{"records_total_count": n, "updated_at": now()})
+	if res.Error != nil {
+		return mapErr(res.Error, "update run "+id)
+	}
+	if res.RowsAffected == 0 {
+		if _, err := db.GetRun(ctx, id); err != nil {
+			return err
+		}
+		return fmt.Errorf("run %s: generation %d superseded: %w", id, gen, ErrConflict)
+	}
+	return nil
+}
+
+// SetRunDataCheck records a missing-data check of a Completed run of generation gen:
+// missing records found in the source beyond its records_completed (0: none), at t.
+// ErrConflict when the run is no longer Completed in that generation (re-run meanwhile).
+func (db *DB) SetRunDataCheck(ctx context.Context, id string, gen int, missing int64, t time.Time) error {
+	if missing < 0 {
+		return fmt.Errorf("%w: negative missing records", ErrInvalid)
+	}
+	at := normTime(t)
+	res := db.gdb.WithContext(ctx).Model(&Run{}).Where("id = ? AND generation = ? AND status = ?", id, gen, StatusCompleted).
+		Updates(map[string]any{"records_missing": missing, "data_checked_at": at})
+	if res.Error != nil {
+		return mapErr(res.Error, "update run "+id)
+	}
+	if res.RowsAffected == 0 {
+		if _, err := db.GetRun(ctx, id); err != nil {
+			return err
+		}
+		return fmt.Errorf("run %s: not Completed in generation %d: %w", id, gen, ErrConflict)
+	}
+	return nil
 }

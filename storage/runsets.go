@@ -73,7 +73,7 @@ func (db *DB) AddBackfillRuns(ctx context.Context, exportID, backfillID string, 
 					tx.Model(&Backfill{}).Select("id").Where("status IN ?", []RunStatus{StatusStarting, StatusRunning})).
 				Updates(map[string]any{
 					"status": StatusStarting, "backfill_id": backfillID, "generation": gorm.Expr("generation + 1"),
-					"records_completed": 0, "bytes_exported": 0, "latest_error": "",
+					"records_completed": 0, "records_total_count": nil, "records_missing": nil, "data_checked_at": nil, "bytes_exported": 0, "latest_error": "",
 					"started_at": nil, "finished_at": nil, "updated_at": t,
 				})
 			if res.Error != nil {

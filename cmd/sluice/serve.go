@@ -64,6 +64,12 @@ func serve(ctx context.Context, args []string) error {
 	grace := fs.Duration("shutdown-grace", graceDef, "on SIGTERM or SIGINT, how long running runs may take to finish before they are handed back to another host (SLUICE_SHUTDOWN_GRACE)")
 	syncDef, syncErr := envDuration("SLUICE_SCHEDULE_SYNC", 5*time.Second)
 	syncEvery := fs.Duration("schedule-sync", syncDef, "how often this host takes schedule changes made through other hosts (SLUICE_SCHEDULE_SYNC)")
+	countDef, countErr := envDuration("SLUICE_COUNT_TIMEOUT", control.DefaultCountTimeout)
+	countTimeout := fs.Duration("count-timeout", countDef, "cap on one count query on the event source: a backfill's estimate and total_records_count, the earliest event, a run's records_total_count (SLUICE_COUNT_TIMEOUT)")
+	missingDef, missingErr := envDuration("SLUICE_MISSING_DATA_INTERVAL", time.Hour)
+	missingEvery := fs.Duration("missing-data-interval", missingDef, "how often the missing-data check compares the source's counts with completed runs; 0: never (SLUICE_MISSING_DATA_INTERVAL)")
+	windowDef, windowErr := envDuration("SLUICE_MISSING_DATA_WINDOW", 24*time.Hour)
+	missingWindow := fs.Duration("missing-data-window", windowDef, "how far back, by interval end, the missing-data check looks (SLUICE_MISSING_DATA_WINDOW)")
 	demoFlag := fs.Bool("demo", false, "seed synthetic events and a demo export writing files under DATA_DIR/exports/demo")
 	debug := fs.Bool("debug", false, "debug logging")
 	pprofAddr := fs.String("pprof-addr", env("SLUICE_PPROF_ADDR", ""), "serve net/http/pprof on this loopback address, unauthenticated; empty: off (SLUICE_PPROF_ADDR)")
@@ -87,6 +93,24 @@ func serve(ctx context.Context, args []string) error {
 	}
 	if syncErr != nil && !flagSet(fs, "schedule-sync") {
 		return syncErr
+	}
+	if countErr != nil && !flagSet(fs, "count-timeout") {
+		return countErr
+	}
+	if missingErr != nil && !flagSet(fs, "missing-data-interval") {
+		return missingErr
+	}
+	if windowErr != nil && !flagSet(fs, "missing-data-window") {
+		return windowErr
+	}
+	if *missingEvery < 0 || *missingWindow <= 0 {
+		return fmt.Errorf("--missing-data-interval (0: never) must not be negative and --missing-data-window must be positive, got %s and %s", *missingEvery, *missingWindow)
+	}
+	if *missingEvery == 0 {
+		*missingEvery = -1 // control.Config: negative is never, 0 the default
+	}
+	if *countTimeout <= 0 {
+		return fmt.Errorf("--count-timeout (SLUICE_COUNT_TIMEOUT) must be positive, got %s", *countTimeout)
 	}
 	if *syncEvery <= 0 {
 		return fmt.Errorf("--schedule-sync (SLUICE_SCHEDULE_SYNC) must be positive, got %s", *syncEvery)
@@ -148,6 +172,9 @@ func serve(ctx context.Context, args []string) error {
 		GCSEndpoint:          *gcsEndpoint,
 		HostID:               *hostID,
 		ScheduleSyncInterval: *syncEvery,
+		CountTimeout:         *countTimeout,
+		MissingDataInterval:  *missingEvery,
+		MissingDataWindow:    *missingWindow,
 		Runtime:              runtime.Config{MemoryBudgetBytes: uint64(*pluginMemMiB) << 20},
 		Alerts:               alerts,
 	}

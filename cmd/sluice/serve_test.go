@@ -14,6 +14,10 @@ func TestServeRejectsBadDurations(t *testing.T) {
 		{"SLUICE_SHUTDOWN_GRACE", "-5s", "SLUICE_SHUTDOWN_GRACE"},
 		{"SLUICE_SCHEDULE_SYNC", "often", "SLUICE_SCHEDULE_SYNC"},
 		{"SLUICE_SCHEDULE_SYNC", "0s", "must be positive"},
+		{"SLUICE_COUNT_TIMEOUT", "long", "SLUICE_COUNT_TIMEOUT"},
+		{"SLUICE_COUNT_TIMEOUT", "0s", "must be positive"},
+		{"SLUICE_MISSING_DATA_INTERVAL", "hourly", "SLUICE_MISSING_DATA_INTERVAL"},
+		{"SLUICE_MISSING_DATA_WINDOW", "0s", "must be positive"},
 	} {
 		t.Run(tc.env+"="+tc.value, func(t *testing.T) {
 			t.Setenv(tc.env, tc.value)

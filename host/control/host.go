@@ -50,6 +50,14 @@ type Config struct {
 	BatchRecords        int           // source batch size in rows (default 10k)
 	BatchBytes          int           // source batch size in bytes (default 8 MiB)
 	RetryBase           time.Duration // first retry delay, doubled each try (default 10s)
+	// CountTimeout caps one count query on the source: a backfill's estimate and its
+	// total_records_count, the earliest event, a run's records_total_count (default 60s;
+	// PostHog caps its estimate at 300s, but a dry run is answered within the request).
+	CountTimeout time.Duration
+	// MissingDataInterval is how often the missing-data check runs (one River job per
+	// period across hosts; default 1h; negative: never); MissingDataWindow is how far back
+	// it looks, by interval end (default 24h).
+	MissingDataInterval, MissingDataWindow time.Duration
 
 	// HostID names this host in run logs ("attempt 1 on host a: ..."), so that one can tell
 	// which host of several ran a run (default: the machine's host name).
@@ -111,6 +119,9 @@ type Admitter interface {
 	Admit(ctx context.Context, waiting func()) (release func(), err error)
 }
 
+// DefaultCountTimeout is Config.CountTimeout's default.
+const DefaultCountTimeout = 60 * time.Second
+
 // WithDefaults returns c with every zero field set to its default.
 func (c Config) WithDefaults() Config {
 	def := func(p *time.Duration, d time.Duration) {
@@ -132,6 +143,9 @@ func (c Config) WithDefaults() Config {
 	def(&c.SettleDelay, 30*time.Second)
 	def(&c.CatchUpWindow, 7*24*time.Hour)
 	def(&c.RunCheckInterval, 2*time.Second)
+	def(&c.CountTimeout, DefaultCountTimeout)
+	def(&c.MissingDataInterval, time.Hour)
+	def(&c.MissingDataWindow, 24*time.Hour)
 	def(&c.ScheduleSyncInterval, 5*time.Second)
 	def(&c.ReapInterval, 30*time.Second)
 	def(&c.ReapAfter, 2*time.Minute)
@@ -189,6 +203,11 @@ type Host struct {
 	versions   map[string]time.Time
 	bgStop     context.CancelFunc
 	bg         sync.WaitGroup
+	// countCtx bounds the background counts of backfills (countBackfillAsync); close
+	// cancels it and waits for counts.
+	countCtx  context.Context
+	countStop context.CancelFunc
+	counts    sync.WaitGroup
 }
 
 // New opens storage, the runtime, the source and the queue. Nothing runs until Start.
@@ -198,6 +217,7 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	h = &Host{cfg: cfg, log: cfg.Logger, metrics: noMetrics{}, plugins: map[string]*runtime.Plugin{}, running: map[string]context.CancelFunc{}, versions: map[string]time.Time{}}
+	h.countCtx, h.countStop = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			h.close(context.Background())
@@ -244,7 +264,7 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 	if h.alerts, err = alert.New(cfg.Alerts, h.db, cfg.Clock, h.log); err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
-	qcfg.Kinds = append(qcfg.Kinds, h.alerts.JobKind())
+	qcfg.Kinds = append(qcfg.Kinds, h.alerts.JobKind(), h.missingDataKind())
 	if h.q, err = queue.New(ctx, qcfg); err != nil {
 		return nil, fmt.Errorf("run queue: %w", err)
 	}
@@ -323,6 +343,9 @@ func (h *Host) Start(ctx context.Context) error {
 	h.bgStop = stop
 	h.every(bg, h.cfg.ScheduleSyncInterval, "schedule sync", h.syncSchedules)
 	h.every(bg, h.cfg.ReapInterval, "run reaper", h.reap)
+	if h.cfg.MissingDataInterval > 0 {
+		h.every(bg, h.cfg.MissingDataInterval, "missing-data check", h.enqueueMissingDataCheck)
+	}
 	return nil
 }
 
@@ -376,6 +399,8 @@ func (h *Host) Stop(ctx context.Context) error {
 }
 
 func (h *Host) close(ctx context.Context) error {
+	h.countStop()
+	h.counts.Wait()
 	var errs []error
 	if h.q != nil {
 		errs = append(errs, h.q.Close(ctx)) // releases the queue's PostgreSQL pool

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-
 	"github.com/sluicehq/sluice/abi"
 	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/storage"
@@ -37,69 +36,9 @@ func (h *Host) Ready(ctx context.Context) error {
 	return h.db.SQL().PingContext(ctx)
 }
 
-// RequestBackfill gives a backfill one run per interval of the export that lies within
-// [start, end], clipped to the export's end_at and to now minus the settle delay, and enqueues them all at once on
-// the backfill queue, whose BackfillParallelism workers per host run them oldest first.
-// An interval that already ran is re-run as part of this backfill (a new generation: the
-// destination writes it again); one still waiting or running for something else is left
-// to finish and said so in the export's log.
-func (h *Host) RequestBackfill(ctx context.Context, exportID string, start, end time.Time) (*storage.Backfill, error) {
-	e, err := h.db.GetExport(ctx, exportID)
-	if err != nil {
-		return nil, err
-	}
-	spec, err := specFor(e)
-	if err != nil {
-		return nil, err
-	}
-	// Intervals ended within the settle delay are the schedule's: their late inserts have
-	// not landed yet (docs/runs.md).
-	if settled := h.cfg.Clock.Now().Add(-h.cfg.SettleDelay); end.After(settled) {
-		end = settled
-	}
-	var intervals []storage.Interval
-	for _, t := range spec.EndsBetween(start.Add(spec.Period()-time.Nanosecond), end) {
-		// An interval belongs to the backfill when it lies within [start, end].
-		if s, t := spec.IntervalFor(t); !s.Before(start) {
-			intervals = append(intervals, storage.Interval{Start: s, End: t})
-		}
-	}
-	b, err := h.db.CreateBackfill(ctx, storage.Backfill{ID: uuid.NewString(), ExportID: exportID, StartAt: start.UTC(), EndAt: end.UTC(),
-		Status: storage.StatusRunning, TotalRuns: len(intervals)})
-	if err != nil {
-		return nil, err
-	}
-	got, err := h.db.AddBackfillRuns(ctx, exportID, b.ID, intervals)
-	if err != nil {
-		if _, uerr := h.db.UpdateBackfillStatus(context.WithoutCancel(ctx), b.ID, nil, storage.StatusFailed); uerr != nil {
-			h.log.Error("cannot record backfill status", "backfill_id", b.ID, "err", uerr)
-		}
-		return nil, fmt.Errorf("backfill runs: %w", err)
-	}
-	h.exportLog(ctx, exportID, slog.LevelInfo, fmt.Sprintf("backfill %s requested: %d runs (%d new, %d re-run) from %s to %s",
-		b.ID, len(got.Runs), got.Created, got.Rerun, start.Format(time.RFC3339), end.Format(time.RFC3339)))
-	for i, r := range got.InFlight {
-		if i == 10 {
-			h.exportLog(ctx, exportID, slog.LevelWarn, fmt.Sprintf("backfill %s: %d more intervals in flight are not re-run", b.ID, len(got.InFlight)-i))
-			break
-		}
-		h.exportLog(ctx, exportID, slog.LevelWarn, fmt.Sprintf("backfill %s: interval [%s, %s) is %s in run %s already; the backfill does not re-run it",
-			b.ID, r.IntervalStart.Format(time.RFC3339), r.IntervalEnd.Format(time.RFC3339), r.Status, r.ID))
-	}
-	if len(got.Runs) == 0 {
-		b, err = h.db.UpdateBackfillStatus(ctx, b.ID, []storage.RunStatus{storage.StatusRunning}, storage.StatusCompleted)
-		return &b, err
-	}
-	if err := h.enqueueRuns(ctx, got.Runs); err != nil {
-		// The runs wait in Starting: the next start of any host enqueues them.
-		return nil, err
-	}
-	b, err = h.db.GetBackfill(ctx, b.ID)
-	return &b, err
-}
-
 // reconcileBackfills closes the backfills left Running with no unfinished run (a host
-// stopped between a backfill's last run and its status): called at start.
+// stopped between a backfill's last run and its status), and counts again the records of
+// those whose count a stopped host left pending: called at start.
 func (h *Host) reconcileBackfills(ctx context.Context, exports []storage.BatchExport) error {
 	for _, e := range exports {
 		bs, err := h.db.ListBackfills(ctx, e.ID)
@@ -109,6 +48,17 @@ func (h *Host) reconcileBackfills(ctx context.Context, exports []storage.BatchEx
 		for _, b := range bs {
 			if !b.Status.Terminal() {
 				h.backfillRunFinished(ctx, b.ID)
+			}
+			if b.TotalRecordsStatus == storage.RecordsCountPending {
+				// A host stopped while counting it: count again.
+				start := b.StartAt
+				if b.AdjustedStartAt != nil {
+					start = *b.AdjustedStartAt
+				}
+				iv, _, err := h.backfillIntervals(e, api.BackfillRequest{Start: start, End: b.EndAt})
+				if err == nil && len(iv) > 0 {
+					h.countBackfillAsync(b.ID, e, iv[0].Start, iv[len(iv)-1].End)
+				}
 			}
 		}
 	}
@@ -190,6 +140,7 @@ func (h *Host) RetryRun(ctx context.Context, runID string) (*storage.Run, error)
 		storage.StatusStarting, func(r *storage.Run) {
 			r.Generation++
 			r.StartedAt, r.FinishedAt, r.LatestError, r.RecordsCompleted, r.BytesExported = nil, nil, "", 0, 0
+			r.RecordsTotalCount, r.RecordsMissing, r.DataCheckedAt = nil, nil, nil
 		})
 	if err != nil {
 		return nil, err

@@ -222,6 +222,7 @@ func (h *Host) execute(ctx context.Context, run storage.Run, export storage.Batc
 	if err != nil {
 		return abi.Result{}, abi.Classification{Outcome: abi.OutcomeFail}, err
 	}
+	h.countRun(ctx, run, generation, q)
 	sess, err := p.Open(ctx, abi.OpenRequest{
 		RunID: run.ID, ExportID: export.ID, ExportName: export.Name,
 		IntervalStart: run.IntervalStart, IntervalEnd: run.IntervalEnd,
@@ -274,6 +275,27 @@ func (h *Host) execute(ctx context.Context, run storage.Run, export storage.Batc
 		return res, sess.Classify(context.WithoutCancel(ctx), err), err
 	}
 	return res, abi.Classification{}, nil
+}
+
+// countRun records the run's records_total_count: what the source holds for its interval
+// as the attempt starts (one count query, under the count cap). A count that fails or
+// hits the cap leaves it null and says so in the run log; the run goes on.
+func (h *Host) countRun(ctx context.Context, run storage.Run, gen int, q source.Query) {
+	n, timedOut, err := h.count(ctx, q)
+	switch {
+	case errors.Is(err, errNoCounter), ctx.Err() != nil:
+		return
+	case err != nil:
+		h.log.Warn("cannot count the run's records", "run_id", run.ID, "export_id", run.ExportID, "err", err)
+		h.runLog(ctx, run, "host", slog.LevelWarn, "cannot count the interval's records (records_total_count stays null): "+err.Error())
+		return
+	case timedOut:
+		h.runLog(ctx, run, "host", slog.LevelWarn, fmt.Sprintf("counting the interval's records took longer than %s; records_total_count stays null", h.cfg.CountTimeout))
+		return
+	}
+	if err := h.db.SetRunRecordsTotal(ctx, run.ID, gen, n); err != nil && !errors.Is(err, storage.ErrConflict) {
+		h.log.Warn("cannot record the run's records count", "run_id", run.ID, "err", err)
+	}
 }
 
 // hostClassify decides on failures that happen outside a plugin session.

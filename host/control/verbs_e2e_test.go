@@ -120,6 +120,11 @@ func verbs(t *testing.T, mk func(*testing.T, ...func(*control.Config)) *env) {
 		if want := e.countIn(start, end); int64(len(files)) != want {
 			t.Fatalf("the backfill exported %d events, want %d", len(files), want)
 		}
+		// Records progress over more runs than a page: the count and the sum of every run.
+		b := e.waitBackfillDone(id, bf["id"].(string))
+		if p, want := b["progress"].(map[string]any), float64(e.countIn(start, end)); b["total_records_count"] != want || p["records"] != want || p["records_fraction"] != float64(1) {
+			t.Fatalf("records progress of %d runs: %v, want %v records", n, b, want)
+		}
 
 		// The same range again: every interval runs again as part of the new backfill.
 		bf2 := e.backfill(id, start, end)

@@ -176,3 +176,39 @@ func TestClickHouseStreamMemoryFlat(t *testing.T) {
 		t.Errorf("peak heap grew from %d to %d bytes for 5x the rows", peaks[0], peaks[1])
 	}
 }
+
+// BenchmarkClickHouseCount1M: the cost of a run's records_total_count (one Count of the
+// interval, with Stream's filters and de-duplication) next to the Stream of the same
+// 1M-row interval; reports both and their ratio.
+func BenchmarkClickHouseCount1M(b *testing.B) {
+	const n = 1_000_000
+	dsn, table := benchTable(b, n)
+	src, err := source.NewClickHouse(context.Background(), source.ClickHouseConfig{DSN: dsn, Table: table})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer src.Close()
+	q := source.Query{Start: sourcetest.Base, End: sourcetest.Base.Add(time.Hour)}
+	var count, stream time.Duration
+	b.ResetTimer()
+	for range b.N {
+		start := time.Now()
+		got, err := src.Count(context.Background(), q)
+		if err != nil {
+			b.Fatal(err)
+		}
+		count += time.Since(start)
+		if got != n {
+			b.Fatalf("counted %d rows, want %d", got, n)
+		}
+		st := streamAll(b, src, false)
+		if st.rows != n {
+			b.Fatalf("streamed %d rows, want %d", st.rows, n)
+		}
+		stream += st.elapsed
+	}
+	b.StopTimer()
+	b.ReportMetric(count.Seconds()*1000/float64(b.N), "count-ms")
+	b.ReportMetric(stream.Seconds()*1000/float64(b.N), "stream-ms")
+	b.ReportMetric(count.Seconds()/stream.Seconds(), "count/stream")
+}

@@ -228,22 +228,29 @@ const (
 	aliasUUID = "_sluice_uuid"
 )
 
-// buildQuery renders the query; see docs/sources.md for its shape.
-func (s *ClickHouse) buildQuery(q Query) (string, []any) {
-	c := s.c
-	ins := c.insertedAt
-	insCol := s.cfg.Columns.InsertedAt
-	if c.fallback != "" {
-		ins = "assumeNotNull(coalesce(" + c.insertedAt + ", " + c.fallback + "))"
+// insExpr is the insertion-time expression: the column, or its coalesce with the fallback.
+func (s *ClickHouse) insExpr() string {
+	if s.c.fallback != "" {
+		return "assumeNotNull(coalesce(" + s.c.insertedAt + ", " + s.c.fallback + "))"
 	}
+	return s.c.insertedAt
+}
+
+// where renders the conditions of q, on the alias aliasIns for the insertion time. With
+// interval unset the [Start, End) bounds and the timestamp guard are left out (Earliest).
+func (s *ClickHouse) where(q Query, interval bool) ([]string, []any) {
+	c := s.c
+	insCol := s.cfg.Columns.InsertedAt
 	var args []any
 	var where []string
-	where = append(where, aliasIns+" >= "+s.timeArg(insCol, q.Start, true, &args))
-	where = append(where, aliasIns+" < "+s.timeArg(insCol, q.End, true, &args))
-	if lo, hi, ok := tsBounds(q); ok {
-		tsCol := s.cfg.Columns.Timestamp
-		where = append(where, c.timestamp+" >= "+s.timeArg(tsCol, lo, false, &args))
-		where = append(where, c.timestamp+" < "+s.timeArg(tsCol, hi, true, &args))
+	if interval {
+		where = append(where, aliasIns+" >= "+s.timeArg(insCol, q.Start, true, &args))
+		where = append(where, aliasIns+" < "+s.timeArg(insCol, q.End, true, &args))
+		if lo, hi, ok := tsBounds(q); ok {
+			tsCol := s.cfg.Columns.Timestamp
+			where = append(where, c.timestamp+" >= "+s.timeArg(tsCol, lo, false, &args))
+			where = append(where, c.timestamp+" < "+s.timeArg(tsCol, hi, true, &args))
+		}
 	}
 	if q.TeamID != nil {
 		where = append(where, c.teamID+" = ?")
@@ -264,16 +271,77 @@ func (s *ClickHouse) buildQuery(q Query) (string, []any) {
 	for _, f := range q.PropertyFilters {
 		where = append(where, s.filter(f, &args))
 	}
+	if len(where) == 0 {
+		where = append(where, "1")
+	}
+	return where, args
+}
+
+// dedupe is Stream's de-duplication: one row per (event, distinct_id, uuid).
+func (s *ClickHouse) dedupe() string {
+	return "LIMIT 1 BY " + s.c.event + ", cityHash64(" + s.c.distinctID + "), " + s.c.uuid
+}
+
+// buildQuery renders the query; see docs/sources.md for its shape.
+func (s *ClickHouse) buildQuery(q Query) (string, []any) {
+	c := s.c
+	where, args := s.where(q, true)
 	// uuids are ordered by their canonical text: byte order, like Position and SQLite.
 	// (ClickHouse orders the UUID type by its halves, not bytewise.)
 	query := `SELECT ` + c.uuid + `, ` + c.event + `, ` + c.distinctID + `, toNullable(` + c.personID + `), toInt64(` + c.teamID + `), ` +
 		c.properties + `, toNullable(` + c.personProperties + `), ` + c.elementsChain + `, ` + c.timestamp + `, toNullable(` + c.createdAt + `), ` +
-		ins + ` AS ` + aliasIns + `, toString(` + c.uuid + `) AS ` + aliasUUID + `
+		s.insExpr() + ` AS ` + aliasIns + `, toString(` + c.uuid + `) AS ` + aliasUUID + `
 FROM ` + s.table + `
 WHERE ` + strings.Join(where, "\n  AND ") + `
 ORDER BY ` + aliasIns + `, ` + aliasUUID + `
-LIMIT 1 BY ` + c.event + `, cityHash64(` + c.distinctID + `), ` + c.uuid
+` + s.dedupe()
 	return query, args
+}
+
+// Count implements Counter: the rows Stream sends for q, de-duplicated the same way (a
+// LIMIT 1 BY subquery without the sort and without reading the wide columns).
+func (s *ClickHouse) Count(ctx context.Context, q Query) (int64, error) {
+	q, _, err := normalize(q, BatchOptions{})
+	if err != nil {
+		return 0, err
+	}
+	c := s.c
+	where, args := s.where(q, true)
+	query := `SELECT count() FROM (SELECT ` + c.event + `, ` + c.distinctID + `, ` + c.uuid + `, ` + s.insExpr() + ` AS ` + aliasIns + `
+FROM ` + s.table + `
+WHERE ` + strings.Join(where, "\n  AND ") + `
+` + s.dedupe() + `)`
+	var n uint64
+	if err := s.conn.QueryRow(ctx, query, args...).Scan(&n); err != nil {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		return 0, fmt.Errorf("source: clickhouse count: %w", err)
+	}
+	return int64(n), nil
+}
+
+// Earliest implements Counter: the smallest insertion time of the rows q's filters select,
+// whatever the interval; ok is false when there is none.
+func (s *ClickHouse) Earliest(ctx context.Context, q Query) (time.Time, bool, error) {
+	where, args := s.where(q, false)
+	query := `SELECT count(), min(` + aliasIns + `) FROM (SELECT ` + s.insExpr() + ` AS ` + aliasIns + `
+FROM ` + s.table + `
+WHERE ` + strings.Join(where, "\n  AND ") + `)`
+	var (
+		n   uint64
+		min time.Time
+	)
+	if err := s.conn.QueryRow(ctx, query, args...).Scan(&n, &min); err != nil {
+		if ctx.Err() != nil {
+			return time.Time{}, false, ctx.Err()
+		}
+		return time.Time{}, false, fmt.Errorf("source: clickhouse earliest: %w", err)
+	}
+	if n == 0 {
+		return time.Time{}, false, nil
+	}
+	return min.UTC(), true, nil
 }
 
 // Stream implements Source. Rows are read with rows.Next() block by block; the server sorts.
@@ -344,5 +412,5 @@ func (s *ClickHouse) Stream(ctx context.Context, q Query, opts BatchOptions, fn 
 	return b.flush()
 }
 
-var _ Source = (*ClickHouse)(nil)
-var _ Source = (*SQLite)(nil)
+var _ Counter = (*ClickHouse)(nil)
+var _ Counter = (*SQLite)(nil)

@@ -95,6 +95,19 @@ type Source interface {
 	Close() error
 }
 
+// Counter is a Source that can size a query without streaming it: backfill estimates,
+// a run's records_total_count and the earliest backfill (docs/runs.md).
+type Counter interface {
+	Source
+	// Count returns the number of rows Stream would send for q: the same interval on
+	// insertion time, the same filters and timestamp guard, the same de-duplication.
+	Count(ctx context.Context, q Query) (int64, error)
+	// Earliest returns the smallest insertion time of a row matching q's team, event and
+	// property filters (q.Start, q.End and the timestamp guard are ignored); ok is false
+	// when no row matches.
+	Earliest(ctx context.Context, q Query) (t time.Time, ok bool, err error)
+}
+
 // ErrInvalidQuery is wrapped by every validation error.
 var ErrInvalidQuery = errors.New("source: invalid query")
 

@@ -123,14 +123,18 @@ func sqliteFilter(f PropertyFilter, args *[]any) string {
 	panic("unreachable")
 }
 
-func (s *SQLite) buildQuery(q Query) (string, []any) {
+// where renders the conditions of q; with interval unset the [Start, End) bounds and the
+// timestamp guard are left out (Earliest).
+func (s *SQLite) where(q Query, interval bool) ([]string, []any) {
 	var where []string
 	var args []any
-	where = append(where, "inserted_at >= ?", "inserted_at < ?")
-	args = append(args, q.Start.UnixMicro(), q.End.UnixMicro())
-	if lo, hi, ok := tsBounds(q); ok {
-		where = append(where, "timestamp >= ?", "timestamp < ?")
-		args = append(args, lo.UnixMicro(), hi.UnixMicro())
+	if interval {
+		where = append(where, "inserted_at >= ?", "inserted_at < ?")
+		args = append(args, q.Start.UnixMicro(), q.End.UnixMicro())
+		if lo, hi, ok := tsBounds(q); ok {
+			where = append(where, "timestamp >= ?", "timestamp < ?")
+			args = append(args, lo.UnixMicro(), hi.UnixMicro())
+		}
 	}
 	if q.TeamID != nil {
 		where = append(where, "team_id = ?")
@@ -151,11 +155,51 @@ func (s *SQLite) buildQuery(q Query) (string, []any) {
 	for _, f := range q.PropertyFilters {
 		where = append(where, sqliteFilter(f, &args))
 	}
+	if len(where) == 0 {
+		where = append(where, "1")
+	}
+	return where, args
+}
+
+func (s *SQLite) buildQuery(q Query) (string, []any) {
+	where, args := s.where(q, true)
 	return `SELECT uuid, event, distinct_id, person_id, team_id, properties, person_properties,
 		elements_chain, timestamp, created_at, inserted_at
 		FROM events INDEXED BY events_inserted_at_uuid
 		WHERE ` + strings.Join(where, " AND ") + `
 		ORDER BY inserted_at, uuid`, args
+}
+
+// Count implements Counter (duplicates are refused at write time, so a plain count).
+func (s *SQLite) Count(ctx context.Context, q Query) (int64, error) {
+	q, _, err := normalize(q, BatchOptions{})
+	if err != nil {
+		return 0, err
+	}
+	where, args := s.where(q, true)
+	var n int64
+	err = s.db.QueryRowContext(ctx, `SELECT count(*) FROM events INDEXED BY events_inserted_at_uuid WHERE `+
+		strings.Join(where, " AND "), args...).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("source: sqlite count: %w", err)
+	}
+	return n, nil
+}
+
+// Earliest implements Counter.
+func (s *SQLite) Earliest(ctx context.Context, q Query) (time.Time, bool, error) {
+	where, args := s.where(q, false)
+	var min sql.NullInt64
+	// In index order the first matching row is the earliest: no full sort.
+	err := s.db.QueryRowContext(ctx, `SELECT inserted_at FROM events INDEXED BY events_inserted_at_uuid WHERE `+
+		strings.Join(where, " AND ")+` ORDER BY inserted_at LIMIT 1`, args...).Scan(&min)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	}
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("source: sqlite earliest: %w", err)
+	}
+	return time.UnixMicro(min.Int64).UTC(), true, nil
 }
 
 func placeholders(n int) string {

@@ -44,6 +44,7 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"ListRuns", testListRuns},
 		{"Backfills", testBackfills},
 		{"BackfillRuns", testBackfillRuns},
+		{"BackfillRecords", testBackfillRecords},
 		{"RunGenerations", testRunGenerations},
 		{"ForEachRunAndRecentFailures", testForEachRunAndRecentFailures},
 		{"Logs", testLogs},

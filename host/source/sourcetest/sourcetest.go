@@ -116,7 +116,25 @@ func mustCollect(t *testing.T, src source.Source, q source.Query, opts source.Ba
 	if err != nil {
 		t.Fatalf("Stream: %v", err)
 	}
+	checkCount(t, src, q, len(res.Events))
 	return res
+}
+
+// checkCount: a Counter's Count of q is what Stream sent (every query of the suite goes
+// through it, so every filter kind, the guard and the de-duplication are covered).
+func checkCount(t *testing.T, src source.Source, q source.Query, want int) {
+	t.Helper()
+	c, ok := src.(source.Counter)
+	if !ok {
+		return
+	}
+	n, err := c.Count(context.Background(), q)
+	if err != nil {
+		t.Fatalf("Count: %v", err)
+	}
+	if n != int64(want) {
+		t.Errorf("Count = %d, Stream sent %d rows", n, want)
+	}
 }
 
 func seed(t *testing.T, s Seeder, rows ...Row) {
@@ -247,6 +265,52 @@ func Run(t *testing.T, newSource NewFunc) {
 			if !errors.Is(err, source.ErrInvalidQuery) {
 				t.Errorf("query %+v: err %v, want ErrInvalidQuery", q, err)
 			}
+			if c, ok := src.(source.Counter); ok {
+				if _, err := c.Count(context.Background(), q); !errors.Is(err, source.ErrInvalidQuery) {
+					t.Errorf("Count %+v: err %v, want ErrInvalidQuery", q, err)
+				}
+			}
+		}
+	})
+
+	t.Run("Earliest", func(t *testing.T) {
+		src, s := newSource(t)
+		c, ok := src.(source.Counter)
+		if !ok {
+			t.Skip("not a Counter")
+		}
+		ctx := context.Background()
+		if _, ok, err := c.Earliest(ctx, source.Query{}); err != nil || ok {
+			t.Fatalf("empty store: ok %v, err %v", ok, err)
+		}
+		// The event timestamp does not matter (no guard): the insertion time does.
+		old := NewEvent("click", "u", 2, Base.Add(-30*24*time.Hour), Base.Add(-48*time.Hour), `{"plan":"free"}`)
+		mid := NewEvent("$pageview", "u", 1, Base, Base.Add(-24*time.Hour), `{"plan":"pro"}`)
+		last := NewEvent("click", "u", 1, Base, Base.Add(-time.Hour), `{"plan":"pro"}`)
+		seed(t, s, rowsOf(last, mid, old)...)
+		one := int64(1)
+		cases := []struct {
+			name string
+			q    source.Query
+			want time.Time // zero: none
+		}{
+			{"all", source.Query{}, old.InsertedAt},
+			{"team", source.Query{TeamID: &one}, mid.InsertedAt},
+			{"include", source.Query{IncludeEvents: []string{"click"}}, old.InsertedAt},
+			{"exclude", source.Query{ExcludeEvents: []string{"click"}}, mid.InsertedAt},
+			{"property", source.Query{PropertyFilters: []source.PropertyFilter{{Key: "plan", Op: "exact", Value: "pro"}}}, mid.InsertedAt},
+			{"team and event", source.Query{TeamID: &one, IncludeEvents: []string{"click"}}, last.InsertedAt},
+			{"none", source.Query{IncludeEvents: []string{"nothing"}}, time.Time{}},
+		}
+		for _, tc := range cases {
+			got, ok, err := c.Earliest(ctx, tc.q)
+			if err != nil {
+				t.Errorf("%s: %v", tc.name, err)
+				continue
+			}
+			if ok != !tc.want.IsZero() || !got.Equal(tc.want) {
+				t.Errorf("%s: Earliest = %s (ok %v), want %s", tc.name, got, ok, tc.want)
+			}
 		}
 	})
 
@@ -360,6 +424,7 @@ func Run(t *testing.T, newSource NewFunc) {
 				t.Errorf("%s: %v", tc.name, err)
 				continue
 			}
+			checkCount(t, src, q, len(tc.want))
 			if got, want := strings.Join(names(res.Events), ","), strings.Join(names(sorted(tc.want...)), ","); got != want {
 				t.Errorf("%s: got [%s], want [%s]", tc.name, got, want)
 			}
