@@ -160,8 +160,11 @@ type RunFilter struct {
 	After      time.Time // interval_end > After
 	Before     time.Time // interval_end <= Before
 	BackfillID string
-	Limit      int
-	Offset     int
+	// DataUnchecked keeps only runs the missing-data check has not counted in their
+	// current generation (data_checked_at IS NULL).
+	DataUnchecked bool
+	Limit         int
+	Offset        int
 }
 
 // ListRuns returns an export's runs, newest interval first.
@@ -178,6 +181,9 @@ func (db *DB) ListRuns(ctx context.Context, exportID string, f RunFilter) ([]Run
 	}
 	if f.BackfillID != "" {
 		q = q.Where("backfill_id = ?", f.BackfillID)
+	}
+	if f.DataUnchecked {
+		q = q.Where("data_checked_at IS NULL")
 	}
 	limit := f.Limit
 	if limit <= 0 {

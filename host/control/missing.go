@@ -59,14 +59,25 @@ func (h *Host) CheckMissingData(ctx context.Context) (int, error) {
 	now := h.cfg.Clock.Now().UTC()
 	found := 0
 	var errs []error
+	completed := []storage.RunStatus{storage.StatusCompleted}
 	for _, e := range exports {
-		runs, err := h.db.ListRuns(ctx, e.ID, storage.RunFilter{Statuses: []storage.RunStatus{storage.StatusCompleted},
+		// A run is counted twice at most: by the first check after it completed (runs not
+		// counted yet), and by the check in whose period its interval end leaves the
+		// window (the last word on late data). Counting every run of the window at every
+		// check would cost exports x intervals-per-window counts an hour.
+		first, err := h.db.ListRuns(ctx, e.ID, storage.RunFilter{Statuses: completed, DataUnchecked: true,
 			After: now.Add(-h.cfg.MissingDataWindow), Before: now.Add(-h.cfg.SettleDelay), Limit: 100_000})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("runs of %s: %w", e.ID, err))
 			continue
 		}
-		for _, r := range runs {
+		last, err := h.db.ListRuns(ctx, e.ID, storage.RunFilter{Statuses: completed,
+			After: now.Add(-h.cfg.MissingDataWindow - h.cfg.MissingDataInterval), Before: now.Add(-h.cfg.MissingDataWindow), Limit: 100_000})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("runs of %s: %w", e.ID, err))
+			continue
+		}
+		for _, r := range append(first, last...) {
 			n, err := h.checkRun(ctx, e, r, now)
 			if ctx.Err() != nil {
 				return found, ctx.Err()
