@@ -64,16 +64,17 @@ func openObjectStore(ctx context.Context, dataDir string, partSize int64, conc i
 		return nil, fmt.Errorf("%w (the host's own AWS credentials are used only when the operator sets SLUICE_S3_AMBIENT_CREDENTIALS=true)", objstore.ErrNoCredentials)
 	}
 	return objstore.NewS3(ctx, objstore.S3Config{
-		Bucket:             bucket,
-		Prefix:             b["prefix"],
-		Region:             b["region"],
-		EndpointURL:        b["endpoint_url"],
-		AccessKeyID:        b["access_key_id"],
-		SecretAccessKey:    b["secret_access_key"],
-		AmbientCredentials: ambient,
-		Encryption:         b["encryption"],
-		KMSKeyID:           b["kms_key_id"],
-		PartSize:           partSize,
-		Concurrency:        conc,
+		Bucket:                 bucket,
+		Prefix:                 b["prefix"],
+		Region:                 b["region"],
+		EndpointURL:            b["endpoint_url"],
+		VirtualStyleAddressing: b["use_virtual_style_addressing"] == "true",
+		AccessKeyID:            b["access_key_id"],
+		SecretAccessKey:        b["secret_access_key"],
+		AmbientCredentials:     ambient,
+		Encryption:             b["encryption"],
+		KMSKeyID:               b["kms_key_id"],
+		PartSize:               partSize,
+		Concurrency:            conc,
 	})
 }
