@@ -49,8 +49,8 @@ type Destination struct {
 	bytes    int64
 	files    int64
 	outputs  []abi.Output
-	counts   map[string]int64 // per batch: records per event name
-	seen     []string         // per batch: event names, first seen first
+	seen     []string // per batch: event names, first seen first
+	counts   []int64  // per batch: records of each name in seen
 }
 
 // fileSet is the files of one prefix: one file, or split files and their manifest.
@@ -116,10 +116,9 @@ func (d *Destination) Open(rc *sdk.RunContext) error {
 	prefix := d.opts.Prefix
 	if d.opts.PartitionBy == PartitionEvent {
 		d.eventCol = slices.IndexFunc(rc.Columns, func(c abi.Column) bool { return c.Name == "event" })
-		if d.eventCol < 0 || rc.Columns[d.eventCol].Kind != abi.KindString {
-			return sdk.FieldError("partition_by", "partition_by: event needs a string column named event; this export's schema has none")
+		if d.eventCol < 0 || rc.Columns[d.eventCol].Kind != abi.KindString || rc.Columns[d.eventCol].Nullable {
+			return sdk.FieldError("partition_by", "partition_by: event needs a non-null string column named event; this export's schema has none")
 		}
-		d.counts = map[string]int64{}
 		if err := probeRowFilter(); err != nil {
 			return err
 		}
@@ -237,23 +236,27 @@ func (d *Destination) WriteBatch(b *sdk.Batch) error {
 	if d.opts.PartitionBy != PartitionEvent {
 		return d.write(d.sets[""], b, int64(b.Records()))
 	}
-	clear(d.counts)
-	d.seen = d.seen[:0]
-	err := b.Rows(func(vals []abi.Value) error {
-		name := vals[d.eventCol].Bytes
-		if n, ok := d.counts[string(name)]; ok { // no allocation for a known name
-			d.counts[string(name)] = n + 1
-			return nil
+	// Names seen in this batch and their counts: a linear search over at most MaxPartitions
+	// names (plus one) beats hashing every row's name in a guest.
+	d.seen, d.counts = d.seen[:0], d.counts[:0]
+	raw, err := b.Bytes()
+	if err != nil {
+		return err
+	}
+	err = eventNames(raw, d.eventCol, func(name []byte) {
+		for i, s := range d.seen {
+			if s == string(name) { // no allocation
+				d.counts[i]++
+				return
+			}
 		}
-		ev := string(name)
-		d.counts[ev] = 1
-		d.seen = append(d.seen, ev)
-		return nil
+		d.seen = append(d.seen, string(name))
+		d.counts = append(d.counts, 1)
 	})
 	if err != nil {
 		return err
 	}
-	for _, ev := range d.seen {
+	for i, ev := range d.seen {
 		s := d.sets[ev]
 		if s == nil {
 			if len(d.sets) >= MaxPartitions {
@@ -266,7 +269,7 @@ func (d *Destination) WriteBatch(b *sdk.Batch) error {
 				return err
 			}
 		}
-		if err := d.write(s, b, d.counts[ev]); err != nil {
+		if err := d.write(s, b, d.counts[i]); err != nil {
 			return fmt.Errorf("event %q: %w", ev, err)
 		}
 	}
