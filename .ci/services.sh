@@ -21,7 +21,7 @@ for svc in .ci/services/*.sh; do
 done
 
 if [ "${SLUICE_REQUIRE_SERVICES:-0}" = 1 ]; then
-  for v in SLUICE_TEST_POSTGRES_URL SLUICE_TEST_CLICKHOUSE_DSN SLUICE_TEST_CHDB_DSN SLUICE_TEST_S3_ENDPOINT; do
+  for v in SLUICE_TEST_POSTGRES_URL SLUICE_TEST_CLICKHOUSE_DSN SLUICE_TEST_CHDB_DSN SLUICE_TEST_S3_ENDPOINT SLUICE_TEST_AZURITE_CONNECTION_STRING; do
     if [ -z "${!v:-}" ]; then
       echo "services: $v is not set: a server did not start (${failed[*]:-})" >&2
       exit 1

@@ -24,3 +24,22 @@ func TestPprofAddrMustBeLoopback(t *testing.T) {
 		}
 	}
 }
+
+func TestGCSEndpointMustBeLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		url, wantErr string
+	}{
+		{"", ""},
+		{"http://127.0.0.1:4443/storage/v1/", ""},
+		{"http://[::1]:4443/storage/v1/", ""},
+		{"https://storage.googleapis.com/storage/v1/", "must be a loopback address"},
+		{"http://localhost:4443/storage/v1/", "must be a loopback address"},
+		{"http://10.0.0.1:4443/", "must be a loopback address"},
+		{"127.0.0.1:4443", "not an http(s) URL"},
+	} {
+		err := loopbackURL(tc.url)
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("loopbackURL(%q) = %v, want error containing %q", tc.url, err, tc.wantErr)
+		}
+	}
+}

@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -45,6 +47,7 @@ func serve(ctx context.Context, args []string) error {
 	partMiB := fs.Int("s3-part-size-mib", envInt("SLUICE_S3_PART_SIZE_MIB", 0), "S3 multipart part size in MiB, 5 to 5120; 0: sized from --memory-limit-mib (50 with the budget off); an upload holds up to concurrency + 1 parts in memory (SLUICE_S3_PART_SIZE_MIB)")
 	memLimit := fs.String("memory-limit-mib", env("SLUICE_MEMORY_LIMIT_MIB", strconv.Itoa(membudget.DefaultLimit>>20)), "memory budget of this process in MiB, or off: sets the Go soft memory limit (unless GOMEMLIMIT is set, which wins), sizes S3 parts and upload concurrency, and makes runs wait for budget (SLUICE_MEMORY_LIMIT_MIB)")
 	bqEndpoint := fs.String("bigquery-endpoint", env("SLUICE_BIGQUERY_ENDPOINT", ""), "BigQuery-compatible REST endpoint used without authentication, for emulators and tests (SLUICE_BIGQUERY_ENDPOINT)")
+	gcsEndpoint := fs.String("gcs-endpoint", env("SLUICE_GCS_ENDPOINT", ""), "Google Cloud Storage JSON API base URL on loopback (http://127.0.0.1:PORT/storage/v1/: fake-gcs-server, an emulator) used without authentication by every GCS export, for tests (SLUICE_GCS_ENDPOINT)")
 	sfEndpoint := fs.String("snowflake-endpoint", env("SLUICE_SNOWFLAKE_ENDPOINT", ""), "Snowflake-compatible address (http://127.0.0.1:PORT) replacing <account>.snowflakecomputing.com, for tests (SLUICE_SNOWFLAKE_ENDPOINT)")
 	ambientDef, ambientErr := envBool("SLUICE_S3_AMBIENT_CREDENTIALS")
 	s3Ambient := fs.Bool("s3-ambient-credentials", ambientDef, "let S3 exports without an access key use this host's own AWS credentials (environment, shared files, instance or container role) for any bucket and endpoint they name: only when every user with the write scope may use them (SLUICE_S3_AMBIENT_CREDENTIALS)")
@@ -84,6 +87,9 @@ func serve(ctx context.Context, args []string) error {
 	}
 	if *partMiB != 0 && (*partMiB < 5 || *partMiB > 5120) {
 		return fmt.Errorf("--s3-part-size-mib (SLUICE_S3_PART_SIZE_MIB) must be 0 (from the memory budget) or an integer from 5 to 5120, got %d", *partMiB)
+	}
+	if err := loopbackURL(*gcsEndpoint); err != nil {
+		return fmt.Errorf("--gcs-endpoint (SLUICE_GCS_ENDPOINT): %w", err)
 	}
 	if minMiB := runtime.DefaultMemoryLimitPages * 65536 >> 20; *pluginMemMiB < minMiB {
 		return fmt.Errorf("--plugin-memory-budget-mib (SLUICE_PLUGIN_MEMORY_BUDGET_MIB) must be at least one instance's memory limit, %d MiB; got %d", minMiB, *pluginMemMiB)
@@ -132,6 +138,7 @@ func serve(ctx context.Context, args []string) error {
 		S3AmbientCredentials: *s3Ambient,
 		BackfillParallelism:  *backfillPar,
 		SnowflakeEndpoint:    *sfEndpoint,
+		GCSEndpoint:          *gcsEndpoint,
 		HostID:               *hostID,
 		ScheduleSyncInterval: *syncEvery,
 		Runtime:              runtime.Config{MemoryBudgetBytes: uint64(*pluginMemMiB) << 20},
@@ -254,4 +261,21 @@ func sourceKind(dsn string) string {
 		return "embedded"
 	}
 	return "clickhouse"
+}
+
+// loopbackURL accepts "" or an http(s) URL whose host is a loopback IP address (127.0.0.1,
+// [::1]; not a name, which could resolve elsewhere): an endpoint used without
+// authentication must not leave the machine.
+func loopbackURL(raw string) error {
+	if raw == "" {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an http(s) URL", raw)
+	}
+	if ip := net.ParseIP(u.Hostname()); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("%q: must be a loopback address (http://127.0.0.1:PORT/storage/v1/)", raw)
+	}
+	return nil
 }

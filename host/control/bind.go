@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/sluicehq/sluice/abi"
@@ -42,25 +43,129 @@ func capBinding(capability string, fields []abi.Field, public map[string]any, se
 	return out
 }
 
-// openObjectStore binds the object capability of one export. dataDir roots the local sink;
-// partSize and conc (0: objstore's defaults) size S3 multipart uploads; ambient lets an S3 binding
-// without keys use the host's default AWS credential chain (Config.S3AmbientCredentials).
-func openObjectStore(ctx context.Context, dataDir string, partSize int64, conc int, ambient bool, b map[string]string) (objstore.Store, error) {
+// objectSettings are the host's settings for the object capability.
+type objectSettings struct {
+	dataDir     string // roots the local sink
+	partSize    int64  // part (S3), block (Azure) or chunk (GCS) size; 0: objstore's default
+	conc        int    // parts sent at once per upload (S3, Azure); 0: objstore's default
+	ambient     bool   // Config.S3AmbientCredentials
+	gcsEndpoint string // Config.GCSEndpoint
+}
+
+// Parameter namespaces that select a backend of the object capability: a binding
+// "object.azure.container" selects Azure Blob Storage, "object.gcs.bucket" Google Cloud
+// Storage; every other object binding is S3's (or the local sink's). The plugin-facing
+// contract is the same for all of them.
+const (
+	azureParams = "azure."
+	gcsParams   = "gcs."
+)
+
+var (
+	azureParamNames = []string{"container", "prefix", "connection_string", "account_name", "account_key", "endpoint_url"}
+	gcsParamNames   = []string{"bucket", "prefix", "service_account_key"}
+)
+
+// openObjectStore binds the object capability of one export to the backend its bound
+// parameters name (see azureParams).
+func openObjectStore(ctx context.Context, set objectSettings, b map[string]string) (objstore.Store, error) {
+	azure, err := subParams(b, azureParams, azureParamNames)
+	if err != nil {
+		return nil, err
+	}
+	gcs, err := subParams(b, gcsParams, gcsParamNames)
+	if err != nil {
+		return nil, err
+	}
+	var others []string
+	for k, v := range b {
+		if v != "" && !strings.HasPrefix(k, azureParams) && !strings.HasPrefix(k, gcsParams) {
+			others = append(others, "object."+k)
+		}
+	}
+	slices.Sort(others)
+	switch {
+	case azure != nil && gcs != nil:
+		return nil, errors.New("the destination config binds both Azure (object.azure.*) and GCS (object.gcs.*) parameters")
+	case (azure != nil || gcs != nil) && len(others) > 0:
+		return nil, fmt.Errorf("the destination config binds S3 parameters (%s) beside Azure or GCS ones", strings.Join(others, ", "))
+	case azure != nil:
+		return openAzure(ctx, set, azure)
+	case gcs != nil:
+		return openGCS(ctx, set, gcs)
+	}
+	return openS3(ctx, set, b)
+}
+
+// subParams returns the parameters under prefix (without it), nil when none has a value; a
+// name not in known is an error, so that a misspelt binding does not go unnoticed.
+func subParams(b map[string]string, prefix string, known []string) (map[string]string, error) {
+	var out map[string]string
+	for k, v := range b {
+		name, ok := strings.CutPrefix(k, prefix)
+		if !ok {
+			continue
+		}
+		if !slices.Contains(known, name) {
+			return nil, fmt.Errorf("unknown object capability parameter object.%s (known: object.%s%s)", k, prefix, strings.Join(known, ", object."+prefix))
+		}
+		if v == "" {
+			continue
+		}
+		if out == nil {
+			out = map[string]string{}
+		}
+		out[name] = v
+	}
+	return out, nil
+}
+
+func openAzure(ctx context.Context, set objectSettings, p map[string]string) (objstore.Store, error) {
+	if p["container"] == "" {
+		return nil, fmt.Errorf("%w (object.azure.container)", errNoBucket)
+	}
+	return objstore.NewAzureBlob(ctx, objstore.AzureConfig{
+		Container:        p["container"],
+		Prefix:           p["prefix"],
+		ConnectionString: p["connection_string"],
+		AccountName:      p["account_name"],
+		AccountKey:       p["account_key"],
+		EndpointURL:      p["endpoint_url"],
+		PartSize:         set.partSize,
+		Concurrency:      set.conc,
+	})
+}
+
+func openGCS(ctx context.Context, set objectSettings, p map[string]string) (objstore.Store, error) {
+	if p["bucket"] == "" {
+		return nil, fmt.Errorf("%w (object.gcs.bucket)", errNoBucket)
+	}
+	cfg := objstore.GCSConfig{Bucket: p["bucket"], Prefix: p["prefix"], PartSize: set.partSize}
+	if set.gcsEndpoint != "" {
+		// The operator's loopback fake or emulator: no key is needed (or sent).
+		cfg.Endpoint = set.gcsEndpoint
+	} else {
+		cfg.CredentialsJSON = []byte(p["service_account_key"])
+	}
+	return objstore.NewGCS(ctx, cfg)
+}
+
+func openS3(ctx context.Context, set objectSettings, b map[string]string) (objstore.Store, error) {
 	bucket := b["bucket"]
 	if bucket == "" {
-		return nil, errors.New("the destination config binds no bucket (object.bucket)")
+		return nil, fmt.Errorf("%w (object.bucket)", errNoBucket)
 	}
 	if b["endpoint_url"] == LocalEndpoint {
 		if !bucketDirName.MatchString(bucket) {
 			return nil, fmt.Errorf("bucket %q is not a valid local directory name", bucket)
 		}
-		root := filepath.Join(dataDir, "exports", bucket)
+		root := filepath.Join(set.dataDir, "exports", bucket)
 		if err := os.MkdirAll(root, 0o750); err != nil {
 			return nil, err
 		}
 		return objstore.NewLocalDir(root, b["prefix"])
 	}
-	if b["access_key_id"] == "" && b["secret_access_key"] == "" && !ambient {
+	if b["access_key_id"] == "" && b["secret_access_key"] == "" && !set.ambient {
 		return nil, fmt.Errorf("%w (the host's own AWS credentials are used only when the operator sets SLUICE_S3_AMBIENT_CREDENTIALS=true)", objstore.ErrNoCredentials)
 	}
 	return objstore.NewS3(ctx, objstore.S3Config{
@@ -71,10 +176,10 @@ func openObjectStore(ctx context.Context, dataDir string, partSize int64, conc i
 		VirtualStyleAddressing: b["use_virtual_style_addressing"] == "true",
 		AccessKeyID:            b["access_key_id"],
 		SecretAccessKey:        b["secret_access_key"],
-		AmbientCredentials:     ambient,
+		AmbientCredentials:     set.ambient,
 		Encryption:             b["encryption"],
 		KMSKeyID:               b["kms_key_id"],
-		PartSize:               partSize,
-		Concurrency:            conc,
+		PartSize:               set.partSize,
+		Concurrency:            set.conc,
 	})
 }

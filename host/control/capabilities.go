@@ -20,7 +20,8 @@ import (
 var errNoBucket = errors.New("the destination config binds no bucket")
 
 // bindings binds the plugin's granted capabilities to one export's destination config: the
-// object capability to its bucket and prefix (or local directory) with its credentials, the
+// object capability to its bucket (S3, GCS) or container (Azure) and prefix, or local
+// directory, with its credentials, the
 // bigquery capability to its project and dataset with its service-account key, the snowflake
 // capability to its account, database and schema with its password or key pair. This is the
 // security boundary: the plugin only ever sees handles. release frees what was bound; the
@@ -46,12 +47,15 @@ func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExp
 	}
 	if slices.Contains(m.Capabilities, abi.CapObject) {
 		params := capBinding(abi.CapObject, m.Config, public, e.SecretConfig)
-		if params["bucket"] == "" {
-			return b, release, errNoBucket
-		}
-		store, err := openObjectStore(ctx, h.cfg.DataDir, h.cfg.S3PartSize, h.cfg.S3Concurrency, h.cfg.S3AmbientCredentials, params)
+		store, err := openObjectStore(ctx, objectSettings{
+			dataDir: h.cfg.DataDir, partSize: h.cfg.S3PartSize, conc: h.cfg.S3Concurrency,
+			ambient: h.cfg.S3AmbientCredentials, gcsEndpoint: h.cfg.GCSEndpoint,
+		}, params)
 		if err != nil {
 			return b, release, err
+		}
+		if c, ok := store.(io.Closer); ok { // GCS: the client's connections
+			closers = append(closers, c.Close)
 		}
 		b.Objects = objectStore{s: store, runCtx: ctx, log: b.Log}
 	}

@@ -83,6 +83,10 @@ type Config struct {
 	// BigQueryEndpoint, when set, sends every bigquery capability to this BigQuery-compatible
 	// REST endpoint without authentication (a loopback fake or an emulator), never to Google.
 	BigQueryEndpoint string
+	// GCSEndpoint, when set, sends every object capability bound to Google Cloud Storage
+	// (object.gcs.*) to this JSON API base URL (http://127.0.0.1:PORT/storage/v1/: a loopback
+	// fake-gcs-server or emulator) without authentication, never to Google.
+	GCSEndpoint string
 	// SnowflakeEndpoint, when set, sends every snowflake capability to this address
 	// (http://127.0.0.1:PORT: a loopback fake) instead of <account>.snowflakecomputing.com.
 	// Authentication still happens, with the export's credentials.

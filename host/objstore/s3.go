@@ -5,13 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -219,163 +217,38 @@ func (s *s3Store) Create(ctx context.Context, key string, opts ObjectOptions) (U
 	if err != nil {
 		return nil, &Error{Op: "s3 create", Key: key, Err: err, class: Fatal}
 	}
-	uctx, cancel := context.WithCancel(ctx)
-	return &s3Upload{
-		s:      s,
-		key:    full,
-		opts:   opts,
-		ctx:    uctx,
-		cancel: cancel,
-		sem:    make(chan struct{}, s.conc),
-	}, nil
-}
-
-// retry runs fn until it succeeds, fails with a non-retryable error, the
-// retries are used up or ctx ends, sleeping with exponential backoff and
-// full jitter in between.
-func (s *s3Store) retry(ctx context.Context, op, key string, fn func(context.Context) error) error {
-	for attempt := 0; ; attempt++ {
-		err := fn(ctx)
-		if err == nil {
+	u := &s3Upload{s: s, key: full, opts: opts}
+	u.partUpload = newPartUpload(ctx, partsConfig{pool: &s.pool, partSize: s.partSize, maxParts: maxParts, conc: s.conc, op: "s3 UploadPart"}, full)
+	u.begin = u.ensureMultipart
+	u.send = u.uploadPart
+	u.cleanup = func(ctx context.Context) error {
+		if u.uploadID == "" {
 			return nil
 		}
-		err = wrapS3(op, key, err)
-		if attempt >= s.maxRetries || Classify(err) != Retryable || ctx.Err() != nil {
-			return err
-		}
-		d := s.baseDelay << attempt
-		if d > maxBackoff || d <= 0 {
-			d = maxBackoff
-		}
-		d = d/2 + rand.N(d/2+1)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
+		return u.s.abort(ctx, u.key, u.uploadID)
 	}
+	return u, nil
+}
+
+// retry runs fn through retryLoop with the store's retry settings, wrapping S3 errors.
+func (s *s3Store) retry(ctx context.Context, op, key string, fn func(context.Context) error) error {
+	return retryLoop(ctx, s.maxRetries, s.baseDelay, func(err error) error { return wrapS3(op, key, err) }, fn)
 }
 
 // oneAttempt turns off the SDK's own retries for calls that retry() drives.
 func oneAttempt(o *s3.Options) { o.RetryMaxAttempts = 1 }
 
-type uploadState int
-
-const (
-	stateOpen uploadState = iota
-	stateCommitted
-	stateAborted
-	stateFailed
-)
-
+// s3Upload is a multipart upload (or, for an object smaller than one part, a PutObject on
+// Commit); the streaming of parts is partUpload's.
 type s3Upload struct {
-	s      *s3Store
-	key    string
-	opts   ObjectOptions
-	ctx    context.Context // bounds background part uploads
-	cancel context.CancelFunc
+	*partUpload
+	s        *s3Store
+	key      string
+	opts     ObjectOptions
+	uploadID string // "" until the first part is dispatched
 
-	state    uploadState
-	buf      *[]byte // part being filled; nil until the first byte
-	uploadID string  // "" until the first part is dispatched
-	partNum  int32
-	written  atomic.Int64
-	sem      chan struct{} // one token per part in flight
-	wg       sync.WaitGroup
-	finalErr error // the error that failed the upload
-
-	mu    sync.Mutex
+	pmu   sync.Mutex
 	parts []types.CompletedPart
-	err   error // first background failure
-}
-
-func (u *s3Upload) Written() int64 { return u.written.Load() }
-
-func (u *s3Upload) setErr(err error) {
-	u.mu.Lock()
-	if u.err == nil {
-		u.err = err
-	}
-	u.mu.Unlock()
-}
-
-func (u *s3Upload) bgErr() error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.err
-}
-
-func (u *s3Upload) closed() error {
-	if u.state == stateFailed && u.finalErr != nil {
-		return u.finalErr
-	}
-	return ErrClosed
-}
-
-func (u *s3Upload) Write(p []byte) (int, error) {
-	if u.state != stateOpen {
-		return 0, u.closed()
-	}
-	if err := u.bgErr(); err != nil {
-		return 0, u.fail(err)
-	}
-	n := 0
-	for len(p) > 0 {
-		if u.buf == nil {
-			u.buf = u.s.pool.Get().(*[]byte)
-			*u.buf = (*u.buf)[:0]
-		}
-		b := *u.buf
-		c := copy(b[len(b):cap(b)], p)
-		*u.buf = b[:len(b)+c]
-		p = p[c:]
-		n += c
-		u.written.Add(int64(c))
-		if len(*u.buf) == cap(*u.buf) {
-			if err := u.dispatch(); err != nil {
-				return n, u.fail(err)
-			}
-		}
-	}
-	return n, nil
-}
-
-// dispatch hands the full part buffer to a background upload, blocking while
-// Concurrency parts are already in flight.
-func (u *s3Upload) dispatch() error {
-	if err := u.ensureMultipart(u.ctx); err != nil {
-		return err
-	}
-	if u.partNum >= maxParts {
-		return &Error{Op: "s3 UploadPart", Key: u.key, class: Fatal,
-			Err: fmt.Errorf("object exceeds %d parts of %d bytes", maxParts, u.s.partSize)}
-	}
-	select {
-	case u.sem <- struct{}{}:
-	case <-u.ctx.Done():
-		if err := u.bgErr(); err != nil {
-			return err
-		}
-		return wrapS3("UploadPart", u.key, u.ctx.Err())
-	}
-	u.partNum++
-	num, buf := u.partNum, u.buf
-	u.buf = nil
-	u.wg.Add(1)
-	go func() {
-		defer func() {
-			u.s.pool.Put(buf)
-			<-u.sem
-			u.wg.Done()
-		}()
-		if err := u.uploadPart(u.ctx, num, *buf); err != nil {
-			u.setErr(err)
-			u.cancel() // stop the other parts; fail() aborts the upload
-		}
-	}()
-	return nil
 }
 
 func (u *s3Upload) ensureMultipart(ctx context.Context) error {
@@ -469,9 +342,9 @@ func (u *s3Upload) uploadPart(ctx context.Context, num int32, data []byte) error
 		if err != nil {
 			return err
 		}
-		u.mu.Lock()
+		u.pmu.Lock()
 		u.parts = append(u.parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(num)})
-		u.mu.Unlock()
+		u.pmu.Unlock()
 		return nil
 	})
 }
@@ -484,12 +357,8 @@ func (u *s3Upload) Commit(ctx context.Context) (ObjectInfo, error) {
 		return ObjectInfo{}, u.fail(err)
 	}
 	var etag *string
-	if u.uploadID == "" {
+	if data, ok := u.single(); ok {
 		// The whole object fits in one part: a single PutObject.
-		var data []byte
-		if u.buf != nil {
-			data = *u.buf
-		}
 		err := u.s.retry(ctx, "PutObject", u.key, func(ctx context.Context) error {
 			out, err := u.s.client.PutObject(ctx, &s3.PutObjectInput{
 				Bucket:               aws.String(u.s.bucket),
@@ -511,18 +380,7 @@ func (u *s3Upload) Commit(ctx context.Context) (ObjectInfo, error) {
 			return ObjectInfo{}, u.fail(err)
 		}
 	} else {
-		if u.buf != nil && len(*u.buf) > 0 {
-			if u.partNum >= maxParts {
-				return ObjectInfo{}, u.fail(&Error{Op: "s3 UploadPart", Key: u.key, class: Fatal,
-					Err: fmt.Errorf("object exceeds %d parts of %d bytes", maxParts, u.s.partSize)})
-			}
-			u.partNum++
-			if err := u.uploadPart(ctx, u.partNum, *u.buf); err != nil {
-				return ObjectInfo{}, u.fail(err)
-			}
-		}
-		u.wg.Wait()
-		if err := u.bgErr(); err != nil {
+		if err := u.finishParts(ctx); err != nil {
 			return ObjectInfo{}, u.fail(err)
 		}
 		parts := slices.Clone(u.parts)
@@ -538,8 +396,7 @@ func (u *s3Upload) Commit(ctx context.Context) (ObjectInfo, error) {
 		}
 		etag = out.ETag
 	}
-	u.state = stateCommitted
-	u.release()
+	u.committed()
 	info := ObjectInfo{Key: u.key, Bytes: u.written.Load(), ETag: strings.Trim(aws.ToString(etag), `"`)}
 	if u.uploadID != "" {
 		// The object is complete whatever this finds; a failure to clean up is reported
@@ -549,53 +406,6 @@ func (u *s3Upload) Commit(ctx context.Context) (ObjectInfo, error) {
 		cancel()
 	}
 	return info, nil
-}
-
-// fail ends the upload after an error: stops the parts in flight and aborts
-// the multipart upload so that nothing incomplete is left. It returns err.
-func (u *s3Upload) fail(err error) error {
-	if u.state != stateOpen {
-		return err
-	}
-	if bg := u.bgErr(); bg != nil {
-		err = bg // the root cause, not the cancellation it led to
-	}
-	u.state = stateFailed
-	u.finalErr = err
-	if aerr := u.cleanup(u.ctx); aerr != nil {
-		u.finalErr = errors.Join(err, aerr)
-	}
-	return u.finalErr
-}
-
-func (u *s3Upload) Abort(ctx context.Context) error {
-	if u.state != stateOpen {
-		return nil
-	}
-	u.state = stateAborted
-	return u.cleanup(ctx)
-}
-
-// cleanup cancels and waits for the parts in flight, then aborts the
-// multipart upload, even when ctx is already cancelled.
-func (u *s3Upload) cleanup(ctx context.Context) error {
-	u.cancel()
-	u.wg.Wait()
-	u.release()
-	if u.uploadID == "" {
-		return nil
-	}
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
-	defer cancel()
-	return u.s.abort(actx, u.key, u.uploadID)
-}
-
-func (u *s3Upload) release() {
-	u.cancel()
-	if u.buf != nil {
-		u.s.pool.Put(u.buf)
-		u.buf = nil
-	}
 }
 
 func optString(s string) *string {
