@@ -53,25 +53,7 @@ func Benchmark10kBatch(b *testing.B) {
 	batch := conformance.Batch(conformance.Events(10000, 500, 1))
 	for _, mode := range []string{"native", "guest"} {
 		b.Run(mode, func(b *testing.B) {
-			rt := newRuntime(b, runtime.Config{})
-			ctx := context.Background()
-			p, err := rt.Load(ctx, wasm(b, "goguest"), []string{abi.CapObject}, runtime.Limits{PoolSize: 1})
-			if err != nil {
-				b.Fatal(err)
-			}
-			req := openReq("bench")
-			req.Config = map[string]any{"mode": mode}
-			s, err := p.Open(ctx, req, runtime.Bindings{Objects: countStore{}, Encoders: conformance.Encoders})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close(ctx)
-			b.SetBytes(int64(len(batch)))
-			for b.Loop() {
-				if err := s.WriteBatch(ctx, batch, 10000); err != nil {
-					b.Fatal(err)
-				}
-			}
+			benchWriteBatch(b, wasm(b, "goguest"), map[string]any{"mode": mode}, batch, 10000)
 		})
 	}
 }
@@ -100,27 +82,32 @@ func BenchmarkS3PartitionByEvent(b *testing.B) {
 			evs[i].Event = fmt.Sprint("event-", i%c.names)
 		}
 		batch := conformance.Batch(evs)
-		b.Run(c.name, func(b *testing.B) {
-			rt := newRuntime(b, runtime.Config{})
-			ctx := context.Background()
-			p, err := rt.Load(ctx, mod, []string{abi.CapObject}, runtime.Limits{PoolSize: 1})
-			if err != nil {
-				b.Fatal(err)
-			}
-			req := openReq("bench")
-			req.Config = map[string]any{"bucket_name": "b", "file_format": "JSONLines", "compression": "gzip"}
-			maps.Copy(req.Config, c.cfg)
-			s, err := p.Open(ctx, req, runtime.Bindings{Objects: countStore{}, Encoders: conformance.Encoders})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close(ctx)
-			b.SetBytes(int64(len(batch)))
-			for b.Loop() {
-				if err := s.WriteBatch(ctx, batch, len(evs)); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+		cfg := map[string]any{"bucket_name": "b", "file_format": "JSONLines", "compression": "gzip"}
+		maps.Copy(cfg, c.cfg)
+		b.Run(c.name, func(b *testing.B) { benchWriteBatch(b, mod, cfg, batch, len(evs)) })
+	}
+}
+
+// benchWriteBatch opens a run of plugin mod with config (uploads counted and discarded) and
+// hands it batch, of records records, once per iteration.
+func benchWriteBatch(b *testing.B, mod []byte, config map[string]any, batch []byte, records int) {
+	rt := newRuntime(b, runtime.Config{})
+	ctx := context.Background()
+	p, err := rt.Load(ctx, mod, []string{abi.CapObject}, runtime.Limits{PoolSize: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := openReq("bench")
+	req.Config = config
+	s, err := p.Open(ctx, req, runtime.Bindings{Objects: countStore{}, Encoders: conformance.Encoders})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close(ctx)
+	b.SetBytes(int64(len(batch)))
+	for b.Loop() {
+		if err := s.WriteBatch(ctx, batch, records); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
