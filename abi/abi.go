@@ -10,7 +10,7 @@ import "fmt"
 // declares the minor it needs through its marker export.
 const (
 	Major = 1
-	Minor = 0
+	Minor = 1
 )
 
 // ImportModule is the name of the host module every plugin imports from.
@@ -53,7 +53,20 @@ const (
 	ImportEncoderWrite = "encoder_write" // (encoder i32, batch i32) -> i32
 	ImportEncoderClose = "encoder_close" // (encoder i32) -> i32
 	ImportCall         = "call"          // (cap_ptr i32, cap_len i32, req_ptr i32, req_len i32) -> i64 packed
+
+	// ABI 1.1.
+	ImportEncoderWriteRange = "encoder_write_range" // (encoder i32, batch i32, start i32, count i32) -> i32
 )
+
+// ImportMinor is the ABI minor that introduced an import (0 for the imports of 1.0): a
+// plugin whose marker declares an older minor may not import it.
+func ImportMinor(name string) int {
+	switch name {
+	case ImportEncoderWriteRange:
+		return 1
+	}
+	return 0
+}
 
 // Status is the result code of every host call. 0 is success.
 type Status uint32
@@ -122,13 +135,25 @@ const (
 	CapEncode    = "encode"    // host-native encoders (pure computation; always granted)
 	CapBigQuery  = "bigquery"  // warehouse operations on one project/dataset
 	CapSnowflake = "snowflake" // warehouse operations on one account/database/schema
+	CapHTTP      = "http"      // ABI 1.1: HTTP requests to the export's bound origin
 )
+
+// CapabilityMinor is the ABI minor that introduced a capability (0 for those of 1.0): a
+// plugin declaring an older minor may not request it.
+func CapabilityMinor(name string) int {
+	switch name {
+	case CapHTTP:
+		return 1
+	}
+	return 0
+}
 
 // Upload sink names (UploadSpec.Sink). Each belongs to the capability that serves it.
 const (
 	SinkObject         = "object"          // capability object
 	SinkBigQueryLoad   = "bigquery_load"   // capability bigquery: one load job per upload
 	SinkSnowflakeStage = "snowflake_stage" // capability snowflake: a file PUT to the table stage
+	SinkHTTPBody       = "http_body"       // capability http (ABI 1.1): a request body held by the host
 )
 
 // AlwaysGranted capabilities need no admin grant.

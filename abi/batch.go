@@ -422,3 +422,35 @@ func (r *BatchReader) bytes(max int) ([]byte, error) {
 	r.off += int(n)
 	return b, nil
 }
+
+// RowOffsets returns the byte offset of each row of a batch and, last, the batch's length:
+// len(result) = Records()+1. Row i is b[off[i]:off[i+1]]. It decodes the whole batch.
+func RowOffsets(b []byte) ([]int, error) {
+	r, err := NewBatchReader(b)
+	if err != nil {
+		return nil, err
+	}
+	offs := make([]int, 0, r.records+1)
+	vals := make([]Value, len(r.cols))
+	for {
+		offs = append(offs, r.off)
+		if err := r.Next(vals); err == io.EOF {
+			return offs, nil
+		} else if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// SliceBatch builds the batch of rows [start, start+count) of b, given b's row offsets
+// (RowOffsets): b's header with the count replaced, then those rows' bytes.
+func SliceBatch(b []byte, offs []int, start, count int) ([]byte, error) {
+	if start < 0 || count < 0 || start+count > len(offs)-1 {
+		return nil, fmt.Errorf("abi: rows [%d, %d) outside a batch of %d rows", start, start+count, len(offs)-1)
+	}
+	head := b[:offs[0]]
+	out := make([]byte, 0, len(head)+offs[start+count]-offs[start])
+	out = append(out, head...)
+	binary.LittleEndian.PutUint32(out[4:8], uint32(count))
+	return append(out, b[offs[start]:offs[start+count]]...), nil
+}

@@ -168,3 +168,36 @@ type ColumnSelect struct {
 	Name string `json:"name"`
 	As   string `json:"as,omitempty"`
 }
+
+// HTTPRequest is the request of call("http", ...) with op "request" (ABI 1.1). URL is
+// resolved against the export's bound base URL and must stay on its origin. Header values
+// may name secrets bound to the capability as {secret:NAME}; the host substitutes them.
+// At most one body: BodyUpload (an http_body upload handle, built with encoders) or Body
+// (bytes as a UTF-8 string).
+type HTTPRequest struct {
+	Op               string            `json:"op"`               // "request"
+	Method           string            `json:"method,omitempty"` // default GET, or POST with a body
+	URL              string            `json:"url"`
+	Headers          map[string]string `json:"headers,omitempty"`
+	BodyUpload       uint32            `json:"body_upload,omitempty"`
+	Body             string            `json:"body,omitempty"`
+	ResponseHeaders  []string          `json:"response_headers,omitempty"`
+	MaxResponseBytes int64             `json:"max_response_bytes,omitempty"`
+	TimeoutMS        int64             `json:"timeout_ms,omitempty"`
+	// WaitRetryAfterMS > 0: on a 429 or 503 whose Retry-After asks for at most this long,
+	// the host waits (within the run's deadline) and sends the same request again, up to
+	// 3 sends and 30 s of waiting in all; the response is the last answer.
+	WaitRetryAfterMS int64 `json:"wait_retry_after_ms,omitempty"`
+}
+
+// HTTPResponse is the answer of an HTTP request that reached the server, whatever its status.
+type HTTPResponse struct {
+	Status        int               `json:"status"`
+	Headers       map[string]string `json:"headers,omitempty"`
+	Body          string            `json:"body"`
+	BodyTruncated bool              `json:"body_truncated,omitempty"`
+	RequestBytes  int64             `json:"request_bytes"`
+	DurationMS    int64             `json:"duration_ms"`
+	Attempts      int               `json:"attempts"` // sends, >1 after Retry-After waits
+	WaitedMS      int64             `json:"waited_ms,omitempty"`
+}

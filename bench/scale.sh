@@ -10,6 +10,7 @@
 #   EXPORTS=2000 TICKS=2 bash bench/scale.sh
 #   SCALE_PPROF=/tmp/prof bash bench/scale.sh   # CPU profiles of tick 1's runs and of the idle host
 #   SCALE_ARGS="-workers 8" bash bench/scale.sh # more flags for bench/cmd/sluice-scale
+#   SCALE_DATABASES=postgres bash bench/scale.sh # only one of sqlite,postgres (default both)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export AWS_EC2_METADATA_DISABLED=true GCE_METADATA_HOST=127.0.0.1:1 STORAGE_EMULATOR_HOST=127.0.0.1:1 SNOWFLAKE_DISABLE_PLATFORM_DETECTION=true
@@ -19,8 +20,11 @@ make build
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 go build -o "$tmp/sluice-scale" ./bench/cmd/sluice-scale
-dbs=("")
-if [ -n "${SLUICE_TEST_POSTGRES_URL:-}" ]; then dbs+=("$SLUICE_TEST_POSTGRES_URL"); fi
+dbs=()
+case ",${SCALE_DATABASES:-sqlite,postgres}," in *,sqlite,*) dbs+=("") ;; esac
+case ",${SCALE_DATABASES:-sqlite,postgres}," in
+*,postgres,*) if [ -n "${SLUICE_TEST_POSTGRES_URL:-}" ]; then dbs+=("$SLUICE_TEST_POSTGRES_URL"); fi ;;
+esac
 for db in "${dbs[@]}"; do
   args=(-exports "${EXPORTS:-10000}" -ticks "${TICKS:-3}" -database-url "$db")
   if [ -n "${SCALE_PPROF:-}" ]; then args+=(-pprof-dir "$SCALE_PPROF"); fi

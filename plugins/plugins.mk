@@ -2,10 +2,12 @@
 # Included by the top-level Makefile. Two consecutive builds give identical bytes
 # (-trimpath, -buildid=, no cgo; rustc with a fixed command line and remapped paths).
 
-GO_PLUGINS   := s3 azure-blob gcs example bigquery snowflake
+GO_PLUGINS   := s3 azure-blob gcs example bigquery snowflake http
 RUST_PLUGINS := rust-jsonl
 PLUGINS_DIR  := bin/plugins
 RUSTC        ?= /usr/bin/rustc
+# Build tags per Go plugin: sluice_abi_1_1 makes the SDK declare ABI 1.1 (the http capability).
+GO_PLUGIN_TAGS_http := sluice_abi_1_1
 
 GO_PLUGIN_WASM   := $(addprefix $(PLUGINS_DIR)/,$(addsuffix .wasm,$(GO_PLUGINS)))
 RUST_PLUGIN_WASM := $(addprefix $(PLUGINS_DIR)/,$(addsuffix .wasm,$(RUST_PLUGINS)))
@@ -16,7 +18,7 @@ plugins: $(GO_PLUGIN_WASM) $(RUST_PLUGIN_WASM) ## build every plugin into bin/pl
 $(GO_PLUGIN_WASM): $(PLUGINS_DIR)/%.wasm: FORCE
 	@mkdir -p $(PLUGINS_DIR)
 	CGO_ENABLED=0 GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath \
-		-ldflags="-s -w -buildid=" -o $@ ./plugins/$*
+		-tags '$(GO_PLUGIN_TAGS_$*)' -ldflags="-s -w -buildid=" -o $@ ./plugins/$*
 
 $(PLUGINS_DIR)/%.wasm: plugins/%/src/lib.rs
 	@mkdir -p $(PLUGINS_DIR)

@@ -33,7 +33,7 @@ var run struct {
 // plugin fails at its first instantiation rather than at run time.
 func Register(manifest abi.Manifest, newDest func() Destination) {
 	if manifest.ABIVersion == "" {
-		manifest.ABIVersion = fmt.Sprintf("%d.%d", abi.Major, abi.Minor)
+		manifest.ABIVersion = fmt.Sprintf("%d.%d", abi.Major, ABIMinor)
 	}
 	if manifest.Capabilities == nil {
 		manifest.Capabilities = []string{}
@@ -72,7 +72,7 @@ func CheckManifest(m abi.Manifest) error {
 	if !nameRE.MatchString(m.Name) {
 		return fmt.Errorf("sdk: manifest name %q does not match [a-z0-9_-]{1,64}", m.Name)
 	}
-	if want := fmt.Sprintf("%d.%d", abi.Major, abi.Minor); m.ABIVersion != want {
+	if want := fmt.Sprintf("%d.%d", abi.Major, ABIMinor); m.ABIVersion != want {
 		return fmt.Errorf("sdk: manifest abi_version %q, but this SDK exports the marker of ABI %s", m.ABIVersion, want)
 	}
 	if m.Version == "" {

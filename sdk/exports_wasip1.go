@@ -61,9 +61,6 @@ func badInput(export string) []byte {
 		Status: abi.StatusBadArgument.String()})
 }
 
-//go:wasmexport sluice_abi_v1_0
-func sluiceABIv1_0() {}
-
 //go:wasmexport sluice_alloc
 func sluiceAlloc(size uint32) uint32 {
 	if size == 0 {

@@ -20,10 +20,10 @@ func TestSetupMemory(t *testing.T) {
 		wantErr   string
 		wantInLog string
 	}{
-		{name: "default", in: memorySettings{limit: "224", slots: 6, defaultPart: 50},
-			goLimit: 160 << 20, budget: true, partSize: 5 << 20, wantInLog: "memory limit 224 MiB (Go soft limit 160 MiB)"},
+		{name: "default", in: memorySettings{limit: "232", slots: 6, defaultPart: 50},
+			goLimit: 144 << 20, budget: true, partSize: 5 << 20, wantInLog: "memory limit 232 MiB (Go soft limit 144 MiB)"},
 		{name: "explicit part size counted", in: memorySettings{limit: "1024", partMiB: 16, slots: 6, defaultPart: 50},
-			goLimit: 960 << 20, budget: true, partSize: 16 << 20, wantInLog: "S3 parts 16 MiB x 2"},
+			goLimit: 936 << 20, budget: true, partSize: 16 << 20, wantInLog: "S3 parts 16 MiB x 2"},
 		{name: "off", in: memorySettings{limit: "off", slots: 6, defaultPart: 50},
 			budget: false, partSize: 50 << 20, wantInLog: "memory budget off"},
 		{name: "zero is off", in: memorySettings{limit: "0", partMiB: 8, slots: 6, defaultPart: 50},
@@ -31,7 +31,7 @@ func TestSetupMemory(t *testing.T) {
 		{name: "GOMEMLIMIT wins", in: memorySettings{limit: "1024", slots: 6, defaultPart: 50, goMemLimit: "12345MiB"},
 			budget: true, partSize: 50 << 20, wantInLog: "GOMEMLIMIT is set"},
 		{name: "too small", in: memorySettings{limit: "100", slots: 6, defaultPart: 50},
-			goLimit: 36 << 20, budget: true, partSize: 5 << 20, wantInLog: "smaller than one run"},
+			goLimit: 12 << 20, budget: true, partSize: 5 << 20, wantInLog: "smaller than one run"},
 		{name: "not a number", in: memorySettings{limit: "lots", slots: 6}, wantErr: `must be a number of MiB or "off", got "lots"`},
 		{name: "negative", in: memorySettings{limit: "-5", slots: 6}, wantErr: "must be a number of MiB"},
 	} {

@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/host/httpcap"
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/host/runtime/conformance"
 	"github.com/sluicehq/sluice/host/warehouse/bigquery"
@@ -66,7 +70,7 @@ func pluginsLock(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		all := []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake}
+		all := []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP}
 		p, err := rt.Validate(ctx, wasm, all)
 		if err != nil {
 			return fmt.Errorf("%s: %w", f, err)
@@ -152,7 +156,7 @@ func bindWarehouses(ctx context.Context, rt *runtime.Runtime, wasm []byte, bqEnd
 			_ = c()
 		}
 	}
-	v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake})
+	v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP})
 	if err != nil {
 		return release, err
 	}
@@ -200,5 +204,51 @@ func bindWarehouses(ctx context.Context, rt *runtime.Runtime, wasm []byte, bqEnd
 		opts.Warehouses[abi.CapSnowflake] = sf
 		opts.Sinks[abi.SinkSnowflakeStage] = sf.Sink()
 	}
+	if slices.Contains(v.Manifest.Capabilities, abi.CapHTTP) {
+		hb, stop, err := bindConformanceHTTP(v.Manifest, params(abi.CapHTTP), opts)
+		closers = append(closers, stop)
+		if err != nil {
+			return release, err
+		}
+		opts.HTTP = hb
+		opts.Sinks[abi.SinkHTTPBody] = hb.Sink()
+	}
 	return release, nil
+}
+
+// bindConformanceHTTP binds the http capability for the suite: to the config's URL (then
+// loopback and private addresses need SLUICE_HTTP_ALLOW_PRIVATE, as on a host), or, without
+// one, to a loopback receiver that answers every request 200 {"status":1}. Secret fields
+// the config does not give get a placeholder value, so a plugin naming them works.
+func bindConformanceHTTP(m abi.Manifest, params map[string]string, opts *conformance.Options) (*httpcap.Binding, func() error, error) {
+	stop := func() error { return nil }
+	allow, err := envBool("SLUICE_HTTP_ALLOW_PRIVATE")
+	if err != nil {
+		return nil, stop, err
+	}
+	for _, f := range m.Config {
+		if p, ok := strings.CutPrefix(f.Binding, abi.CapHTTP+"."); ok && f.Secret && params[p] == "" {
+			params[p] = "sluice-conformance-secret"
+		}
+	}
+	if params["base_url"] == "" {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = io.WriteString(w, `{"status":1}`)
+		}))
+		stop = func() error { srv.Close(); return nil }
+		params["base_url"] = srv.URL + "/batch"
+		allow = true
+		for _, f := range m.Config {
+			if f.Binding == abi.CapHTTP+".base_url" {
+				if opts.Config == nil {
+					opts.Config = map[string]any{}
+				}
+				opts.Config[f.Name] = params["base_url"]
+			}
+		}
+	}
+	hb, err := httpcap.Bind(httpcap.Config{AllowPrivate: allow}, params)
+	return hb, stop, err
 }

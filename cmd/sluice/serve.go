@@ -21,6 +21,7 @@ import (
 	"github.com/sluicehq/sluice/console"
 	"github.com/sluicehq/sluice/host/capture"
 	"github.com/sluicehq/sluice/host/control"
+	"github.com/sluicehq/sluice/host/httpcap"
 	"github.com/sluicehq/sluice/host/membudget"
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/host/source"
@@ -51,6 +52,8 @@ func serve(ctx context.Context, args []string) error {
 	sfEndpoint := fs.String("snowflake-endpoint", env("SLUICE_SNOWFLAKE_ENDPOINT", ""), "Snowflake-compatible address (http://127.0.0.1:PORT) replacing <account>.snowflakecomputing.com, for tests (SLUICE_SNOWFLAKE_ENDPOINT)")
 	ambientDef, ambientErr := envBool("SLUICE_S3_AMBIENT_CREDENTIALS")
 	s3Ambient := fs.Bool("s3-ambient-credentials", ambientDef, "let S3 exports without an access key use this host's own AWS credentials (environment, shared files, instance or container role) for any bucket and endpoint they name: only when every user with the write scope may use them (SLUICE_S3_AMBIENT_CREDENTIALS)")
+	httpPrivDef, httpPrivErr := envBool("SLUICE_HTTP_ALLOW_PRIVATE")
+	httpPrivate := fs.Bool("http-allow-private", httpPrivDef, "let plugins' http capability reach loopback, private and link-local addresses (refused by default; for a receiver on this network or tests) (SLUICE_HTTP_ALLOW_PRIVATE)")
 	pluginMemMiB := fs.Int("plugin-memory-budget-mib", envInt("SLUICE_PLUGIN_MEMORY_BUDGET_MIB", runtime.DefaultMemoryBudgetBytes>>20), "linear memory all plugin instances together may reach, in MiB; each instance reserves its memory limit (256 MiB by default) from it (SLUICE_PLUGIN_MEMORY_BUDGET_MIB)")
 	alertURL := fs.String("alert-webhook-url", env("SLUICE_ALERT_WEBHOOK_URL", ""), "http(s) URL receiving failure and auto-pause alerts of exports without a webhook of their own (SLUICE_ALERT_WEBHOOK_URL)")
 	alertFormat := fs.String("alert-format", env("SLUICE_ALERT_FORMAT", "json"), "alert body: json or slack (SLUICE_ALERT_FORMAT)")
@@ -69,6 +72,9 @@ func serve(ctx context.Context, args []string) error {
 	}
 	if ambientErr != nil && !flagSet(fs, "s3-ambient-credentials") {
 		return ambientErr
+	}
+	if httpPrivErr != nil && !flagSet(fs, "http-allow-private") {
+		return httpPrivErr
 	}
 	if chCaptureErr != nil && !flagSet(fs, "clickhouse-capture") {
 		return chCaptureErr
@@ -136,6 +142,7 @@ func serve(ctx context.Context, args []string) error {
 		S3Concurrency:        mem.conc,
 		EncoderWorkers:       mem.encoders,
 		S3AmbientCredentials: *s3Ambient,
+		HTTP:                 httpcap.Config{AllowPrivate: *httpPrivate},
 		BackfillParallelism:  *backfillPar,
 		SnowflakeEndpoint:    *sfEndpoint,
 		GCSEndpoint:          *gcsEndpoint,

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluicehq/sluice/abi"
 	"github.com/sluicehq/sluice/host/encode"
+	"github.com/sluicehq/sluice/host/httpcap"
 	"github.com/sluicehq/sluice/host/objstore"
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/host/warehouse/bigquery"
@@ -101,6 +102,18 @@ func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExp
 		b.Warehouses[abi.CapSnowflake] = sf
 		b.Sinks[abi.SinkSnowflakeStage] = sf.Sink()
 	}
+	if slices.Contains(m.Capabilities, abi.CapHTTP) {
+		hb, err := httpcap.Bind(h.cfg.HTTP, capBinding(abi.CapHTTP, m.Config, public, e.SecretConfig))
+		if err != nil {
+			return b, release, err
+		}
+		closers = append(closers, hb.Close)
+		b.HTTP = hb
+		if b.Sinks == nil {
+			b.Sinks = map[string]runtime.ObjectStore{}
+		}
+		b.Sinks[abi.SinkHTTPBody] = hb.Sink()
+	}
 	return b, release, nil
 }
 
@@ -112,7 +125,11 @@ func encoderFactory(workers int) func(io.Writer, abi.EncoderSpec, []abi.Column) 
 		opts = append(opts, encode.Workers(workers))
 	}
 	return func(w io.Writer, spec abi.EncoderSpec, cols []abi.Column) (runtime.BatchEncoder, error) {
-		enc, err := encode.New(w, spec, cols, opts...)
+		extra, err := httpcap.EncodeOptions(w, spec)
+		if err != nil {
+			return nil, err
+		}
+		enc, err := encode.New(w, spec, cols, append(slices.Clip(opts), extra...)...)
 		if err != nil {
 			return nil, &runtime.CapabilityError{Err: err, Status: abi.StatusBadArgument}
 		}

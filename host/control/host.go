@@ -19,6 +19,7 @@ import (
 	"github.com/jonboulle/clockwork"
 
 	"github.com/sluicehq/sluice/host/alert"
+	"github.com/sluicehq/sluice/host/httpcap"
 	"github.com/sluicehq/sluice/host/queue"
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/host/schedule"
@@ -79,6 +80,10 @@ type Config struct {
 	// binding. Turning it on grants every user with the write scope the host's AWS
 	// identity, for any bucket and endpoint their export names (SLUICE_S3_AMBIENT_CREDENTIALS).
 	S3AmbientCredentials bool
+	// HTTP is the policy of the http capability (ABI 1.1): private and loopback addresses
+	// (off by default; SLUICE_HTTP_ALLOW_PRIVATE), request time, response and body sizes,
+	// requests per run. Zero fields take httpcap's defaults.
+	HTTP httpcap.Config
 
 	// BigQueryEndpoint, when set, sends every bigquery capability to this BigQuery-compatible
 	// REST endpoint without authentication (a loopback fake or an emulator), never to Google.

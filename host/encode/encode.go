@@ -135,6 +135,12 @@ type options struct {
 	rowGroupBytes int64
 	blockSize     int // <= 0: one serial stream
 	workers       int // <= 0: GOMAXPROCS
+	apiKey        string
+}
+
+// APIKey sets the "api_key" of a posthog_batch envelope (default empty).
+func APIKey(key string) Option {
+	return func(o *options) { o.apiKey = key }
 }
 
 // Level sets the compression level, in the codec's own scale: gzip 1-9, zstd 1-4 (fastest,
@@ -213,7 +219,14 @@ type Encoder struct {
 // is the schema of the batches that will follow; spec.Columns selects and renames columns
 // (empty: all, own names). Unknown or duplicate output columns are an error.
 func New(w io.Writer, spec abi.EncoderSpec, cols []abi.Column, opts ...Option) (*Encoder, error) {
-	if err := ValidatePair(spec.Format, spec.Compression); err != nil {
+	format := spec.Format
+	if format == FormatPostHogBatch {
+		if len(spec.Columns) > 0 {
+			return nil, fmt.Errorf("%w: format %s takes no columns selection", ErrUnsupported, format)
+		}
+		format = FormatJSONL // the same compressions
+	}
+	if err := ValidatePair(format, spec.Compression); err != nil {
 		return nil, err
 	}
 	o := options{rowGroupRows: DefaultRowGroupRows, rowGroupBytes: DefaultRowGroupBytes,
@@ -259,6 +272,8 @@ func New(w io.Writer, spec abi.EncoderSpec, cols []abi.Column, opts ...Option) (
 	switch spec.Format {
 	case FormatJSONL:
 		e.rows = newJSONLEncoder(dst, out, e.blocks)
+	case FormatPostHogBatch:
+		e.rows, err = newPostHogEncoder(dst, cols, o.apiKey, e.blocks)
 	case FormatCSV:
 		e.rows, err = newCSVEncoder(dst, out, e.blocks)
 	}

@@ -14,45 +14,45 @@ func TestDerive(t *testing.T) {
 	}{
 		{
 			// The defaults of sluice serve on 2 cores: 4 workers + 2 backfill workers.
-			// Runs = 224-64-48 = 112 MiB; a share of 18 MiB is below RunBase, so the
-			// smallest parts, one in flight; 2 runs of 52 MiB fit.
+			// Runs = 232-88-48 = 96 MiB; a share of 16 MiB is below RunBase, so the
+			// smallest parts, one in flight; one run of 52 MiB fits.
 			name: "defaults", in: Input{Slots: 6, CPUs: 2},
-			want: Plan{Limit: 224 * MiB, GoLimit: 160 * MiB, PerRun: 52 * MiB, Fit: 2, PartSize: 5 * MiB, Concurrency: 1, EncoderWorkers: 2},
+			want: Plan{Limit: 232 * MiB, GoLimit: 144 * MiB, PerRun: 52 * MiB, Fit: 1, PartSize: 5 * MiB, Concurrency: 1, EncoderWorkers: 2},
 		},
 		{
-			// 1 GiB: share (1024-64-48)/6 = 152 MiB; 152-32-10 = 110 over 3 parts: 36 MiB.
+			// 1 GiB: share (1024-88-48)/6 = 148 MiB; 148-32-10 = 106 over 3 parts: 35 MiB.
 			name: "1 GiB", in: Input{Limit: 1024 * MiB, Slots: 6, CPUs: 2},
-			want: Plan{Limit: 1024 * MiB, GoLimit: 960 * MiB, PerRun: 150 * MiB, Fit: 6, PartSize: 36 * MiB, Concurrency: 2, EncoderWorkers: 2},
+			want: Plan{Limit: 1024 * MiB, GoLimit: 936 * MiB, PerRun: 147 * MiB, Fit: 6, PartSize: 35 * MiB, Concurrency: 2, EncoderWorkers: 2},
 		},
 		{
 			// Plenty: parts stop at 50 MiB, every slot runs at once.
 			name: "4 GiB, 8 cores", in: Input{Limit: 4096 * MiB, Slots: 6, CPUs: 8},
-			want: Plan{Limit: 4096 * MiB, GoLimit: 4032 * MiB, PerRun: (32 + 34 + 150) * MiB, Fit: 6, PartSize: 50 * MiB, Concurrency: 2, EncoderWorkers: 8},
+			want: Plan{Limit: 4096 * MiB, GoLimit: 4008 * MiB, PerRun: (32 + 34 + 150) * MiB, Fit: 6, PartSize: 50 * MiB, Concurrency: 2, EncoderWorkers: 8},
 		},
 		{
-			// 64 cores on the default budget: the encoder may take an eighth of 112 MiB,
-			// (2w+1) x 2 MiB <= 14 MiB, so 3 workers.
+			// 64 cores on the default budget: the encoder may take an eighth of 96 MiB,
+			// (2w+1) x 2 MiB <= 12 MiB, so 2 workers.
 			name: "many cores", in: Input{Slots: 6, CPUs: 64},
-			want: Plan{Limit: 224 * MiB, GoLimit: 160 * MiB, PerRun: 56 * MiB, Fit: 2, PartSize: 5 * MiB, Concurrency: 1, EncoderWorkers: 3},
+			want: Plan{Limit: 232 * MiB, GoLimit: 144 * MiB, PerRun: 52 * MiB, Fit: 1, PartSize: 5 * MiB, Concurrency: 1, EncoderWorkers: 2},
 		},
 		{
-			// One slot gets the whole budget: 112-32-10 = 70 over 3 parts: 23 MiB.
+			// One slot gets the whole budget: 96-32-10 = 54 over 3 parts: 18 MiB.
 			name: "one slot", in: Input{Slots: 1, CPUs: 2},
-			want: Plan{Limit: 224 * MiB, GoLimit: 160 * MiB, PerRun: (42 + 69) * MiB, Fit: 1, PartSize: 23 * MiB, Concurrency: 2, EncoderWorkers: 2},
+			want: Plan{Limit: 232 * MiB, GoLimit: 144 * MiB, PerRun: (42 + 54) * MiB, Fit: 1, PartSize: 18 * MiB, Concurrency: 2, EncoderWorkers: 2},
 		},
 		{
 			// An explicit part size is kept and counted (3 x 16 MiB): one run at a time.
 			name: "explicit part size", in: Input{Slots: 6, CPUs: 2, PartSize: 16 * MiB},
-			want: Plan{Limit: 224 * MiB, GoLimit: 160 * MiB, PerRun: 90 * MiB, Fit: 1, PartSize: 16 * MiB, Concurrency: 2, EncoderWorkers: 2},
+			want: Plan{Limit: 232 * MiB, GoLimit: 144 * MiB, PerRun: 90 * MiB, Fit: 1, PartSize: 16 * MiB, Concurrency: 2, EncoderWorkers: 2},
 		},
 		{
 			name: "explicit concurrency", in: Input{Limit: 1024 * MiB, Slots: 6, CPUs: 2, Concurrency: 4},
-			want: Plan{Limit: 1024 * MiB, GoLimit: 960 * MiB, PerRun: (42 + 110) * MiB, Fit: 6, PartSize: 22 * MiB, Concurrency: 4, EncoderWorkers: 2},
+			want: Plan{Limit: 1024 * MiB, GoLimit: 936 * MiB, PerRun: (42 + 105) * MiB, Fit: 6, PartSize: 21 * MiB, Concurrency: 4, EncoderWorkers: 2},
 		},
 		{
 			// GOMEMLIMIT wins: the memory limit is it plus what Go does not count.
 			name: "GOMEMLIMIT", in: Input{Limit: 1024 * MiB, GoLimit: 150 * MiB, Slots: 6, CPUs: 2},
-			want: Plan{Limit: 214 * MiB, GoLimit: 150 * MiB, PerRun: 52 * MiB, Fit: 1, PartSize: 5 * MiB, Concurrency: 1, EncoderWorkers: 2},
+			want: Plan{Limit: 238 * MiB, GoLimit: 150 * MiB, PerRun: 52 * MiB, Fit: 1, PartSize: 5 * MiB, Concurrency: 1, EncoderWorkers: 2},
 		},
 		{
 			// GOMEMLIMIT at its maximum (no limit): parts stop at 50 MiB, no overflow.
@@ -62,7 +62,7 @@ func TestDerive(t *testing.T) {
 		{
 			// Smaller than one run: one at a time anyway, flagged.
 			name: "too small", in: Input{Limit: 100 * MiB, Slots: 6, CPUs: 2},
-			want: Plan{Limit: 100 * MiB, GoLimit: 36 * MiB, PerRun: 48 * MiB, Fit: 1, PartSize: 5 * MiB, Concurrency: 1, EncoderWorkers: 1, Short: true},
+			want: Plan{Limit: 100 * MiB, GoLimit: 12 * MiB, PerRun: 48 * MiB, Fit: 1, PartSize: 5 * MiB, Concurrency: 1, EncoderWorkers: 1, Short: true},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -189,6 +189,9 @@ func hUploadOpen(ctx context.Context, m api.Module, stack []uint64) {
 		r64(stack)(in.deny(abi.ImportUploadOpen, fmt.Sprintf("sink %q is not bound for this call", spec.Sink)))
 		return
 	}
+	if spec.Sink == abi.SinkHTTPBody && spec.Key == "" {
+		spec.Key = "body" // an http body's key is only a label for logs
+	}
 	if why := validKey(spec.Key); why != "" {
 		r64(stack)(in.fail(abi.StatusBadArgument, "", "upload_open: invalid key %q: %s", truncate(spec.Key, 100), why))
 		return
@@ -467,6 +470,10 @@ func hCall(ctx context.Context, m api.Module, stack []uint64) {
 		return
 	}
 	capName := string(capB)
+	if capName == abi.CapHTTP {
+		in.callHTTP(stack, req)
+		return
+	}
 	if capName != abi.CapBigQuery && capName != abi.CapSnowflake {
 		r64(stack)(in.fail(abi.StatusUnimplemented, "", "call: unknown capability %q", truncate(capName, 64)))
 		return
@@ -490,4 +497,94 @@ func hCall(ctx context.Context, m api.Module, stack []uint64) {
 		return
 	}
 	r64(stack)(in.setResp(resp))
+}
+
+// callHTTP serves call("http", req) (ABI 1.1): the request's body_upload, if any, is
+// resolved to the run's upload (its encoder closed first, as a commit would) and the
+// request goes to the bound HTTPCaller. The upload stays open: the plugin may send it
+// again (after a 429) and releases it with upload_abort or upload_commit.
+func (in *instance) callHTTP(stack []uint64, req []byte) {
+	if !in.p.granted[abi.CapHTTP] {
+		r64(stack)(in.deny(abi.ImportCall, fmt.Sprintf("capability %q was not granted to the plugin", abi.CapHTTP)))
+		return
+	}
+	c := in.run.b.HTTP
+	if c == nil {
+		r64(stack)(in.deny(abi.ImportCall, fmt.Sprintf("capability %q is not bound for this call", abi.CapHTTP)))
+		return
+	}
+	var peek struct {
+		BodyUpload uint32 `json:"body_upload"`
+	}
+	if err := json.Unmarshal(req, &peek); err != nil {
+		r64(stack)(in.fail(abi.StatusBadArgument, "", "call http: request is not a valid JSON object: %v", err))
+		return
+	}
+	var body Upload
+	if peek.BodyUpload != 0 {
+		u, st, n := in.upload(abi.ImportCall, peek.BodyUpload)
+		if u == nil {
+			ret64(stack, st, n)
+			return
+		}
+		if err := in.closeEncoder(u); err != nil {
+			r64(stack)(in.failErr("call http: closing the body's encoder", err, abi.StatusInternal))
+			return
+		}
+		body = u.u
+	}
+	resp, err := c.Request(in.callCtx, append([]byte(nil), req...), body)
+	if err != nil {
+		r64(stack)(in.failErr("call http", err, abi.StatusRetryableIO))
+		return
+	}
+	r64(stack)(in.setResp(resp))
+}
+
+func hEncoderWriteRange(ctx context.Context, m api.Module, stack []uint64) {
+	in := instFrom(ctx)
+	if in == nil {
+		ret32(stack, abi.StatusInternal, 0)
+		return
+	}
+	if st, n, ok := in.allowRun(abi.ImportEncoderWriteRange); !ok {
+		ret32(stack, st, n)
+		return
+	}
+	eh, bh, start, count := uint32(stack[0]), uint32(stack[1]), uint32(stack[2]), uint32(stack[3])
+	e := in.run.encoders[eh]
+	if e == nil {
+		r32(stack)(in.fail(abi.StatusNotFound, "", "encoder_write_range: no open encoder with handle %d", eh))
+		return
+	}
+	if !in.batchLive || bh != in.batchID {
+		r32(stack)(in.fail(abi.StatusNotFound, "", "encoder_write_range: batch handle %d is not the current batch", bh))
+		return
+	}
+	if in.batchOffs == nil {
+		offs, err := abi.RowOffsets(in.batch)
+		if err != nil {
+			r32(stack)(in.failErr("encoder_write_range", err, abi.StatusInternal))
+			return
+		}
+		in.batchOffs = offs
+	}
+	rows := uint64(len(in.batchOffs) - 1)
+	if uint64(start)+uint64(count) > rows {
+		r32(stack)(in.fail(abi.StatusBadArgument, "", "encoder_write_range: rows [%d, %d) outside the batch's %d rows", start, uint64(start)+uint64(count), rows))
+		return
+	}
+	if count == 0 {
+		ret32(stack, abi.StatusOK, 0)
+		return
+	}
+	sub := in.batch
+	if uint64(count) != rows {
+		sub, _ = abi.SliceBatch(in.batch, in.batchOffs, int(start), int(count))
+	}
+	if _, err := e.e.WriteBatch(sub); err != nil {
+		r32(stack)(in.failErr("encoder_write_range", err, abi.StatusInternal))
+		return
+	}
+	ret32(stack, abi.StatusOK, 0)
 }

@@ -28,6 +28,8 @@ type Bindings struct {
 	Encoders EncoderFactory
 	// Warehouses serves `call` by capability name ("bigquery", "snowflake").
 	Warehouses map[string]Caller
+	// HTTP serves `call("http", ...)` (ABI 1.1); its bodies come from Sinks["http_body"].
+	HTTP HTTPCaller
 	// Log receives the plugin's log lines (and its stdout/stderr); the caller adds the run,
 	// export and plugin attributes. Nil: lines go to the runtime's logger.
 	Log func(level slog.Level, msg string)
@@ -79,6 +81,13 @@ type Caller interface {
 	Call(ctx context.Context, req []byte) ([]byte, error)
 }
 
+// HTTPCaller performs one request of the http capability: req is the plugin's JSON
+// (abi.HTTPRequest), body the upload named by its body_upload (nil without one; the
+// caller checks it is one of its own http_body uploads). The answer is a JSON document.
+type HTTPCaller interface {
+	Request(ctx context.Context, req []byte, body Upload) ([]byte, error)
+}
+
 type uploadH struct {
 	u       Upload
 	key     string
@@ -90,7 +99,8 @@ type encoderH struct {
 	upload uint32
 }
 
-var sinkCaps = map[string]string{"object": abi.CapObject, "bigquery_load": abi.CapBigQuery, "snowflake_stage": abi.CapSnowflake}
+var sinkCaps = map[string]string{"object": abi.CapObject, "bigquery_load": abi.CapBigQuery, "snowflake_stage": abi.CapSnowflake,
+	abi.SinkHTTPBody: abi.CapHTTP}
 
 var metricRE = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
 
@@ -117,6 +127,7 @@ func instantiateHostModule(ctx context.Context, r wazero.Runtime) error {
 		{abi.ImportEncoderWrite, hEncoderWrite, []api.ValueType{i32, i32}, []api.ValueType{i32}},
 		{abi.ImportEncoderClose, hEncoderClose, []api.ValueType{i32}, []api.ValueType{i32}},
 		{abi.ImportCall, hCall, []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i64}},
+		{abi.ImportEncoderWriteRange, hEncoderWriteRange, []api.ValueType{i32, i32, i32, i32}, []api.ValueType{i32}},
 	}
 	b := r.NewHostModuleBuilder(abi.ImportModule)
 	for _, f := range fns {

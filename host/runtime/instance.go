@@ -183,6 +183,7 @@ type instance struct {
 	batch     []byte
 	batchID   uint32
 	batchLive bool
+	batchOffs []int // row offsets of batch, computed by the first encoder_write_range
 
 	run    runState
 	stdout *lineWriter

@@ -187,8 +187,10 @@ func TestHostileInstall(t *testing.T) {
 	}{
 		{"badimport", []string{"sluice_v1.open_socket", "does not provide"}},
 		{"badsig", []string{"sluice_write_batch", "(i32) -> (i32)", "want (i32, i32) -> (i64)"}},
-		{"nomarker", []string{"no Sluice ABI marker", "sluice_abi_v1_0"}},
-		{"future", []string{`plugin "future" needs Sluice plugin ABI 1.9; this host provides 1.0 through 1.0`}},
+		{"nomarker", []string{"no Sluice ABI marker", "sluice_abi_v1_1"}},
+		{"future", []string{`plugin "future" needs Sluice plugin ABI 1.9; this host provides 1.0 through 1.1`}},
+		{"oldrange", []string{"sluice_v1.encoder_write_range, which is part of ABI 1.1, but declares ABI 1.0"}},
+		{"oldhttp", []string{`plugin "oldhttp" requests capability "http", which is part of ABI 1.1, but declares ABI 1.0`}},
 		{"badptr", []string{"crashed in sluice_describe (bad_pointer): returned pointer 0xffff0000 length 100, outside its 131072-byte memory"}},
 	}
 	for _, c := range cases {

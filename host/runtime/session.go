@@ -136,7 +136,7 @@ func (s *Session) WriteBatch(ctx context.Context, batch []byte, records int) err
 	}
 	in.batch, in.batchLive = batch, true
 	doc, err := in.callDoc(ctx, abi.ExportWriteBatch, in.fn.writeBatch, uint64(in.batchID), uint64(uint32(records)))
-	in.batch, in.batchLive = nil, false
+	in.batch, in.batchLive, in.batchOffs = nil, false, nil
 	if err != nil {
 		return err
 	}

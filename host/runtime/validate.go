@@ -60,7 +60,7 @@ var (
 
 var fieldTypes = []string{abi.TypeString, abi.TypeInteger, abi.TypeNumber, abi.TypeBoolean, abi.TypeStringList, abi.TypeObject}
 
-var knownCaps = []string{abi.CapLog, abi.CapMetrics, abi.CapEncode, abi.CapObject, abi.CapBigQuery, abi.CapSnowflake}
+var knownCaps = []string{abi.CapLog, abi.CapMetrics, abi.CapEncode, abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP}
 
 func eqTypes(a, b []api.ValueType) bool { return slices.Equal(a, b) }
 
@@ -98,7 +98,7 @@ func (rt *Runtime) prepare(ctx context.Context, wasm []byte, granted []string, l
 		return fail(err)
 	}
 	p.ABIMinor = minor
-	importErr := rt.checkImports(compiled)
+	importErr := rt.checkImports(compiled, minor)
 	if major != abi.Major || minor > abi.Minor {
 		if importErr == nil && checkExports(compiled) == nil {
 			if m, err := p.describe(ctx); err == nil && m.Name != "" {
@@ -166,7 +166,7 @@ func findMarker(exports map[string]api.FunctionDefinition) (major, minor int, er
 	return 0, 0, invalid("plugin exports several ABI markers (%s); exactly one is allowed", strings.Join(found, ", "))
 }
 
-func (rt *Runtime) checkImports(compiled wazero.CompiledModule) error {
+func (rt *Runtime) checkImports(compiled wazero.CompiledModule, minor int) error {
 	if mems := compiled.ImportedMemories(); len(mems) > 0 {
 		mod, name, _ := mems[0].Import()
 		return invalid("plugin imports memory %s.%s; a plugin must define and export its own memory", mod, name)
@@ -181,6 +181,10 @@ func (rt *Runtime) checkImports(compiled wazero.CompiledModule) error {
 		have, ok := provided[name]
 		if !ok {
 			return invalid("plugin imports function %s.%s, which this host does not provide (host ABI %d.%d)", mod, name, abi.Major, abi.Minor)
+		}
+		if need := abi.ImportMinor(name); mod == abi.ImportModule && minor < need {
+			return invalid("plugin imports function %s.%s, which is part of ABI %d.%d, but declares ABI %d.%d (its marker export); "+
+				"build it for %d.%d (Go SDK: -tags sluice_abi_1_%d)", mod, name, abi.Major, need, abi.Major, minor, abi.Major, need, need)
 		}
 		if !eqTypes(have.ParamTypes(), def.ParamTypes()) || !eqTypes(have.ResultTypes(), def.ResultTypes()) {
 			return invalid("plugin imports function %s.%s with signature %s; the host provides %s", mod, name,
@@ -227,6 +231,9 @@ func checkManifest(m abi.Manifest, major, minor int) error {
 	for _, c := range m.Capabilities {
 		if !slices.Contains(knownCaps, c) {
 			return invalid("plugin %q requests unknown capability %q (known: %s)", m.Name, c, strings.Join(knownCaps, ", "))
+		}
+		if need := abi.CapabilityMinor(c); minor < need {
+			return invalid("plugin %q requests capability %q, which is part of ABI %d.%d, but declares ABI %d.%d", m.Name, c, abi.Major, need, major, minor)
 		}
 	}
 	seen := map[string]bool{}

@@ -29,10 +29,14 @@ type ClickHouseConfig struct {
 	DSN     string
 	Table   string // default "events"; may be "db.table"
 	Columns ClickHouseColumns
-	// MaxBlockSize bounds the rows per block the server sends (default 8192), which bounds
-	// the client's memory together with the row size.
+	// MaxBlockSize bounds the rows per block the server sends (default
+	// DefaultMaxBlockSize), which bounds the client's memory together with the row size.
 	MaxBlockSize int
 }
+
+// DefaultMaxBlockSize is the rows per ClickHouse block when none is set: about 2 MB of
+// decoded event data at PostHog's typical 500 bytes per event.
+const DefaultMaxBlockSize = 4096
 
 func (c *ClickHouseColumns) defaults() {
 	def := func(p *string, v string) {
@@ -84,12 +88,18 @@ func NewClickHouse(ctx context.Context, cfg ClickHouseConfig) (*ClickHouse, erro
 		cfg.Table = "events"
 	}
 	if cfg.MaxBlockSize <= 0 {
-		cfg.MaxBlockSize = 8192
+		cfg.MaxBlockSize = DefaultMaxBlockSize
 	}
 	cfg.Columns.defaults()
 	opts, err := clickhouse.ParseDSN(cfg.DSN)
 	if err != nil {
 		return nil, fmt.Errorf("source: clickhouse dsn: %w", err)
+	}
+	if opts.BlockBufferSize == 0 {
+		// The client decodes blocks ahead of the reader into a channel (2 by default). The
+		// host reads ahead already, in SLB1 batches (Prefetch), so one block of slack is
+		// enough; each one held is max_block_size rows of decoded strings.
+		opts.BlockBufferSize = 1
 	}
 	conn, err := clickhouse.Open(opts)
 	if err != nil {

@@ -351,6 +351,30 @@ func (h *Host) EncoderOpen(up uint32, spec []byte) (abi.Status, uint32) {
 	return abi.StatusOK, id
 }
 
+var _ guest.RangeWriter = (*Host)(nil)
+
+// EncoderWriteRange implements the ABI 1.1 import encoder_write_range (guest.RangeWriter):
+// rows [start, start+count) of the current batch, encoded like EncoderWrite.
+func (h *Host) EncoderWriteRange(id, batch, start, count uint32) abi.Status {
+	if _, ok := h.encoders[id]; !ok || h.batch == nil || batch != h.batchH {
+		st, _ := h.errDoc(abi.StatusNotFound, "no such encoder or batch")
+		return st
+	}
+	offs, err := abi.RowOffsets(h.batch)
+	if err == nil {
+		var sub []byte
+		if sub, err = abi.SliceBatch(h.batch, offs, int(start), int(count)); err == nil {
+			whole := h.batch
+			h.batch = sub
+			st := h.EncoderWrite(id, batch)
+			h.batch = whole
+			return st
+		}
+	}
+	st, _ := h.errDoc(abi.StatusBadArgument, err.Error())
+	return st
+}
+
 func (h *Host) EncoderWrite(id, batch uint32) abi.Status {
 	e, ok := h.encoders[id]
 	if !ok || h.batch == nil || batch != h.batchH {

@@ -238,8 +238,8 @@ func run(ctx context.Context, c config) error {
 				return err
 			}
 			rows = append(rows, rssRow{sets[n], r})
-			fmt.Printf("   %d events: %.1fs, VmHWM %s (before backfill %s), peak sampled VmRSS %s (anon %s, file %s), Go HeapInuse peak %s, Sys peak %s\n",
-				n, r.elapsed.Seconds(), mib(r.hwmAfter), mib(r.hwmBefore), mib(r.rssPeak), mib(r.anonAtPeak), mib(r.fileAtPeak), mib(r.heapPeak), mib(r.sysPeak))
+			fmt.Printf("   %d events: %.1fs, CPU %.1fs, VmHWM %s (before backfill %s), peak sampled VmRSS %s (anon %s, file %s), Go HeapInuse peak %s, Sys peak %s, load %s\n",
+				n, r.elapsed.Seconds(), r.cpu.Seconds(), mib(r.hwmAfter), mib(r.hwmBefore), mib(r.rssPeak), mib(r.anonAtPeak), mib(r.fileAtPeak), mib(r.heapPeak), mib(r.sysPeak), bench.LoadAvg())
 		}
 		printRSS(rows, c.label)
 	}

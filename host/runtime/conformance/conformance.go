@@ -34,6 +34,10 @@ type Options struct {
 	// a plugin's calls on them are denied.
 	Warehouses map[string]runtime.Caller
 	Sinks      map[string]runtime.ObjectStore
+	// HTTP binds the http capability (ABI 1.1); its bodies are Sinks["http_body"]. `sluice
+	// plugins test` binds it to the config's url, or to a loopback receiver that accepts
+	// every request.
+	HTTP runtime.HTTPCaller
 }
 
 // Step is one checked step.
@@ -101,6 +105,7 @@ func (r *runner) bindings(opts Options) runtime.Bindings {
 		Encoders:   opts.Encoders,
 		Warehouses: opts.Warehouses,
 		Sinks:      opts.Sinks,
+		HTTP:       opts.HTTP,
 		Log: func(level slog.Level, msg string) {
 			r.mu.Lock()
 			r.logs = append(r.logs, level.String()+" "+msg)
@@ -130,7 +135,7 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 	// Install checks with everything granted tell us what the plugin requests.
 	var p *runtime.Plugin
 	if !r.step("validate module", func() (string, error) {
-		v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake})
+		v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP})
 		if err != nil {
 			return "", err
 		}

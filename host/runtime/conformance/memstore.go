@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluicehq/sluice/abi"
 	"github.com/sluicehq/sluice/host/encode"
+	"github.com/sluicehq/sluice/host/httpcap"
 	"github.com/sluicehq/sluice/host/runtime"
 )
 
@@ -120,7 +121,11 @@ func (u *memUpload) Abort(ctx context.Context) error {
 
 // Encoders is the host's encoder factory (package host/encode) as a runtime.EncoderFactory.
 func Encoders(w io.Writer, spec abi.EncoderSpec, cols []abi.Column) (runtime.BatchEncoder, error) {
-	e, err := encode.New(w, spec, cols)
+	opts, err := httpcap.EncodeOptions(w, spec)
+	if err != nil {
+		return nil, err
+	}
+	e, err := encode.New(w, spec, cols, opts...)
 	if err != nil {
 		return nil, err
 	}

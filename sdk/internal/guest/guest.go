@@ -66,3 +66,10 @@ func (Unimplemented) EncoderOpen(uint32, []byte) (abi.Status, uint32) {
 func (Unimplemented) EncoderWrite(uint32, uint32) abi.Status   { return abi.StatusUnimplemented }
 func (Unimplemented) EncoderClose(uint32) abi.Status           { return abi.StatusUnimplemented }
 func (Unimplemented) Call([]byte, []byte) (abi.Status, uint32) { return abi.StatusUnimplemented, 0 }
+
+// RangeWriter is the ABI 1.1 import encoder_write_range, implemented by hosts that provide
+// it (the wasm host built with -tags sluice_abi_1_1, sdktest). It is not part of Host so
+// that a 1.0 build of the SDK links exactly what it did before 1.1.
+type RangeWriter interface {
+	EncoderWriteRange(encoder, batch, start, count uint32) abi.Status
+}
