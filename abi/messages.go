@@ -153,6 +153,14 @@ type EncoderSpec struct {
 	Format      string         `json:"format"`                // jsonl | parquet | csv
 	Compression string         `json:"compression,omitempty"` // "" | gzip | zstd | brotli | snappy | lz4
 	Columns     []ColumnSelect `json:"columns,omitempty"`     // empty: every column, own names
+	Where       *RowFilter     `json:"where,omitempty"`       // nil: every row
+}
+
+// RowFilter keeps the rows whose string column Column equals Equals (an object destination
+// partitioning by event name gives each partition's encoder every batch with one).
+type RowFilter struct {
+	Column string `json:"column"`
+	Equals string `json:"equals"`
 }
 
 // ColumnSelect picks a batch column and names it in the output.

@@ -2,7 +2,7 @@
 # Included by the top-level Makefile. Two consecutive builds give identical bytes
 # (-trimpath, -buildid=, no cgo; rustc with a fixed command line and remapped paths).
 
-GO_PLUGINS   := s3 example bigquery snowflake http
+GO_PLUGINS   := s3 azure-blob gcs example bigquery snowflake http
 RUST_PLUGINS := rust-jsonl
 PLUGINS_DIR  := bin/plugins
 RUSTC        ?= /usr/bin/rustc

@@ -59,7 +59,7 @@ func Registered() abi.Manifest { return registration.manifest }
 
 var (
 	nameRE    = regexp.MustCompile(`^[a-z0-9_-]{1,64}$`)
-	bindingRE = regexp.MustCompile(`^[a-z]+\.[a-z_]+$`)
+	bindingRE = regexp.MustCompile(`^[a-z]+\.[a-z_]+(\.[a-z_]+)*$`) // capability.param; param may be dotted (object.azure.container)
 )
 
 var fieldTypes = map[string]bool{abi.TypeString: true, abi.TypeInteger: true, abi.TypeNumber: true,

@@ -34,6 +34,7 @@ func TestLockedPluginsPassConformance(t *testing.T) {
 		"bigquery": {"--bigquery-endpoint", bq.Endpoint(), "--config", `{"project_id": "sluice-test", "dataset_id": "conformance"}`},
 		"snowflake": {"--snowflake-endpoint", sf.URL, "--config",
 			`{"account": "testaccount", "user": "sluice", "password": "conformance", "database": "analytics", "schema": "public", "warehouse": "WH"}`},
+		"azure-blob": {"--config", `{"container_name": "conformance"}`},
 	}
 	for _, p := range lock.Plugins {
 		t.Run(p.Name, func(t *testing.T) {

@@ -169,16 +169,17 @@ func openS3(ctx context.Context, set objectSettings, b map[string]string) (objst
 		return nil, fmt.Errorf("%w (the host's own AWS credentials are used only when the operator sets SLUICE_S3_AMBIENT_CREDENTIALS=true)", objstore.ErrNoCredentials)
 	}
 	return objstore.NewS3(ctx, objstore.S3Config{
-		Bucket:             bucket,
-		Prefix:             b["prefix"],
-		Region:             b["region"],
-		EndpointURL:        b["endpoint_url"],
-		AccessKeyID:        b["access_key_id"],
-		SecretAccessKey:    b["secret_access_key"],
-		AmbientCredentials: set.ambient,
-		Encryption:         b["encryption"],
-		KMSKeyID:           b["kms_key_id"],
-		PartSize:           set.partSize,
-		Concurrency:        set.conc,
+		Bucket:                 bucket,
+		Prefix:                 b["prefix"],
+		Region:                 b["region"],
+		EndpointURL:            b["endpoint_url"],
+		VirtualStyleAddressing: b["use_virtual_style_addressing"] == "true",
+		AccessKeyID:            b["access_key_id"],
+		SecretAccessKey:        b["secret_access_key"],
+		AmbientCredentials:     set.ambient,
+		Encryption:             b["encryption"],
+		KMSKeyID:               b["kms_key_id"],
+		PartSize:               set.partSize,
+		Concurrency:            set.conc,
 	})
 }

@@ -208,6 +208,8 @@ type Encoder struct {
 	rows    rowEncoder
 	reader  abi.BatchReader
 	vals    []abi.Value
+	where   int    // index of the spec's Where column, or -1: every row
+	equals  string // the value Where keeps
 	records int64
 	closed  bool
 	err     error
@@ -236,7 +238,14 @@ func New(w io.Writer, spec abi.EncoderSpec, cols []abi.Column, opts ...Option) (
 	if err != nil {
 		return nil, err
 	}
-	e := &Encoder{cols: slices.Clone(cols), out: out, vals: make([]abi.Value, len(cols))}
+	e := &Encoder{cols: slices.Clone(cols), out: out, vals: make([]abi.Value, len(cols)), where: -1}
+	if w := spec.Where; w != nil {
+		e.where = slices.IndexFunc(cols, func(c abi.Column) bool { return c.Name == w.Column })
+		if e.where < 0 || cols[e.where].Kind != abi.KindString {
+			return nil, fmt.Errorf("%w: where: no string column %q", ErrSchema, w.Column)
+		}
+		e.equals = w.Equals
+	}
 	if spec.Format == FormatParquet {
 		e.rows, err = newParquetEncoder(w, out, spec.Compression, o)
 		if err != nil {
@@ -337,6 +346,11 @@ func (e *Encoder) WriteBatch(batch []byte) (records int, err error) {
 		err := e.reader.Next(e.vals)
 		if err == io.EOF {
 			break
+		}
+		if err == nil && e.where >= 0 {
+			if v := e.vals[e.where]; v.Null || string(v.Bytes) != e.equals {
+				continue
+			}
 		}
 		if err == nil {
 			err = e.rows.writeRow(e.vals)

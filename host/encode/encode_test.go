@@ -910,3 +910,55 @@ func TestLevels(t *testing.T) {
 		checkOutput(t, tc.format, tc.compression, buf.Bytes(), allOut(testColumns), rows)
 	}
 }
+
+func TestWhereKeepsMatchingRows(t *testing.T) {
+	rows := makeRows(rand.New(rand.NewPCG(5, 6)), 120, false)
+	var want []row
+	for _, r := range rows {
+		if string(r[1].Bytes) == "plain" {
+			want = append(want, r)
+		}
+	}
+	if len(want) == 0 || len(want) == len(rows) {
+		t.Fatalf("%d of %d rows match: the test needs some of each", len(want), len(rows))
+	}
+	for _, format := range Formats() {
+		t.Run(format, func(t *testing.T) {
+			var buf bytes.Buffer
+			enc, err := New(&buf, abi.EncoderSpec{Format: format, Compression: "gzip",
+				Where: &abi.RowFilter{Column: "event", Equals: "plain"}}, testColumns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bw := abi.NewBatchWriter(testColumns, nil)
+			kept := 0
+			for start := 0; start < len(rows); start += 25 {
+				bw.Reset()
+				for _, r := range rows[start:min(start+25, len(rows))] {
+					for _, v := range r {
+						bw.AppendValue(v)
+					}
+					bw.EndRow()
+				}
+				n, err := enc.WriteBatch(bw.Bytes())
+				if err != nil {
+					t.Fatal(err)
+				}
+				kept += n
+			}
+			if err := enc.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if kept != len(want) || enc.Records() != int64(len(want)) {
+				t.Fatalf("WriteBatch counted %d, Records %d, want %d", kept, enc.Records(), len(want))
+			}
+			checkOutput(t, format, "gzip", buf.Bytes(), allOut(testColumns), want)
+		})
+	}
+	for _, col := range []string{"nope", "team_id"} { // unknown, not a string
+		_, err := New(io.Discard, abi.EncoderSpec{Format: FormatJSONL, Where: &abi.RowFilter{Column: col}}, testColumns)
+		if !errors.Is(err, ErrSchema) {
+			t.Errorf("where on %s: %v, want ErrSchema", col, err)
+		}
+	}
+}

@@ -45,8 +45,11 @@ type S3Config struct {
 	Prefix string // keys are written under Prefix + "/"; may be empty
 	Region string // default "us-east-1"
 	// EndpointURL selects an S3-compatible server (R2, GCS HMAC, versitygw, ...).
-	// When set, requests go to it with path-style addressing.
+	// When set, requests go to it with path-style addressing unless VirtualStyleAddressing.
 	EndpointURL string
+	// VirtualStyleAddressing names the bucket in the host (bucket.endpoint/key) with an
+	// EndpointURL, for servers that need it (PostHog's use_virtual_style_addressing).
+	VirtualStyleAddressing bool
 	// Static credentials: the export's own. Both or neither.
 	AccessKeyID     string
 	SecretAccessKey string
@@ -168,7 +171,7 @@ func NewS3(ctx context.Context, cfg S3Config) (Store, error) {
 		}
 		if cfg.EndpointURL != "" {
 			o.BaseEndpoint = aws.String(cfg.EndpointURL)
-			o.UsePathStyle = true
+			o.UsePathStyle = !cfg.VirtualStyleAddressing
 		}
 	})
 	s.pool = newPartPool(s.partSize, s.conc+1)

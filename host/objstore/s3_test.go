@@ -718,3 +718,37 @@ func TestS3CommitAbortsStaleUploadsAtItsKey(t *testing.T) {
 		}
 	})
 }
+
+// use_virtual_style_addressing: with an endpoint, requests name the bucket in the host
+// (bucket.endpoint/key) instead of the path (endpoint/bucket/key, the default). The endpoint
+// is named localhost: the SDK keeps path style for an IP address. No request is sent.
+func TestS3VirtualStyleAddressing(t *testing.T) {
+	b := newGofakes3(t)
+	endpoint := strings.Replace(strings.TrimPrefix(b.endpoint, "http://"), "127.0.0.1", "localhost", 1)
+	for _, virtual := range []bool{false, true} {
+		var hosts, paths []string
+		client := hookClient(func(req *http.Request) *http.Response {
+			hosts, paths = append(hosts, req.URL.Host), append(paths, req.URL.Path)
+			return s3ErrorResponse(req, http.StatusForbidden, "AccessDenied") // never sent
+		})
+		st := b.store(t, "vbucket", func(c *S3Config) {
+			c.VirtualStyleAddressing, c.HTTPClient, c.MaxRetries = virtual, client, -1
+			c.EndpointURL = "http://" + endpoint
+		})
+		u, err := st.Create(context.Background(), "k", ObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.Write([]byte("x"))
+		if _, err := u.Commit(context.Background()); err == nil {
+			t.Fatal("the injected 403 was not seen")
+		}
+		wantHost, wantPath := endpoint, "/vbucket/exports/team-1/k"
+		if virtual {
+			wantHost, wantPath = "vbucket."+endpoint, "/exports/team-1/k"
+		}
+		if len(hosts) == 0 || hosts[0] != wantHost || paths[0] != wantPath {
+			t.Errorf("virtual=%v: requests to %v %v, want %s%s", virtual, hosts, paths, wantHost, wantPath)
+		}
+	}
+}

@@ -12,12 +12,15 @@
 package main
 
 import (
+	"slices"
+
 	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/plugins/internal/objectexport"
 	"github.com/sluicehq/sluice/sdk"
 )
 
 // Version of the plugin.
-const Version = "1.0.0"
+const Version = "1.1.0"
 
 func manifest() abi.Manifest {
 	return abi.Manifest{
@@ -27,40 +30,36 @@ func manifest() abi.Manifest {
 		Description:  "Amazon S3 and S3-compatible object stores: JSON Lines or Parquet files per interval",
 		Capabilities: []string{abi.CapObject},
 		Formats:      []string{"jsonl", "parquet"},
-		Config: []abi.Field{
+		Config: slices.Concat([]abi.Field{
 			{Name: "bucket_name", Type: abi.TypeString, Required: true, Binding: "object.bucket",
 				Description: "Bucket to write to."},
 			{Name: "region", Type: abi.TypeString, Binding: "object.region",
 				Description: "AWS region of the bucket."},
-			{Name: "prefix", Type: abi.TypeString, Default: "",
-				Description: "Key prefix; may use {year} {month} {day} {hour} {minute} {second} (of the interval end), " +
-					"{data_interval_start} {data_interval_end} {table}. Rendered by the plugin: the host binds the bucket root."},
-			{Name: "file_format", Type: abi.TypeString, Default: FormatJSONLines, Enum: []string{FormatJSONLines, FormatParquet},
-				Description: "File format."},
-			{Name: "compression", Type: abi.TypeString, Default: "none",
-				Enum:        []string{"none", "gzip", "brotli", "zstd", "lz4", "snappy"},
-				Description: "Compression: of the whole file for JSONLines, of the pages for Parquet."},
-			{Name: "max_file_size_mb", Type: abi.TypeInteger, Default: 0,
-				Description: "Split files past this size (after compression), adding a manifest object; 0 writes one file."},
-			{Name: "encryption", Type: abi.TypeString, Enum: []string{"AES256", "aws:kms"}, Binding: "object.encryption",
-				Description: "Server-side encryption."},
-			{Name: "kms_key_id", Type: abi.TypeString, Binding: "object.kms_key_id",
-				Description: "KMS key id, with encryption aws:kms."},
-			{Name: "endpoint_url", Type: abi.TypeString, Binding: "object.endpoint_url",
-				Description: "Endpoint of an S3-compatible store (R2, GCS HMAC, ...)."},
-			{Name: "aws_access_key_id", Type: abi.TypeString, Secret: true, Binding: "object.access_key_id",
-				Description: "Access key id."},
-			{Name: "aws_secret_access_key", Type: abi.TypeString, Secret: true, Binding: "object.secret_access_key",
-				Description: "Secret access key."},
-			{Name: "columns", Type: abi.TypeStringList,
-				Description: "Columns to export, in order (default: " + defaultColumnsText + "). " +
-					"_inserted_at is the run's inserted_at."},
 		},
+			objectexport.FileFields("bucket", true), []abi.Field{
+				{Name: "encryption", Type: abi.TypeString, Enum: []string{"AES256", "aws:kms"}, Binding: "object.encryption",
+					Description: "Server-side encryption."},
+				{Name: "kms_key_id", Type: abi.TypeString, Binding: "object.kms_key_id",
+					Description: "KMS key id, with encryption aws:kms."},
+				{Name: "endpoint_url", Type: abi.TypeString, Binding: "object.endpoint_url",
+					Description: "Endpoint of an S3-compatible store (R2, GCS HMAC, ...)."},
+				{Name: "use_virtual_style_addressing", Type: abi.TypeBoolean, Default: false,
+					Binding: "object.use_virtual_style_addressing",
+					Description: "Address the bucket as a host name (https://bucket.endpoint/key) instead of a path " +
+						"(https://endpoint/bucket/key), for S3-compatible stores that need it."},
+				{Name: "aws_access_key_id", Type: abi.TypeString, Secret: true, Binding: "object.access_key_id",
+					Description: "Access key id."},
+				{Name: "aws_secret_access_key", Type: abi.TypeString, Secret: true, Binding: "object.secret_access_key",
+					Description: "Secret access key."},
+				objectexport.ColumnsField(),
+			}),
 	}
 }
 
 func init() {
-	sdk.Register(manifest(), func() sdk.Destination { return &destination{} })
+	sdk.Register(manifest(), func() sdk.Destination {
+		return &destination{objectexport.Destination{P: plugin}}
+	})
 }
 
 func main() {}

@@ -18,9 +18,11 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 
@@ -336,6 +338,12 @@ func (h *Host) EncoderOpen(up uint32, spec []byte) (abi.Status, uint32) {
 			return h.errDoc(abi.StatusBadArgument, "unknown column "+c.Name)
 		}
 	}
+	if w := s.Where; w != nil {
+		i := slices.IndexFunc(h.columns, func(c abi.Column) bool { return c.Name == w.Column })
+		if i < 0 || h.columns[i].Kind != abi.KindString {
+			return h.errDoc(abi.StatusBadArgument, "where: no string column "+w.Column)
+		}
+	}
 	id := h.next
 	h.next++
 	h.encoders[id] = &encoder{up: up, spec: s}
@@ -377,7 +385,7 @@ func (h *Host) EncoderWrite(id, batch uint32) abi.Status {
 		return st
 	}
 	u := h.uploads[e.up]
-	out, err := EncodeJSONL(u.buf, h.batch, e.spec.Columns)
+	out, err := encodeJSONL(u.buf, h.batch, e.spec.Columns, e.spec.Where)
 	if err != nil {
 		st, _ := h.errDoc(abi.StatusBadArgument, err.Error())
 		return st
@@ -416,6 +424,11 @@ func (h *Host) Call(capability, req []byte) (abi.Status, uint32) {
 // microseconds, UUIDs canonical text, JSON columns inlined, bytes that are not valid text
 // base64. It approximates the host's jsonl encoder for tests.
 func EncodeJSONL(dst, batch []byte, sel []abi.ColumnSelect) ([]byte, error) {
+	return encodeJSONL(dst, batch, sel, nil)
+}
+
+// encodeJSONL is EncodeJSONL keeping only the rows where selects (nil: all).
+func encodeJSONL(dst, batch []byte, sel []abi.ColumnSelect, where *abi.RowFilter) ([]byte, error) {
 	r, err := abi.NewBatchReader(batch)
 	if err != nil {
 		return dst, err
@@ -448,6 +461,9 @@ func EncodeJSONL(dst, batch []byte, sel []abi.ColumnSelect) ([]byte, error) {
 			return dst, nil
 		} else if err != nil {
 			return dst, err
+		}
+		if where != nil && !rowMatches(cols, vals, where) {
+			continue
 		}
 		for j, o := range outs {
 			if j == 0 {
@@ -493,6 +509,30 @@ func EncodeJSONL(dst, batch []byte, sel []abi.ColumnSelect) ([]byte, error) {
 		}
 		dst = append(dst, '\n')
 	}
+}
+
+// ErrorField is the config field an export error names (ExportError.Err.Field), the
+// message of any other error, and "" for nil: a table test compares it with the field it
+// expects at fault.
+func ErrorField(err error) string {
+	var ee *ExportError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &ee):
+		return ee.Err.Field
+	}
+	return err.Error()
+}
+
+// rowMatches reports whether a row's where column holds the wanted string.
+func rowMatches(cols []abi.Column, vals []abi.Value, where *abi.RowFilter) bool {
+	for i, c := range cols {
+		if c.Name == where.Column {
+			return !vals[i].Null && string(vals[i].Bytes) == where.Equals
+		}
+	}
+	return false
 }
 
 // UUIDString formats 16 bytes as canonical UUID text.
