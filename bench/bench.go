@@ -254,8 +254,14 @@ func PluginPath() (string, error) {
 	}
 }
 
-// LoadWASM compiles and loads the plugin at path (compilation is not part of any timing).
+// LoadWASM compiles and loads the plugin at path with the object capability granted
+// (compilation is not part of any timing).
 func LoadWASM(ctx context.Context, path string) (*WASM, error) {
+	return loadWASM(ctx, path, abi.CapObject)
+}
+
+// loadWASM compiles and loads the plugin at path with the capabilities caps.
+func loadWASM(ctx context.Context, path string, caps ...string) (*WASM, error) {
 	wasm, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -266,7 +272,7 @@ func LoadWASM(ctx context.Context, path string) (*WASM, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, err := rt.Load(ctx, wasm, []string{abi.CapObject}, runtime.Limits{})
+	p, err := rt.Load(ctx, wasm, caps, runtime.Limits{})
 	if err != nil {
 		rt.Close(ctx)
 		return nil, err

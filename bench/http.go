@@ -58,20 +58,7 @@ func HTTPPluginPath() (string, error) {
 
 // LoadHTTPWASM loads the http plugin with the http capability granted.
 func LoadHTTPWASM(ctx context.Context, path string) (*WASM, error) {
-	wasm, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	rt, err := runtime.New(ctx, runtime.Config{CacheDir: filepath.Join(os.TempDir(), "sluice-test-wazero-cache")})
-	if err != nil {
-		return nil, err
-	}
-	p, err := rt.Load(ctx, wasm, []string{abi.CapHTTP}, runtime.Limits{})
-	if err != nil {
-		rt.Close(ctx)
-		return nil, err
-	}
-	return &WASM{RT: rt, Plugin: p}, nil
+	return loadWASM(ctx, path, abi.CapHTTP)
 }
 
 const httpBenchKey = "phc_bench"

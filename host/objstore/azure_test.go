@@ -385,7 +385,7 @@ func TestAzureBadCredentials(t *testing.T) {
 			}
 		}
 	}
-	if _, err := NewAzureBlob(context.Background(), AzureConfig{Container: name, AccountName: azuriteAccount, AccountKey: "not base64!"}); Classify(err) != Denied {
+	if _, err := NewAzureBlob(context.Background(), AzureConfig{Container: name, AccountName: azuriteAccount, AccountKey: "not base64!", EndpointURL: "http://127.0.0.1:1/" + azuriteAccount}); Classify(err) != Denied {
 		t.Fatalf("a key that is not base64: %v (%v)", err, Classify(err))
 	}
 }
