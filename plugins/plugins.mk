@@ -20,13 +20,22 @@ $(GO_PLUGIN_WASM): $(PLUGINS_DIR)/%.wasm: FORCE
 	CGO_ENABLED=0 GOOS=wasip1 GOARCH=wasm $(GO) build -buildmode=c-shared -trimpath \
 		-tags '$(GO_PLUGIN_TAGS_$*)' -ldflags="-s -w -buildid=" -o $@ ./plugins/$*
 
-$(PLUGINS_DIR)/%.wasm: plugins/%/src/lib.rs
-	@mkdir -p $(PLUGINS_DIR)
+# The Rust SDK crate (sdk/rust), compiled once into an rlib the Rust plugins link with
+# --extern: plain rustc, no cargo registry.
+RUST_SDK_RLIB := $(BIN)/rust/libsluice_sdk.rlib
+RUSTFLAGS_WASM := --edition 2018 -C opt-level=3 -C panic=abort -C codegen-units=1 \
+	--remap-path-prefix=$(CURDIR)=. --target wasm32-wasi
+
+$(RUST_SDK_RLIB): sdk/rust/src/lib.rs
+	@mkdir -p $(dir $@)
 	@$(RUSTC) --print target-list | grep -qx wasm32-wasi || { \
 		echo "$(RUSTC) lacks wasm32-wasi: apt-get install -y rustc libstd-rust-dev-wasm32"; exit 1; }
-	$(RUSTC) --edition 2018 --crate-type cdylib -C opt-level=3 -C lto -C panic=abort \
-		-C strip=symbols -C codegen-units=1 --remap-path-prefix=$(CURDIR)=. \
-		--target wasm32-wasi -o $@ $<
+	$(RUSTC) $(RUSTFLAGS_WASM) --crate-type rlib --crate-name sluice_sdk -o $@ $<
+
+$(PLUGINS_DIR)/%.wasm: plugins/%/src/lib.rs $(RUST_SDK_RLIB)
+	@mkdir -p $(PLUGINS_DIR)
+	$(RUSTC) $(RUSTFLAGS_WASM) --crate-type cdylib -C lto -C strip=symbols \
+		--extern sluice_sdk=$(RUST_SDK_RLIB) -o $@ $<
 
 plugins-lock: plugins ## rewrite plugins.lock from the built plugins (after an intended change)
 	$(GO) run ./cmd/sluice plugins lock --plugins-dir $(PLUGINS_DIR) --lock plugins.lock
