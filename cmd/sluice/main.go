@@ -4,6 +4,8 @@
 //	sluice plugins verify        check built plugins against plugins.lock
 //	sluice plugins lock          rewrite plugins.lock from the built plugins
 //	sluice plugins test X.wasm   run a plugin through the conformance suite
+//	sluice plugins run X.wasm    one run over recorded batches into a memory store
+//	sluice plugins new NAME      write a plugin project (--lang go|rust|assemblyscript)
 //	sluice demo                  seed synthetic events into the embedded store
 //	sluice secrets rotate        re-seal every destination secret with the newest key
 //	sluice version
@@ -54,6 +56,10 @@ func run(ctx context.Context, args []string) error {
 			return pluginsLock(ctx, args[2:])
 		case "test":
 			return pluginsTest(ctx, args[2:])
+		case "run":
+			return pluginsRun(ctx, args[2:])
+		case "new":
+			return pluginsNew(args[2:])
 		}
 	case "demo":
 		return demoSeed(ctx, args[1:])
@@ -72,6 +78,10 @@ func usage() error {
   sluice plugins verify [--plugins-dir D] [--lock F]
   sluice plugins lock [--plugins-dir D] [--lock F]
   sluice plugins test PATH.wasm           run a plugin through the conformance suite
+  sluice plugins run [--batch F]... [--out D] PATH.wasm
+                                          one run over recorded batches, objects to D
+  sluice plugins new --lang go|rust|assemblyscript [--dir D] NAME
+                                          write a plugin project that builds and tests
   sluice demo [--data-dir D] [--events N] seed synthetic events into the embedded store
   sluice secrets rotate [--data-dir D] [--database-url U] [--secret-key K]
                                           re-seal every destination secret with the first key
