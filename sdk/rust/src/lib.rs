@@ -24,7 +24,9 @@
 
 #![allow(clippy::missing_safety_doc)]
 
-/// The raw host imports of SPEC section 6 (module `sluice_v1`, ABI 1.0).
+/// The raw host imports of SPEC section 6 (module `sluice_v1`, ABI 1.0). Native unit tests
+/// (`rustc --test`) link the fake host of `mod fakehost` instead.
+#[cfg(not(test))]
 pub mod sys {
     #[link(wasm_import_module = "sluice_v1")]
     extern "C" {
@@ -47,6 +49,97 @@ pub mod sys {
         /// Runs the static constructors of the Rust runtime (provided by wasm-ld).
         pub fn __wasm_call_ctors();
     }
+}
+
+#[cfg(test)]
+pub use fakehost as sys;
+
+/// A fake host for native unit tests: one response buffer, uploads that record their bytes.
+#[cfg(test)]
+pub mod fakehost {
+    use std::cell::RefCell;
+    thread_local! {
+        pub static RESPONSE: RefCell<Vec<u8>> = RefCell::new(Vec::new());
+        pub static STATUS: RefCell<u32> = RefCell::new(0);
+        pub static WRITTEN: RefCell<Vec<u8>> = RefCell::new(Vec::new());
+        pub static LOGS: RefCell<Vec<String>> = RefCell::new(Vec::new());
+    }
+    fn packed(st: u32, v: u32) -> i64 {
+        (((st as u64) << 32) | v as u64) as i64
+    }
+    /// The next host call fails with `st`, leaving `doc` in the response buffer.
+    pub fn fail_next(st: u32, doc: &[u8]) {
+        STATUS.with(|s| *s.borrow_mut() = st);
+        RESPONSE.with(|r| *r.borrow_mut() = doc.to_vec());
+    }
+    fn take_status() -> u32 {
+        STATUS.with(|s| std::mem::replace(&mut *s.borrow_mut(), 0))
+    }
+    fn resp_len() -> u32 {
+        RESPONSE.with(|r| r.borrow().len() as u32)
+    }
+    pub unsafe fn log(_level: i32, ptr: *const u8, len: i32) {
+        let s = std::slice::from_raw_parts(ptr, len as usize);
+        LOGS.with(|l| l.borrow_mut().push(String::from_utf8_lossy(s).into_owned()));
+    }
+    pub unsafe fn log_enabled(_level: i32) -> i32 {
+        1
+    }
+    pub unsafe fn metric(_p: *const u8, _l: i32, _v: i64) -> i32 {
+        take_status() as i32
+    }
+    pub unsafe fn response_read(ptr: *mut u8, cap: i32) -> i64 {
+        RESPONSE.with(|r| {
+            let r = r.borrow();
+            if r.is_empty() {
+                return packed(1, 0);
+            }
+            if (cap as usize) < r.len() {
+                return packed(3, r.len() as u32);
+            }
+            std::ptr::copy_nonoverlapping(r.as_ptr(), ptr, r.len());
+            packed(0, r.len() as u32)
+        })
+    }
+    pub unsafe fn batch_read(_b: i32, _p: *mut u8, _c: i32) -> i64 {
+        packed(1, 0)
+    }
+    pub unsafe fn upload_open(_p: *const u8, _l: i32) -> i64 {
+        let st = take_status();
+        packed(st, if st == 0 { 1 } else { resp_len() })
+    }
+    pub unsafe fn upload_write(_u: i32, ptr: *const u8, len: i32) -> i32 {
+        let s = std::slice::from_raw_parts(ptr, len as usize);
+        WRITTEN.with(|w| w.borrow_mut().extend_from_slice(s));
+        take_status() as i32
+    }
+    pub unsafe fn upload_bytes(_u: i32, out: *mut u64) -> i32 {
+        *out = WRITTEN.with(|w| w.borrow().len() as u64);
+        0
+    }
+    pub unsafe fn upload_commit(_u: i32) -> i64 {
+        let st = take_status();
+        if st == 0 {
+            let n = WRITTEN.with(|w| w.borrow().len());
+            let doc = format!("{{\"key\":\"k.jsonl\",\"bytes\":{},\"etag\":\"e\"}}", n);
+            RESPONSE.with(|r| *r.borrow_mut() = doc.into_bytes());
+        }
+        packed(st, resp_len())
+    }
+    pub unsafe fn upload_abort(_u: i32) -> i32 {
+        0
+    }
+    pub unsafe fn encoder_open(_u: i32, _p: *const u8, _l: i32) -> i64 {
+        let st = take_status();
+        packed(st, if st == 0 { 2 } else { resp_len() })
+    }
+    pub unsafe fn encoder_write(_e: i32, _b: i32) -> i32 {
+        take_status() as i32
+    }
+    pub unsafe fn encoder_close(_e: i32) -> i32 {
+        0
+    }
+    pub unsafe fn __wasm_call_ctors() {}
 }
 
 /// Status names of SPEC section 4, by code.
@@ -702,4 +795,81 @@ macro_rules! export_plugin {
             $crate::rt::close::<$t>(unsafe { &mut SLUICE_DEST })
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let mut out = Vec::new();
+        push_json_str(&mut out, b"a\"b\\c\n\x01");
+        assert_eq!(out, br#""a\"b\\c\u000a\u0001""#.to_vec());
+        let mut j = Json::new();
+        j.raw(b"{").key("n").u64(0).key("s").str(b"x").raw(b"}");
+        assert_eq!(j.buf, br#"{"n":0,"s":"x"}"#.to_vec());
+    }
+
+    #[test]
+    fn scanners() {
+        let doc = br#"{"run_id": "r1", "attempt":3, "config":{"bucket_name":"b\"q","run_id":"no"}}"#;
+        assert_eq!(scan_str(doc, "run_id"), Some(&b"r1"[..]));
+        assert_eq!(scan_u64(doc, "attempt"), 3);
+        assert_eq!(scan_u64(doc, "missing"), 0);
+        assert_eq!(scan_str(doc, "bucket_name"), None); // an escape: not returned
+        let req = OpenRequest::parse(br#"{"interval_start":"a","interval_end":"b","config":{"region":"eu"}}"#).unwrap();
+        assert_eq!(req.config_str("region"), Some(&b"eu"[..]));
+        assert!(OpenRequest::parse(b"{}").is_err());
+    }
+
+    #[test]
+    fn typed_errors() {
+        assert_eq!(Error::retryable("slow", "SlowDown").to_json(), br#"{"message":"slow","status":"retryable_io","code":"SlowDown"}"#.to_vec());
+        assert_eq!(Error::fatal("no", "").to_json(), br#"{"message":"no","status":"fatal_io"}"#.to_vec());
+        assert_eq!(Error::field("bucket_name", "bad").to_json(), br#"{"message":"bad","status":"bad_argument","field":"bucket_name"}"#.to_vec());
+        assert_eq!(Error::new("x").to_json(), br#"{"message":"x"}"#.to_vec());
+    }
+
+    #[test]
+    fn host_errors_pass_the_document_through() {
+        let doc = br#"{"message":"NoSuchBucket: gone","status":"fatal_io","code":"NoSuchBucket"}"#;
+        fakehost::fail_next(7, doc);
+        let e = Upload::open(b"k", "text/plain").err().unwrap();
+        assert_eq!(e.status, Some("fatal_io"));
+        assert_eq!(e.to_json(), doc.to_vec());
+        // No document: one naming the call.
+        fakehost::fail_next(0, b"");
+        let mut up = Upload::open(b"k", "t").unwrap();
+        fakehost::fail_next(6, b"");
+        let e = up.write(b"x").err().unwrap();
+        assert_eq!(e.to_json(), br#"{"message":"upload_write failed: retryable_io","status":"retryable_io"}"#.to_vec());
+    }
+
+    #[test]
+    fn commit_reads_commit_info() {
+        fakehost::WRITTEN.with(|w| w.borrow_mut().clear());
+        let mut up = Upload::open(b"k", "t").unwrap();
+        up.write(b"hello\n").unwrap();
+        assert_eq!(up.bytes().unwrap(), 6);
+        let ci = up.commit().unwrap();
+        assert_eq!((ci.key, ci.bytes), (b"k.jsonl".to_vec(), 6));
+    }
+
+    #[test]
+    fn default_classification() {
+        let req = |st: Option<&'static [u8]>| ClassifyRequest { raw: b"", status: st, code: None, attempt: 1 };
+        for (st, fail) in [(Some(&b"fatal_io"[..]), true), (Some(&b"denied"[..]), true), (Some(&b"retryable_io"[..]), false),
+            (Some(&b"internal"[..]), false), (Some(&b"whatever"[..]), false), (None, false)] {
+            let got = matches!(default_classify(&req(st)), Classification::Fail(_));
+            assert_eq!(got, fail, "{:?}", st.map(|s| String::from_utf8_lossy(s).into_owned()));
+        }
+        assert_eq!(Classification::RetryAfter(5, "r".into()).to_json(), br#"{"outcome":"retry_after","retry_after_ms":5,"reason":"r"}"#.to_vec());
+    }
+
+    #[test]
+    fn result_json() {
+        let r = RunResult { records: 2, bytes: 9, outputs: vec![Output { kind: "object", name: b"k".to_vec(), records: 2, bytes: 9 }] };
+        assert_eq!(r.to_json(), br#"{"records":2,"bytes":9,"outputs":[{"kind":"object","name":"k","records":2,"bytes":9}]}"#.to_vec());
+    }
 }
