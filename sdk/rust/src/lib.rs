@@ -489,6 +489,197 @@ impl Batch {
 }
 
 // ---------------------------------------------------------------------------------------
+// SLB1 decoding (SPEC section 8), for plugins that process records themselves
+
+/// The SLB1 batch decoder: `Batch::read()` copies a batch in, `slb1::Reader` walks it.
+///
+/// ```ignore
+/// let bytes = batch.read()?;
+/// let mut r = slb1::Reader::new(&bytes).map_err(|e| Error::new(&e))?;
+/// let mut row = Vec::new();
+/// while r.next_row(&mut row).map_err(|e| Error::new(&e))? {
+///     if let slb1::Value::Str(event) = row[1] { ... }
+/// }
+/// ```
+pub mod slb1 {
+    pub const STRING: u8 = 1;
+    pub const JSON: u8 = 2;
+    pub const INT64: u8 = 3;
+    pub const TIMESTAMP: u8 = 4;
+    pub const UUID: u8 = 5;
+    pub const FLOAT64: u8 = 6;
+    pub const BOOL: u8 = 7;
+
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Column {
+        pub name: String,
+        pub kind: u8,
+        pub nullable: bool,
+    }
+
+    /// One value of a row; strings and json borrow the batch's bytes.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub enum Value<'a> {
+        Null,
+        Str(&'a [u8]),
+        Json(&'a [u8]),
+        Int(i64),
+        /// Microseconds since 1970-01-01T00:00:00Z.
+        Timestamp(i64),
+        Uuid(&'a [u8]),
+        Float(f64),
+        Bool(bool),
+    }
+
+    /// Reads a batch row by row, refusing every must-reject rule of SPEC section 8.
+    pub struct Reader<'a> {
+        b: &'a [u8],
+        pos: usize,
+        pub columns: Vec<Column>,
+        /// The row count the header declares.
+        pub count: u32,
+        row: u32,
+    }
+
+    fn err<T>(what: &str, at: usize) -> Result<T, String> {
+        Err(format!("malformed SLB1 batch: {} at byte {}", what, at))
+    }
+
+    impl<'a> Reader<'a> {
+        pub fn new(b: &'a [u8]) -> Result<Reader<'a>, String> {
+            if b.len() < 12 || &b[..4] != b"SLB1" {
+                return err("not an SLB1 batch (wrong magic)", 0);
+            }
+            let u32le = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+            let mut r = Reader { b, pos: 12, columns: Vec::new(), count: u32le(4), row: 0 };
+            if u32le(8) != 0 {
+                return err("flags are not 0", 8);
+            }
+            let n = r.uvarint()?;
+            if n == 0 || n > 1024 {
+                return err("column count not in 1..1024", 12);
+            }
+            for _ in 0..n {
+                let l = r.uvarint()? as usize;
+                if l == 0 || l > 256 {
+                    return err("column name length not in 1..256", r.pos);
+                }
+                if r.pos + l + 1 > b.len() {
+                    return err("column name past the end", r.pos);
+                }
+                let name = match std::str::from_utf8(&b[r.pos..r.pos + l]) {
+                    Ok(s) => s.to_string(),
+                    Err(_) => return err("column name is not UTF-8", r.pos),
+                };
+                r.pos += l;
+                let t = b[r.pos];
+                r.pos += 1;
+                let kind = t & 0x7f;
+                if !(1..=7).contains(&kind) {
+                    return err("unknown column kind", r.pos - 1);
+                }
+                r.columns.push(Column { name, kind, nullable: t & 0x80 != 0 });
+            }
+            if (r.count as u64) * n > (b.len() - r.pos) as u64 {
+                return err("row count cannot fit in the batch", 4);
+            }
+            Ok(r)
+        }
+
+        fn uvarint(&mut self) -> Result<u64, String> {
+            let mut x = 0u64;
+            for i in 0..10 {
+                if self.pos >= self.b.len() {
+                    return err("uvarint past the end", self.pos);
+                }
+                let c = self.b[self.pos];
+                self.pos += 1;
+                if i == 9 && c > 1 {
+                    return err("uvarint overflows 64 bits", self.pos - 1);
+                }
+                x |= ((c & 0x7f) as u64) << (7 * i);
+                if c < 0x80 {
+                    return Ok(x);
+                }
+            }
+            err("uvarint longer than 10 bytes", self.pos)
+        }
+
+        fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+            if n > self.b.len() - self.pos {
+                return err("value past the end", self.pos);
+            }
+            let s = &self.b[self.pos..self.pos + n];
+            self.pos += n;
+            Ok(s)
+        }
+
+        /// Decodes the next row into `row` (one value per column). Ok(false) after the
+        /// last row, once the batch is known to have no trailing bytes.
+        pub fn next_row(&mut self, row: &mut Vec<Value<'a>>) -> Result<bool, String> {
+            if self.row == self.count {
+                if self.pos != self.b.len() {
+                    return err("trailing bytes after the last row", self.pos);
+                }
+                return Ok(false);
+            }
+            row.clear();
+            for c in 0..self.columns.len() {
+                let (kind, nullable) = (self.columns[c].kind, self.columns[c].nullable);
+                if nullable {
+                    match self.take(1)?[0] {
+                        0 => {
+                            row.push(Value::Null);
+                            continue;
+                        }
+                        1 => {}
+                        _ => return err("presence byte is not 0 or 1", self.pos - 1),
+                    }
+                }
+                let v = match kind {
+                    STRING | JSON => {
+                        let l = self.uvarint()?;
+                        if l > (self.b.len() - self.pos) as u64 {
+                            return err("string past the end", self.pos);
+                        }
+                        let s = self.take(l as usize)?;
+                        if kind == STRING {
+                            Value::Str(s)
+                        } else {
+                            Value::Json(s)
+                        }
+                    }
+                    INT64 | TIMESTAMP => {
+                        let z = self.uvarint()?;
+                        let n = (z >> 1) as i64 ^ -((z & 1) as i64);
+                        if kind == INT64 {
+                            Value::Int(n)
+                        } else {
+                            Value::Timestamp(n)
+                        }
+                    }
+                    UUID => Value::Uuid(self.take(16)?),
+                    FLOAT64 => {
+                        let s = self.take(8)?;
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(s);
+                        Value::Float(f64::from_le_bytes(a))
+                    }
+                    _ => match self.take(1)?[0] {
+                        0 => Value::Bool(false),
+                        1 => Value::Bool(true),
+                        _ => return err("bool byte is not 0 or 1", self.pos - 1),
+                    },
+                };
+                row.push(v);
+            }
+            self.row += 1;
+            Ok(true)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Control messages
 
 /// The OpenRequest of a run: the raw document and the fields every plugin reads.
@@ -871,5 +1062,79 @@ mod tests {
     fn result_json() {
         let r = RunResult { records: 2, bytes: 9, outputs: vec![Output { kind: "object", name: b"k".to_vec(), records: 2, bytes: 9 }] };
         assert_eq!(r.to_json(), br#"{"records":2,"bytes":9,"outputs":[{"kind":"object","name":"k","records":2,"bytes":9}]}"#.to_vec());
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    // SPEC section 8's worked example (abi/testdata/minimal.hex).
+    const MINIMAL: &str = "534c4231020000000000000002016e030173810301026869d80400";
+
+    fn minimal() -> Vec<u8> {
+        unhex(&MINIMAL.replace(' ', ""))
+    }
+
+    #[test]
+    fn slb1_worked_example() {
+        let b = minimal();
+        let mut r = slb1::Reader::new(&b).unwrap();
+        assert_eq!(r.columns, vec![
+            slb1::Column { name: "n".into(), kind: slb1::INT64, nullable: false },
+            slb1::Column { name: "s".into(), kind: slb1::STRING, nullable: true },
+        ]);
+        let mut row = Vec::new();
+        assert!(r.next_row(&mut row).unwrap());
+        assert_eq!(row, vec![slb1::Value::Int(-2), slb1::Value::Str(b"hi")]);
+        assert!(r.next_row(&mut row).unwrap());
+        assert_eq!(row, vec![slb1::Value::Int(300), slb1::Value::Null]);
+        assert!(!r.next_row(&mut row).unwrap());
+    }
+
+    #[test]
+    fn slb1_must_reject() {
+        let m = minimal();
+        let with = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = m.clone();
+            f(&mut b);
+            b
+        };
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("wrong magic", with(&|b| b[0] = b'T')),
+            ("flags", with(&|b| b[8] = 1)),
+            ("zero columns", with(&|b| b[12] = 0)),
+            ("1025 columns", with(&|b| {
+                b[12] = 0x81;
+                b.insert(13, 0x08)
+            })),
+            ("empty name", with(&|b| b[13] = 0)),
+            ("non-UTF-8 name", with(&|b| b[14] = 0xff)),
+            ("unknown kind", with(&|b| b[15] = 0x08)),
+            ("length past the end", with(&|b| b[21] = 0x7f)),
+            ("presence byte 2", with(&|b| b[20] = 2)),
+            ("bool byte 2", unhex("534c4231010000000000000001016207 02".replace(' ', "").as_str())),
+            ("count cannot fit", with(&|b| {
+                b[4] = 0xe8;
+                b[5] = 0x03
+            })),
+            ("trailing bytes", with(&|b| b.push(0))),
+            ("truncated", with(&|b| b.truncate(b.len() - 2))),
+        ];
+        for (name, b) in cases {
+            let ok = match slb1::Reader::new(&b) {
+                Err(_) => false,
+                Ok(mut r) => {
+                    let mut row = Vec::new();
+                    loop {
+                        match r.next_row(&mut row) {
+                            Ok(true) => continue,
+                            Ok(false) => break true,
+                            Err(_) => break false,
+                        }
+                    }
+                }
+            };
+            assert!(!ok, "{}: accepted", name);
+        }
     }
 }
