@@ -20,7 +20,7 @@ include plugins/plugins.mk
 run: build $(GO_PLUGIN_WASM) ## start Sluice on embedded defaults (API on 127.0.0.1:8080, data in ./data)
 	$(BIN)/sluice serve --plugins-dir $(BIN)/plugins --demo
 
-deps: ## install the Debian packages the plugins and tests need (wabt, rustc for wasm32-wasi, lld)
+deps: ## install the Debian packages the plugins and tests need (wabt, rustc for wasm32-wasi, lld, chromium, npm)
 	@bash .ci/deps
 
 test: deps plugins ## start the loopback test servers, then run every test with the race detector
