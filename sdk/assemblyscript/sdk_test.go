@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -89,6 +90,7 @@ func TestSampleConformance(t *testing.T) {
 			"events_2.hex": {vector(t, "events_2.hex")},
 			"empty.hex":    {vector(t, "empty.hex")},
 			"minimal.hex":  {vector(t, "minimal.hex")},
+			"edge values":  {edgeBatch(t)},
 			"3 batches of events": {conformance.Batch(conformance.Events(50, 400, 1)),
 				conformance.Batch(conformance.Events(1, 100, 2)), conformance.Batch(conformance.Events(20, 2000, 3))},
 		} {
@@ -129,6 +131,63 @@ func TestSampleConformance(t *testing.T) {
 			}
 		}
 	})
+}
+
+// edgeBatch holds the values whose JSON form is easy to get wrong: escapes (\b \f, other
+// control characters, U+2028, invalid UTF-8), floats (integral, tiny, huge, NaN, infinities),
+// int64 and timestamp extremes, nulls of every kind.
+func edgeBatch(t *testing.T) []byte {
+	t.Helper()
+	cols := []abi.Column{{Name: "s", Kind: abi.KindString, Nullable: true}, {Name: "f", Kind: abi.KindFloat64, Nullable: true},
+		{Name: "i", Kind: abi.KindInt64, Nullable: true}, {Name: "ts", Kind: abi.KindTimestamp, Nullable: true},
+		{Name: "u", Kind: abi.KindUUID, Nullable: true}, {Name: "b", Kind: abi.KindBool, Nullable: true},
+		{Name: "j", Kind: abi.KindJSON, Nullable: true}}
+	w := abi.NewBatchWriter(cols, nil)
+	strs := []string{"", "plain", "q\"b\\s/", "\b\f\n\r\t\x00\x1f\x7f", "line\u2028para\u2029", "bad\xff\xc0\x80utf8\xed\xa0\x80",
+		"é中😀", "</script>&"}
+	floats := []float64{0, 1, -2.5, 0.1, 1e21, 1e20, 1e-7, 1e-6, 123456789.125, 5e-324, math.MaxFloat64, math.NaN(), math.Inf(1), math.Inf(-1), -0.0}
+	ints := []int64{0, -1, math.MinInt64, math.MaxInt64, 300}
+	stamps := []int64{0, -1, 1_700_000_000_123_456, -62135596800_000_000, 253402300799_999_999}
+	n := max(len(strs), len(floats), len(ints), len(stamps))
+	for i := 0; i <= n; i++ {
+		if i < len(strs) {
+			w.AppendString(strs[i])
+		} else {
+			w.AppendNull()
+		}
+		if i < len(floats) {
+			w.AppendFloat(floats[i])
+		} else {
+			w.AppendNull()
+		}
+		if i < len(ints) {
+			w.AppendInt(ints[i])
+		} else {
+			w.AppendNull()
+		}
+		if i < len(stamps) {
+			w.AppendTimestamp(stamps[i])
+		} else {
+			w.AppendNull()
+		}
+		if i%2 == 0 {
+			w.AppendUUID([16]byte{0xde, 0xad, byte(i), 0xef, 15: 0xff})
+		} else {
+			w.AppendNull()
+		}
+		if i%3 == 2 {
+			w.AppendNull()
+		} else {
+			w.AppendBool(i%3 == 1)
+		}
+		if i%2 == 0 {
+			w.AppendString(`{"a":[1,2,{"b":null}],"c":"d"}`)
+		} else {
+			w.AppendNull()
+		}
+		w.EndRow()
+	}
+	return w.Bytes()
 }
 
 // malformed returns one batch per must-reject rule of SPEC section 8, each a small change

@@ -186,6 +186,14 @@ export class BatchReader {
   }
 
   isNull(c: i32): bool { return this.nulls[c]; }
+  /**
+   * Where the current row's string, json, uuid (16 bytes) or float64 (8 bytes) value of
+   * column c lies in the batch, for copying it without a string (ByteBuffer.raw,
+   * ByteBuffer.jsonString, ByteBuffer.uuid). Valid while the batch bytes are.
+   */
+  valuePtr(c: i32): usize { return this.buf.dataStart + <usize>this.starts[c]; }
+  /** The byte length of a string or json value. */
+  valueLen(c: i32): i32 { return this.lens[c]; }
   /** A string or json value (UTF-8 decoded; invalid bytes become U+FFFD). */
   getString(c: i32): string {
     if (this.nulls[c]) return "";

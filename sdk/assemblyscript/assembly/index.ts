@@ -3,4 +3,5 @@
 export * from "./sdk";
 export * from "./json";
 export * from "./batch";
+export * from "./bytes";
 export { Status, statusName } from "./host";

@@ -212,6 +212,10 @@ export class Upload {
   writeString(s: string): PluginError | null {
     return this.write(String.UTF8.encode(s));
   }
+  /** Appends n bytes at ptr (a ByteBuffer's dataStart: ByteBuffer.writeTo). */
+  writeBytes(ptr: usize, n: i32): PluginError | null {
+    return check("upload_write", <u32>host.upload_write(this.handle, ptr, n));
+  }
   /** Bytes received so far, after encoding and compression (split files on it); -1 on error. */
   bytes(): i64 {
     const out = new ArrayBuffer(8);

@@ -6,8 +6,8 @@
 // per-record logic works.
 
 import {
-  Batch, BatchReader, Destination, Encoder, EncoderSpec, JSONValue, Kind, Level, PluginError,
-  Result, Output, RunContext, Upload, UploadSpec, formatTimestamp, log, quote, register,
+  Batch, BatchReader, ByteBuffer, Destination, Encoder, EncoderSpec, JSONValue, Kind, Level,
+  PluginError, Result, Output, RunContext, Upload, UploadSpec, log, register,
 } from "../../assembly/index";
 
 export * from "../../assembly/exports";
@@ -27,6 +27,7 @@ class JsonlDest extends Destination {
   guest: bool = false;
   key: string = "";
   records: i64 = 0;
+  out: ByteBuffer = new ByteBuffer();
 
   validate(config: JSONValue, secretsSet: string[]): PluginError | null {
     const r = config.getString("route", "host");
@@ -61,11 +62,11 @@ class JsonlDest extends Destination {
     }
     const r = b.reader();
     if (b.error != null) return b.error;
-    const lines: string[] = [];
-    while (r.next()) lines.push(line(r));
+    const out = this.out;
+    while (r.next()) line(r, out);
     if (r.error != null) return PluginError.plugin("as-jsonl: bad batch: " + r.error!);
     if (<i64>r.row != <i64>b.records) return PluginError.plugin("as-jsonl: batch has " + r.row.toString() + " rows, the host said " + b.records.toString());
-    const err = this.upload!.writeString(lines.join(""));
+    const err = out.writeTo(this.upload!);
     if (err != null) return err;
     this.records += r.row;
     return null;
@@ -91,24 +92,26 @@ class JsonlDest extends Destination {
   }
 }
 
-/** One record as a JSON line, the values written as the host's jsonl encoder writes them. */
-function line(r: BatchReader): string {
-  let s = "{";
+/**
+ * One record as a JSON line into out, the values written as the host's jsonl encoder writes
+ * them (json values are copied as they are: the host also compacts multi-line JSON and
+ * quotes invalid JSON).
+ */
+function line(r: BatchReader, out: ByteBuffer): void {
   for (let c = 0; c < r.columns.length; c++) {
     const col = r.columns[c];
-    if (c > 0) s += ",";
-    s += quote(col.name) + ":";
-    if (r.isNull(c)) { s += "null"; continue; }
+    out.byte(c == 0 ? 0x7b : 0x2c).utf8("\"" + col.name + "\":"); // names need no escapes here
+    if (r.isNull(c)) { out.ascii("null"); continue; }
     const k = col.kind;
-    if (k == Kind.STRING) s += quote(r.getString(c));
-    else if (k == Kind.JSON) s += r.getString(c);
-    else if (k == Kind.INT64) s += r.getInt64(c).toString();
-    else if (k == Kind.TIMESTAMP) s += "\"" + formatTimestamp(r.getTimestamp(c)) + "\"";
-    else if (k == Kind.UUID) s += "\"" + r.getUUID(c) + "\"";
-    else if (k == Kind.FLOAT64) s += r.getFloat64(c).toString();
-    else s += r.getBool(c) ? "true" : "false";
+    if (k == Kind.STRING) out.jsonString(r.valuePtr(c), r.valueLen(c));
+    else if (k == Kind.JSON) out.raw(r.valuePtr(c), r.valueLen(c));
+    else if (k == Kind.INT64) out.int(r.getInt64(c));
+    else if (k == Kind.TIMESTAMP) out.byte(0x22).timestamp(r.getTimestamp(c)).byte(0x22);
+    else if (k == Kind.UUID) out.byte(0x22).uuid(r.valuePtr(c)).byte(0x22);
+    else if (k == Kind.FLOAT64) out.float(r.getFloat64(c));
+    else out.ascii(r.getBool(c) ? "true" : "false");
   }
-  return s + "}\n";
+  out.ascii("}\n");
 }
 
 register(MANIFEST, (): Destination => new JsonlDest());
