@@ -16,7 +16,8 @@ func load(t *testing.T, name string) ([]byte, *runtime.Runtime) {
 	if err != nil {
 		t.Fatalf("%v (run `make plugins`)", err)
 	}
-	rt, err := runtime.New(context.Background(), runtime.Config{CacheDir: t.TempDir()})
+	// The compilation cache `sluice plugins test` uses: a big module (s3) compiles once.
+	rt, err := runtime.New(context.Background(), runtime.Config{CacheDir: filepath.Join(os.TempDir(), "sluice-conformance-cache")})
 	if err != nil {
 		t.Fatal(err)
 	}
