@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluicehq/sluice/abi"
 	"github.com/sluicehq/sluice/host/runtime"
+	"github.com/sluicehq/sluice/host/runtime/conformance"
 )
 
 // TestSpecEdgeCases checks what abi/SPEC.md states about its edge cases against the host,
@@ -32,6 +33,13 @@ func TestSpecEdgeCases(t *testing.T) {
 	p, err := rt.Load(ctx, mod, nil, runtime.Limits{})
 	if err != nil {
 		t.Fatal(err)
+	}
+
+	// §12: the conformance suite names the CLI flag that gives a required field a value.
+	rep := conformance.Run(ctx, newRuntime(t, runtime.Config{}), mod, conformance.Options{})
+	i := slices.IndexFunc(rep.Steps, func(s conformance.Step) bool { return s.Name == "manifest sanity" })
+	if i < 0 || rep.Steps[i].OK || !strings.Contains(rep.Steps[i].Message, `sluice plugins test -config '{"needed": ...}'`) {
+		t.Errorf("the suite does not name the -config flag for a required field: %+v", rep.Steps)
 	}
 
 	err = p.Validate(ctx, abi.ValidateRequest{Config: map[string]any{}})

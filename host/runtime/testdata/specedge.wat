@@ -6,7 +6,8 @@
 ;;   length 0 and a non-zero pointer (an empty success);
 ;; - sluice_validate fails with an Error whose status and code are JSON numbers;
 ;; - sluice_write_batch fails with an error of its own (no status); sluice_classify and
-;;   sluice_finish return 0 (an empty document).
+;;   sluice_finish return 0 (an empty document);
+;; - its manifest has a required field without a default (the conformance suite's message).
 (module
   (import "sluice_v1" "log" (func $log (param i32 i32 i32)))
   (import "sluice_v1" "metric" (func $metric (param i32 i32 i64) (result i32)))
@@ -14,7 +15,7 @@
   (global $started (mut i32) (i32.const 0))
   (global $st (mut i32) (i32.const -1))
   (data (i32.const 8) "x")
-  (data (i32.const 16) "{\"name\":\"specedge\",\"version\":\"0.1.0\",\"abi_version\":\"1.0\",\"description\":\"SPEC edge cases\",\"capabilities\":[],\"config\":[]}")
+  (data (i32.const 16) "{\"name\":\"specedge\",\"version\":\"0.1.0\",\"abi_version\":\"1.0\",\"description\":\"SPEC edge cases\",\"capabilities\":[],\"config\":[{\"name\":\"needed\",\"type\":\"string\",\"required\":true}]}")
   (data (i32.const 512) "{\"error\":{\"message\":\"numeric status\",\"status\":7,\"code\":404}}")
   (data (i32.const 768) "{\"error\":{\"message\":\"own failure\"}}")
   (func $start
@@ -28,7 +29,7 @@
   (func (export "sluice_abi_v1_0"))
   (func (export "sluice_alloc") (param $n i32) (result i32)
     (select (i32.const 4096) (i32.const 0) (i32.lt_u (local.get $n) (i32.const 60000))))
-  (func (export "sluice_describe") (result i64) (i64.const 68719476855))
+  (func (export "sluice_describe") (result i64) (i64.const 68719476904))
   (func (export "sluice_validate") (param i32 i32) (result i64) (i64.const 2199023255612))
   (func (export "sluice_open") (param i32 i32) (result i64)
     (call $log (i32.const 0) (i32.const 0) (i32.const 0))
