@@ -186,13 +186,17 @@ func groupByName(all []storage.Plugin) [][]storage.Plugin {
 }
 
 func (s *Server) versions(c echo.Context, group []storage.Plugin) ([]versionView, error) {
+	ids := make([]string, len(group))
+	for i, p := range group {
+		ids[i] = p.ID
+	}
+	counts, err := s.db.CountExportsByPlugin(c.Request().Context(), ids)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]versionView, len(group))
 	for i, p := range group {
-		n, err := s.db.CountExports(c.Request().Context(), storage.ExportFilter{PluginID: p.ID})
-		if err != nil {
-			return nil, err
-		}
-		out[i] = versionView{ID: p.ID, Version: p.Version, SHA256: p.SHA256, CreatedAt: p.CreatedAt, Exports: n}
+		out[i] = versionView{ID: p.ID, Version: p.Version, SHA256: p.SHA256, CreatedAt: p.CreatedAt, Exports: counts[p.ID]}
 	}
 	return out, nil
 }

@@ -202,6 +202,28 @@ func (db *DB) CountExports(ctx context.Context, f ExportFilter) (int64, error) {
 	return n, mapErr(err, "count exports")
 }
 
+// CountExportsByPlugin counts the live exports pinned to each of the plugin rows, in one
+// query: plugin id -> count (ids no live export pins are absent).
+func (db *DB) CountExportsByPlugin(ctx context.Context, pluginIDs []string) (map[string]int64, error) {
+	var rows []struct {
+		PluginID string `gorm:"column:plugin_id"`
+		N        int64  `gorm:"column:n"`
+	}
+	out := map[string]int64{}
+	if len(pluginIDs) == 0 {
+		return out, nil
+	}
+	err := db.gdb.WithContext(ctx).Model(&BatchExport{}).Select("plugin_id, COUNT(*) AS n").
+		Where("deleted_at IS NULL AND plugin_id IN ?", pluginIDs).Group("plugin_id").Scan(&rows).Error
+	if err != nil {
+		return nil, mapErr(err, "count exports by plugin")
+	}
+	for _, r := range rows {
+		out[r.PluginID] = r.N
+	}
+	return out, nil
+}
+
 func (db *DB) findExports(q *gorm.DB) ([]BatchExport, error) {
 	var out []BatchExport
 	if err := q.Find(&out).Error; err != nil {

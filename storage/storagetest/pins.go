@@ -61,11 +61,18 @@ func testPluginPins(t *testing.T, newConfig NewConfig) {
 			t.Errorf("ListExports(%+v) = %d exports, want %d", tc.f, len(l), tc.want)
 		}
 	}
+	byPlugin := check(db.CountExportsByPlugin(ctx, []string{v1.ID, v2.ID, "none"}))(t)
+	if len(byPlugin) != 2 || byPlugin[v1.ID] != 1 || byPlugin[v2.ID] != 1 {
+		t.Errorf("CountExportsByPlugin = %v, want one export each", byPlugin)
+	}
 	if err := db.SoftDeleteExport(ctx, other.ID); err != nil {
 		t.Fatal(err)
 	}
 	if n := check(db.CountExports(ctx, storage.ExportFilter{PluginID: v1.ID}))(t); n != 0 {
 		t.Errorf("a deleted export still counts: %d", n)
+	}
+	if m := check(db.CountExportsByPlugin(ctx, []string{v1.ID}))(t); len(m) != 0 {
+		t.Errorf("a deleted export still counts by plugin: %v", m)
 	}
 
 	// Versions are found by version, by module, or by both.
