@@ -291,6 +291,42 @@ func (h *Host) pluginFor(ctx context.Context, pluginID, pinned string) (*runtime
 	return p, m, nil
 }
 
+// UnloadDeletedPlugins releases what this host keeps loaded of plugin versions deleted
+// since (through any host): their instances and compiled code, which would otherwise stay
+// until the host restarts. A module still loaded under another plugin row stays. The host
+// runs it every ReapInterval; it returns how many versions it released.
+func (h *Host) UnloadDeletedPlugins(ctx context.Context) (int, error) {
+	h.mu.Lock()
+	ids := make([]string, 0, len(h.plugins))
+	for id := range h.plugins {
+		ids = append(ids, id)
+	}
+	h.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		if _, err := h.db.GetPlugin(ctx, id); !errors.Is(err, storage.ErrNotFound) {
+			if err != nil {
+				return n, fmt.Errorf("unload deleted plugins: %w", err)
+			}
+			continue
+		}
+		h.mu.Lock()
+		p := h.plugins[id]
+		delete(h.plugins, id)
+		shared := false
+		for _, q := range h.plugins {
+			shared = shared || q == p
+		}
+		h.mu.Unlock()
+		if p != nil && !shared {
+			h.rt.Unload(ctx, p)
+		}
+		n++
+		h.log.Info("unloaded a deleted plugin version", "plugin_id", id, "sha256", p.SHA256)
+	}
+	return n, nil
+}
+
 // installLocked installs the first-party plugins pinned in the lock file from PluginsDir,
 // refusing any module whose sha256 differs from the lock.
 func (h *Host) installLocked(ctx context.Context) error {

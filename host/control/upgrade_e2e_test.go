@@ -2,6 +2,7 @@ package control_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -158,6 +159,17 @@ func exerciseUpgrade(t *testing.T, e *env) {
 	}
 
 	e.do("DELETE", "/api/v1/plugins/versioned/versions/1.0.0", nil, http.StatusNoContent)
+	// This host ran v1: it releases v1's module, and only that.
+	if n, err := e.host.UnloadDeletedPlugins(context.Background()); n != 1 || err != nil {
+		t.Errorf("unloading the deleted v1: %d released, %v", n, err)
+	}
+	if n, err := e.host.UnloadDeletedPlugins(context.Background()); n != 0 || err != nil {
+		t.Errorf("a second sweep: %d released, %v", n, err)
+	}
+	// v2 stays loaded and usable: the export's destination test runs on it.
+	if rep := e.do("POST", "/api/v1/batch_exports/"+id+"/test", nil, http.StatusOK); rep["steps"] == nil {
+		t.Errorf("test after the sweep: %v", rep)
+	}
 	vs := e.do("GET", "/api/v1/plugins/versioned", nil, http.StatusOK)["versions"].([]any)
 	if len(vs) != 1 || vs[0].(map[string]any)["sha256"] != sha[1] {
 		t.Fatalf("after deleting v1: %v", vs)
