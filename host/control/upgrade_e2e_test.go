@@ -174,6 +174,19 @@ func exerciseUpgrade(t *testing.T, e *env) {
 	if len(vs) != 1 || vs[0].(map[string]any)["sha256"] != sha[1] {
 		t.Fatalf("after deleting v1: %v", vs)
 	}
+	// A pin that disagrees with its plugin row (a database edited by hand) fails the run
+	// rather than run another module.
+	forged := strings.Repeat("f", 64)
+	if _, err := e.host.DB().SQL().Exec(fmt.Sprintf("UPDATE batch_exports SET plugin_sha256 = '%s' WHERE id = '%s'", forged, id)); err != nil {
+		t.Fatal(err)
+	}
+	backfill(end.Add(-4*time.Hour), end.Add(-3*time.Hour))
+	e.waitRuns(id, "the run with a forged pin", allFinished(3))
+	for _, r := range pinned() {
+		if r.IntervalEnd.Equal(end.Add(-3*time.Hour)) && (r.Status != "Failed" || !strings.Contains(r.LatestError, "the export pins "+forged)) {
+			t.Errorf("a run whose pin differs from its plugin row: %s %q", r.Status, r.LatestError)
+		}
+	}
 	var versions []string
 	for _, v := range vs {
 		versions = append(versions, v.(map[string]any)["version"].(string))
