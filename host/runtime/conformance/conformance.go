@@ -165,7 +165,7 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 		}
 		for _, f := range m.Config {
 			if f.Required && f.Default == nil && !f.Secret && opts.Config[f.Name] == nil {
-				probs = append(probs, fmt.Sprintf("required field %q has no default: pass it in Options.Config", f.Name))
+				probs = append(probs, fmt.Sprintf("required field %q has no default: give it a value with sluice plugins test -config '{%q: ...}' (Options.Config from Go)", f.Name, f.Name))
 			}
 			if f.Secret && f.Binding == "" {
 				probs = append(probs, fmt.Sprintf("secret field %q binds no capability parameter (the plugin never sees it)", f.Name))
