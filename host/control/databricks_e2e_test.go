@@ -137,16 +137,25 @@ func TestEndToEndDatabricks(t *testing.T) {
 		}
 	}
 
-	// (2) A personal access token, STRING properties, no schema evolution: one hour; a
-	// transient FAILED statement (the warehouse busy) is retried.
+	// (2) A personal access token, STRING properties, no schema evolution, files of 40
+	// rows: one hour; a transient FAILED statement (the warehouse busy) is retried.
 	fake.Inject(dbxfake.Fault{SQLPrefix: "COPY INTO", Failed: true, Code: "TEMPORARILY_UNAVAILABLE", Message: "The SQL warehouse is starting."})
 	patID := e.createExportTo("databricks", "dbx-pat", config("events_pat",
-		map[string]any{"access_token": pat, "use_variant_type": false, "use_automatic_schema_evolution": false}))
+		map[string]any{"access_token": pat, "use_variant_type": false, "use_automatic_schema_evolution": false, "rows_per_file": 40}))
 	hour := end.Add(-time.Hour)
 	backfill(patID, hour, end)
 	r := e.waitAttempt(patID, 2)
 	if r.Status != "Completed" || r.RecordsCompleted != e.countIn(hour, end) {
 		t.Fatalf("run %+v, want Completed at attempt 2", r)
+	}
+	puts := 0
+	for _, seen := range fake.Seen() {
+		if strings.HasPrefix(seen, "PUT /api/2.0/fs/files/Volumes/main/analytics/sluice_staging/sluice/events_pat/") {
+			puts++
+		}
+	}
+	if want := 2 * int((e.countIn(hour, end)+39)/40); puts != want { // both attempts upload every file
+		t.Errorf("%d files uploaded for events_pat, want %d (40 rows each, two attempts)", puts, want)
 	}
 	ptb := rows("events_pat")
 	e.exactlyOnce(uuids(ptb), hour, end)

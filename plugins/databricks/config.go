@@ -68,15 +68,14 @@ func (c *config) check(secretsSet func(string) bool) error {
 	if secretsSet == nil {
 		return nil
 	}
-	oauth, pat := c.ClientID != "" || secretsSet("client_secret"), secretsSet("access_token")
+	// client_id chooses OAuth; without it, the personal access token.
 	switch {
-	case oauth && pat:
-		return sdk.FieldError("access_token", "set either an OAuth client (client_id and client_secret) or a personal access token, not both")
-	case oauth && c.ClientID == "":
-		return sdk.FieldError("client_id", "client_secret is set: the OAuth client id (the service principal's application id) is required with it")
-	case oauth && !secretsSet("client_secret"):
+	case c.ClientID != "" && !secretsSet("client_secret"):
 		return sdk.FieldError("client_secret", "client_id is set: its OAuth secret is required")
-	case !oauth && !pat:
+	case c.ClientID == "" && !secretsSet("access_token"):
+		if secretsSet("client_secret") {
+			return sdk.FieldError("client_id", "client_secret is set: the OAuth client id (the service principal's application id) is required with it")
+		}
 		return sdk.FieldError("client_id", "set an OAuth client (client_id and client_secret) or a personal access token (access_token)")
 	}
 	return nil

@@ -19,7 +19,6 @@ package dbxfake
 
 import (
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -561,9 +560,4 @@ func (f *Fake) statementStatus(w http.ResponseWriter, r *http.Request, id string
 		}
 	}
 	writeJSON(w, st.response())
-}
-
-// basicAuth builds an HTTP Basic value (for tests of client_secret_basic).
-func basicAuth(id, secret string) string {
-	return "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))
 }
