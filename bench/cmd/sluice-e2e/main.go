@@ -261,6 +261,7 @@ func run(ctx context.Context, c config) error {
 			}
 		}
 		for _, dest := range c.dests {
+			fmt.Printf("\n-- to %s\n", dest)
 			printRSS(rows[dest], c.label+", "+dest)
 		}
 	}
