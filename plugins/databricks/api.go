@@ -24,7 +24,7 @@ type client struct {
 }
 
 const (
-	requestTimeoutMS = 25_000
+	requestTimeoutMS = 30_000 // the host's cap; a statement's wait_timeout is at most 20 s
 	// callBudget is how long one guest call may spend in statements and polls: under the
 	// host's 60 s per guest call, with room for the requests after it.
 	callBudget = 50 * time.Second
@@ -195,7 +195,7 @@ var transientCodes = map[string]bool{
 // budget, after which it cancels the statement and fails (retryably).
 func (c *client) exec(sql string) (*statementResult, error) {
 	wait := c.waitS
-	if left := time.Until(c.deadline) - 5*time.Second; left < time.Duration(wait)*time.Second {
+	if left := time.Until(c.deadline) - 10*time.Second; left < time.Duration(wait)*time.Second {
 		wait = max(5, int(left/time.Second))
 	}
 	body, _ := json.Marshal(map[string]any{"warehouse_id": c.warehouse, "statement": sql, "wait_timeout": fmt.Sprintf("%ds", wait),

@@ -28,6 +28,9 @@ type config struct {
 
 const (
 	maxRowsPerFile = 1_000_000
+	// maxStatementWaitS keeps the server's wait_timeout under the request's timeout (the
+	// host caps a request at 30 s by default).
+	maxStatementWaitS = 20
 	// maxFileBytes closes a file once its body holds this much: half the http capability's
 	// 32 MiB of open bodies per run, leaving room for the row group still being encoded.
 	maxFileBytes = 16 << 20
@@ -62,8 +65,8 @@ func (c *config) check(secretsSet func(string) bool) error {
 	if c.RowsPerFile < 1 || c.RowsPerFile > maxRowsPerFile {
 		return sdk.FieldError("rows_per_file", "must be from 1 to %d, got %d", maxRowsPerFile, c.RowsPerFile)
 	}
-	if c.StatementWaitS < 5 || c.StatementWaitS > 50 {
-		return sdk.FieldError("statement_timeout_seconds", "must be from 5 to 50, got %d", c.StatementWaitS)
+	if c.StatementWaitS < 5 || c.StatementWaitS > maxStatementWaitS {
+		return sdk.FieldError("statement_timeout_seconds", "must be from 5 to %d, got %d", maxStatementWaitS, c.StatementWaitS)
 	}
 	if secretsSet == nil {
 		return nil

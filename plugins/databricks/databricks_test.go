@@ -11,7 +11,7 @@ import (
 func validConfig() config {
 	return config{ServerHostname: "dbc-a1b2c3d4-e5f6.cloud.databricks.com", HTTPPath: "/sql/1.0/warehouses/abc123",
 		Catalog: "main", Schema: "analytics", TableName: "events", Volume: "sluice_staging", RowsPerFile: 50_000,
-		StatementWaitS: 30, UseVariantType: true, SchemaEvolution: true}
+		StatementWaitS: 10, UseVariantType: true, SchemaEvolution: true}
 }
 
 func secrets(names ...string) func(string) bool {
@@ -48,7 +48,7 @@ func TestConfigCheck(t *testing.T) {
 		{"dot", func(c *config) { c.Schema = "a.b" }, []string{"access_token"}, "schema"},
 		{"slash in volume", func(c *config) { c.Volume = "a/b" }, []string{"access_token"}, "volume"},
 		{"rows", func(c *config) { c.RowsPerFile = 0 }, []string{"access_token"}, "rows_per_file"},
-		{"wait", func(c *config) { c.StatementWaitS = 51 }, []string{"access_token"}, "statement_timeout_seconds"},
+		{"wait", func(c *config) { c.StatementWaitS = 21 }, []string{"access_token"}, "statement_timeout_seconds"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := validConfig()

@@ -46,8 +46,8 @@ func init() {
 				Description: "Unity Catalog volume in the schema where files are staged (created if missing)"},
 			{Name: "rows_per_file", Type: abi.TypeInteger, Default: float64(50_000),
 				Description: "events per staged Parquet file (1 to 1000000); a file is also cut at 16 MiB"},
-			{Name: "statement_timeout_seconds", Type: abi.TypeInteger, Default: float64(30),
-				Description: "how long the SQL Statement Execution API waits for a statement before the plugin polls (5 to 50)"},
+			{Name: "statement_timeout_seconds", Type: abi.TypeInteger, Default: float64(10),
+				Description: "how long the SQL Statement Execution API waits for a statement before the plugin polls (5 to 20)"},
 		},
 	}, func() sdk.Destination { return &destination{} })
 }

@@ -28,6 +28,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -469,6 +470,13 @@ func (f *Fake) postStatement(w http.ResponseWriter, body []byte, ft *Fault) {
 	if err := json.Unmarshal(body, &req); err != nil || req.Statement == "" {
 		apiErr(w, http.StatusBadRequest, "INVALID_PARAMETER_VALUE", "statement is required")
 		return
+	}
+	if wt := req.WaitTimeout; wt != "" {
+		secs, err := strconv.Atoi(strings.TrimSuffix(wt, "s"))
+		if !strings.HasSuffix(wt, "s") || err != nil || (secs != 0 && (secs < 5 || secs > 50)) {
+			apiErr(w, http.StatusBadRequest, "INVALID_PARAMETER_VALUE", "wait_timeout must be 0s or from 5s to 50s, got "+wt)
+			return
+		}
 	}
 	if req.WarehouseID == "" || (len(f.opts.Warehouses) > 0 && !contains(f.opts.Warehouses, req.WarehouseID)) {
 		apiErr(w, http.StatusBadRequest, "INVALID_PARAMETER_VALUE", "Warehouse "+req.WarehouseID+" does not exist")
