@@ -950,7 +950,7 @@ func printRSS(rows []rssRow, label string) {
 			mib(x.r.rssPeak), mib(x.r.hwmAfter), mib(x.r.heapPeak), mib(x.r.sysPeak))
 	}
 	w.Flush()
-	if len(rows) >= 2 {
+	if len(rows) >= 2 && rows[0].d.bytes != rows[len(rows)-1].d.bytes { // repetitions of one size: no slope
 		a, b := rows[0], rows[len(rows)-1]
 		slope := float64(b.r.hwmAfter-a.r.hwmAfter) / (float64(b.d.bytes-a.d.bytes) / 1e9)
 		fmt.Printf("VmHWM slope %s: %+.1f MiB per GB of event data (%d -> %d events)\n", label, slope/(1<<20), a.d.n, b.d.n)
