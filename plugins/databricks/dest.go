@@ -101,11 +101,7 @@ func (d *destination) openFile() error {
 	if err != nil {
 		return err
 	}
-	cols := make([]abi.ColumnSelect, 0, len(columns))
-	for _, name := range runColumns() {
-		cols = append(cols, abi.ColumnSelect{Name: name})
-	}
-	enc, err := body.Encoder(abi.EncoderSpec{Format: "parquet", Compression: "zstd", Columns: cols})
+	enc, err := body.Encoder(abi.EncoderSpec{Format: "parquet", Compression: "zstd", Columns: fileColumns()})
 	if err != nil {
 		_ = body.Abort()
 		return err

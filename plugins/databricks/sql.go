@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/sluicehq/sluice/abi"
 )
 
 // column is one column of the target table: its name (also the Parquet column's, the event
@@ -15,16 +17,17 @@ type column struct {
 	typ     string // in the target table
 	json    bool   // properties-like: VARIANT when use_variant_type, else STRING
 	fromRun bool   // false: computed in the MERGE (databricks_ingested_timestamp)
+	uuid    bool   // a uuid column of the run, encoded as text (cast "string")
 }
 
 // columns are PostHog's events columns for Databricks (uuid as text, JSON as VARIANT or
 // STRING), plus the event schema's person and element columns, and the time the row
 // landed.
 var columns = []column{
-	{name: "uuid", typ: "STRING", fromRun: true},
+	{name: "uuid", typ: "STRING", fromRun: true, uuid: true},
 	{name: "event", typ: "STRING", fromRun: true},
 	{name: "distinct_id", typ: "STRING", fromRun: true},
-	{name: "person_id", typ: "STRING", fromRun: true},
+	{name: "person_id", typ: "STRING", fromRun: true, uuid: true},
 	{name: "team_id", typ: "BIGINT", fromRun: true},
 	{name: "properties", json: true, fromRun: true},
 	{name: "person_properties", json: true, fromRun: true},
@@ -35,13 +38,20 @@ var columns = []column{
 	{name: "databricks_ingested_timestamp", typ: "TIMESTAMP"},
 }
 
-// runColumns are the event columns the Parquet files carry, in order.
-func runColumns() []string {
-	var out []string
+// fileColumns selects the event columns the Parquet files carry, in order: uuids as text,
+// because Databricks' (Spark's) Parquet reader refuses the UUID logical type
+// ([PARQUET_TYPE_ILLEGAL], apache/spark#55684).
+func fileColumns() []abi.ColumnSelect {
+	var out []abi.ColumnSelect
 	for _, c := range columns {
-		if c.fromRun {
-			out = append(out, c.name)
+		if !c.fromRun {
+			continue
 		}
+		sel := abi.ColumnSelect{Name: c.name}
+		if c.uuid {
+			sel.Cast = "string"
+		}
+		out = append(out, sel)
 	}
 	return out
 }

@@ -2,7 +2,7 @@ package dbxfake
 
 import (
 	"bytes"
-	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -13,19 +13,21 @@ import (
 
 // value is one Parquet value as read, with its physical/logical kind.
 type value struct {
-	kind string // string, uuid, int64, timestamp, double, bool, bytes
+	kind string // string, int64, timestamp, double, bool, bytes
 	v    any    // string, int64, time.Time, float64, bool, []byte; nil for NULL
 }
 
-// as converts the value for a column of type typ, as Databricks' COPY INTO does; the
-// conversion of a Parquet UUID (FIXED_LEN_BYTE_ARRAY(16)) to its canonical text for a
-// STRING column is this fake's assumption (see docs/databricks.md).
+// errIllegalUUID: Spark's Parquet reader, and so Databricks', refuses the UUID logical type
+// (FIXED_LEN_BYTE_ARRAY(16) UUID): [PARQUET_TYPE_ILLEGAL], apache/spark#55684.
+var errIllegalUUID = errors.New("Illegal Parquet type: FIXED_LEN_BYTE_ARRAY (UUID). SQLSTATE: 42846")
+
+// as converts the value for a column of type typ, as Databricks' COPY INTO does.
 func (x value) as(typ string) (any, string) {
 	if x.v == nil {
 		return nil, ""
 	}
 	switch {
-	case typ == "STRING" && (x.kind == "string" || x.kind == "uuid"):
+	case typ == "STRING" && x.kind == "string":
 		return x.v, ""
 	case typ == "BIGINT" && x.kind == "int64", typ == "TIMESTAMP" && x.kind == "timestamp",
 		typ == "DOUBLE" && x.kind == "double", typ == "BOOLEAN" && x.kind == "bool":
@@ -71,7 +73,7 @@ func decodeParquet(b []byte) ([]map[string]value, error) {
 		case parquet.FixedLenByteArray:
 			kinds[i] = "bytes"
 			if _, ok := lt.(*format.UUIDType); ok {
-				kinds[i] = "uuid"
+				return nil, errIllegalUUID
 			}
 		default:
 			return nil, fmt.Errorf("column %s: Parquet type %s is not supported by dbxfake", fl.Name(), fl.Type())
@@ -123,12 +125,6 @@ func convert(kind string, pv parquet.Value) any {
 		return pv.Double()
 	case "string":
 		return string(pv.ByteArray())
-	case "uuid":
-		h := hex.EncodeToString(pv.ByteArray())
-		if len(h) == 32 {
-			return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
-		}
-		return h
 	}
 	return append([]byte(nil), pv.ByteArray()...)
 }

@@ -2,6 +2,7 @@ package dbxfake
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"strconv"
@@ -217,6 +218,9 @@ func (f *Fake) copyInto(q, path string) (*result, *sqlError) {
 			continue // COPY INTO is idempotent: a loaded file is skipped
 		}
 		rows, derr := decodeParquet(f.files[p])
+		if errors.Is(derr, errIllegalUUID) {
+			return nil, badSQL("PARQUET_TYPE_ILLEGAL", "%v", derr)
+		}
 		if derr != nil {
 			return nil, badSQL("CANNOT_READ_FILE_FOOTER", "Could not read footer for file %s: %v", p, derr)
 		}
