@@ -1,12 +1,17 @@
 package dbxfake
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/host/encode"
 )
 
 type client struct {
@@ -168,4 +173,48 @@ func toJSON(v any) string {
 
 func basicAuth(id, secret string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))
+}
+
+// COPY INTO loads Parquet files written by the host's encoder: uuids cast to text load into
+// STRING columns; the UUID logical type is refused as Databricks refuses it.
+func TestCopyIntoParquet(t *testing.T) {
+	f := New(Options{Token: "pat-1"})
+	defer f.Close()
+	c := client{t: t, f: f, auth: "Bearer pat-1"}
+	c.sql("CREATE VOLUME main.s.v")
+	c.sql("CREATE TABLE main.s.t (`uuid` STRING, `event` STRING, `timestamp` TIMESTAMP)")
+	u := [16]byte{0x01, 0x92, 0xf3, 0xa4, 0xb5, 0xc6, 0x7d, 0xe8, 0x9f, 0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f, 0x60}
+	bw := abi.NewBatchWriter(abi.EventColumns, nil)
+	bw.AppendEvent(&abi.Event{UUID: u, Event: "pageview", DistinctID: "d", Properties: "{}", Timestamp: time.Unix(1700000000, 0)})
+	bw.EndRow()
+	file := func(cast string) string {
+		var buf bytes.Buffer
+		enc, err := encode.New(&buf, abi.EncoderSpec{Format: "parquet", Columns: []abi.ColumnSelect{{Name: "uuid", Cast: cast},
+			{Name: "event"}, {Name: "timestamp"}}}, abi.EventColumns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := enc.WriteBatch(bw.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		if err := enc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return buf.String()
+	}
+	c.call("PUT", "/api/2.0/fs/files/Volumes/main/s/v/uuid/a.parquet", file(""))
+	if s, msg := state(c.sql("COPY INTO main.s.t FROM '/Volumes/main/s/v/uuid/' FILEFORMAT = PARQUET")); s != "FAILED" || !strings.Contains(msg, "PARQUET_TYPE_ILLEGAL") {
+		t.Fatalf("a UUID column: %s %s", s, msg)
+	}
+	c.call("PUT", "/api/2.0/fs/files/Volumes/main/s/v/text/a.parquet", file("string"))
+	for range 2 { // the second COPY skips the loaded file
+		if s, msg := state(c.sql("COPY INTO main.s.t FROM '/Volumes/main/s/v/text' FILEFORMAT = PARQUET")); s != "SUCCEEDED" {
+			t.Fatalf("uuid as text: %s %s", s, msg)
+		}
+	}
+	tb, _ := f.Table("MAIN", "s", "T")
+	if len(tb.Rows) != 1 || tb.Rows[0]["uuid"] != "0192f3a4-b5c6-7de8-9f0a-1b2c3d4e5f60" || tb.Rows[0]["event"] != "pageview" ||
+		!tb.Rows[0]["timestamp"].(time.Time).Equal(time.Unix(1700000000, 0)) {
+		t.Fatalf("rows %v", tb.Rows)
+	}
 }
