@@ -21,7 +21,13 @@ type client struct {
 	requests  int
 	// deadline bounds one guest call's statements (the host's 60 s per call).
 	deadline time.Time
+	// OAuth: the client id and when its token was issued (renewed before its hour ends).
+	clientID string
+	loginAt  time.Time
 }
+
+// tokenRenewal renews an OAuth access token (valid 3600 s) well before it expires.
+const tokenRenewal = 50 * time.Minute
 
 const (
 	requestTimeoutMS = 30_000 // the host's cap; a statement's wait_timeout is at most 20 s
@@ -66,6 +72,11 @@ func wrap(e *apiError) error { return sdk.WithCode(e, e.abiCode(), abi.StatusOK)
 
 // do sends one request and decodes a 2xx JSON answer into out (if not nil).
 func (c *client) do(method, path string, body string, upload *sdk.Upload, headers map[string]string, out any) error {
+	if c.clientID != "" && time.Since(c.loginAt) > tokenRenewal {
+		if err := c.login(c.clientID); err != nil {
+			return err
+		}
+	}
 	req := abi.HTTPRequest{Method: method, URL: path, Body: body, TimeoutMS: requestTimeoutMS, MaxResponseBytes: 1 << 20,
 		Headers: map[string]string{"Authorization": c.auth}, ResponseHeaders: []string{"Retry-After"}}
 	for k, v := range headers {
@@ -143,7 +154,7 @@ func (c *client) login(clientID string) error {
 	if err := json.Unmarshal([]byte(resp.Body), &tok); err != nil || tok.AccessToken == "" {
 		return fmt.Errorf("Databricks OAuth token: the answer holds no access_token")
 	}
-	c.auth = "Bearer " + tok.AccessToken
+	c.auth, c.clientID, c.loginAt = "Bearer "+tok.AccessToken, clientID, time.Now()
 	return nil
 }
 
