@@ -70,7 +70,7 @@ func pluginsLock(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		all := []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP}
+		all := []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP, abi.CapSQL}
 		p, err := rt.Validate(ctx, wasm, all)
 		if err != nil {
 			return fmt.Errorf("%s: %w", f, err)
@@ -156,7 +156,7 @@ func bindWarehouses(ctx context.Context, rt *runtime.Runtime, wasm []byte, bqEnd
 			_ = c()
 		}
 	}
-	v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP})
+	v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP, abi.CapSQL})
 	if err != nil {
 		return release, err
 	}

@@ -135,7 +135,7 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 	// Install checks with everything granted tell us what the plugin requests.
 	var p *runtime.Plugin
 	if !r.step("validate module", func() (string, error) {
-		v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP})
+		v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP, abi.CapSQL})
 		if err != nil {
 			return "", err
 		}
