@@ -38,6 +38,8 @@ type Options struct {
 	// plugins test` binds it to the config's url, or to a loopback receiver that accepts
 	// every request.
 	HTTP runtime.HTTPCaller
+	// SQL binds the sql capability (ABI 1.1).
+	SQL runtime.SQLCaller
 }
 
 // Step is one checked step.
@@ -106,6 +108,7 @@ func (r *runner) bindings(opts Options) runtime.Bindings {
 		Warehouses: opts.Warehouses,
 		Sinks:      opts.Sinks,
 		HTTP:       opts.HTTP,
+		SQL:        opts.SQL,
 		Log: func(level slog.Level, msg string) {
 			r.mu.Lock()
 			r.logs = append(r.logs, level.String()+" "+msg)
