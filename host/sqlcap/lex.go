@@ -171,7 +171,7 @@ func readQuoted(s string, q byte, backslashes bool) (string, int, bool) {
 	return "", 0, false
 }
 
-// readString reads a '...' literal at the start of s: '' is a quote; with backslashes
+// readString reads a quoted string literal at the start of s (a doubled quote is one quote); with backslashes
 // (clickhouse, postgres E'...') a backslash escapes the next byte.
 func readString(s string, backslashes bool) (string, int, bool) {
 	return readQuoted(s, '\'', backslashes)
