@@ -136,13 +136,14 @@ const (
 	CapBigQuery  = "bigquery"  // warehouse operations on one project/dataset
 	CapSnowflake = "snowflake" // warehouse operations on one account/database/schema
 	CapHTTP      = "http"      // ABI 1.1: HTTP requests to the export's bound origin
+	CapSQL       = "sql"       // ABI 1.1: statements and bulk loads on the export's bound database
 )
 
 // CapabilityMinor is the ABI minor that introduced a capability (0 for those of 1.0): a
 // plugin declaring an older minor may not request it.
 func CapabilityMinor(name string) int {
 	switch name {
-	case CapHTTP:
+	case CapHTTP, CapSQL:
 		return 1
 	}
 	return 0

@@ -554,7 +554,7 @@ func (c *Console) loadPlugins(r *http.Request, s *session) ([]pluginView, *apiEr
 
 // grantable are the capabilities an admin may grant (log, metrics and encode are
 // always granted).
-var grantable = []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP}
+var grantable = []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP, abi.CapSQL}
 
 func (c *Console) pluginsPage(w http.ResponseWriter, r *http.Request, s *session) {
 	pl, e := c.loadPlugins(r, s)

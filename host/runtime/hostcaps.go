@@ -474,6 +474,10 @@ func hCall(ctx context.Context, m api.Module, stack []uint64) {
 		in.callHTTP(stack, req)
 		return
 	}
+	if capName == abi.CapSQL {
+		in.callSQL(stack, req)
+		return
+	}
 	if capName != abi.CapBigQuery && capName != abi.CapSnowflake {
 		r64(stack)(in.fail(abi.StatusUnimplemented, "", "call: unknown capability %q", truncate(capName, 64)))
 		return
@@ -536,6 +540,41 @@ func (in *instance) callHTTP(stack []uint64, req []byte) {
 	resp, err := c.Request(in.callCtx, append([]byte(nil), req...), body)
 	if err != nil {
 		r64(stack)(in.failErr("call http", err, abi.StatusRetryableIO))
+		return
+	}
+	r64(stack)(in.setResp(resp))
+}
+
+// callSQL serves call("sql", req) (ABI 1.1): a request naming a batch ("batch", a load)
+// gets the current batch's bytes; a stale handle is not_found.
+func (in *instance) callSQL(stack []uint64, req []byte) {
+	if !in.p.granted[abi.CapSQL] {
+		r64(stack)(in.deny(abi.ImportCall, fmt.Sprintf("capability %q was not granted to the plugin", abi.CapSQL)))
+		return
+	}
+	c := in.run.b.SQL
+	if c == nil {
+		r64(stack)(in.deny(abi.ImportCall, fmt.Sprintf("capability %q is not bound for this call", abi.CapSQL)))
+		return
+	}
+	var peek struct {
+		Batch uint32 `json:"batch"`
+	}
+	if err := json.Unmarshal(req, &peek); err != nil {
+		r64(stack)(in.fail(abi.StatusBadArgument, "", "call sql: request is not a valid JSON object: %v", err))
+		return
+	}
+	var batch []byte
+	if peek.Batch != 0 {
+		if !in.batchLive || peek.Batch != in.batchID {
+			r64(stack)(in.fail(abi.StatusNotFound, "", "call sql: batch handle %d is not the current batch (valid only during sluice_write_batch)", peek.Batch))
+			return
+		}
+		batch = in.batch
+	}
+	resp, err := c.Call(in.callCtx, append([]byte(nil), req...), batch)
+	if err != nil {
+		r64(stack)(in.failErr("call sql", err, abi.StatusRetryableIO))
 		return
 	}
 	r64(stack)(in.setResp(resp))

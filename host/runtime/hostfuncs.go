@@ -30,6 +30,8 @@ type Bindings struct {
 	Warehouses map[string]Caller
 	// HTTP serves `call("http", ...)` (ABI 1.1); its bodies come from Sinks["http_body"].
 	HTTP HTTPCaller
+	// SQL serves `call("sql", ...)` (ABI 1.1).
+	SQL SQLCaller
 	// Log receives the plugin's log lines (and its stdout/stderr); the caller adds the run,
 	// export and plugin attributes. Nil: lines go to the runtime's logger.
 	Log func(level slog.Level, msg string)
@@ -86,6 +88,14 @@ type Caller interface {
 // caller checks it is one of its own http_body uploads). The answer is a JSON document.
 type HTTPCaller interface {
 	Request(ctx context.Context, req []byte, body Upload) ([]byte, error)
+}
+
+// SQLCaller performs one operation of the sql capability: req is the plugin's JSON
+// (abi.SQLRequest), batch the current batch's SLB1 bytes when the request names it by its
+// handle ("batch"; nil otherwise: the runtime has already refused a stale handle). The
+// answer is a JSON document.
+type SQLCaller interface {
+	Call(ctx context.Context, req []byte, batch []byte) ([]byte, error)
 }
 
 type uploadH struct {

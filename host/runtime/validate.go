@@ -60,7 +60,7 @@ var (
 
 var fieldTypes = []string{abi.TypeString, abi.TypeInteger, abi.TypeNumber, abi.TypeBoolean, abi.TypeStringList, abi.TypeObject}
 
-var knownCaps = []string{abi.CapLog, abi.CapMetrics, abi.CapEncode, abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP}
+var knownCaps = []string{abi.CapLog, abi.CapMetrics, abi.CapEncode, abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP, abi.CapSQL}
 
 func eqTypes(a, b []api.ValueType) bool { return slices.Equal(a, b) }
 

@@ -38,6 +38,8 @@ type Options struct {
 	// plugins test` binds it to the config's url, or to a loopback receiver that accepts
 	// every request.
 	HTTP runtime.HTTPCaller
+	// SQL binds the sql capability (ABI 1.1).
+	SQL runtime.SQLCaller
 }
 
 // Step is one checked step.
@@ -106,6 +108,7 @@ func (r *runner) bindings(opts Options) runtime.Bindings {
 		Warehouses: opts.Warehouses,
 		Sinks:      opts.Sinks,
 		HTTP:       opts.HTTP,
+		SQL:        opts.SQL,
 		Log: func(level slog.Level, msg string) {
 			r.mu.Lock()
 			r.logs = append(r.logs, level.String()+" "+msg)
@@ -135,7 +138,7 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 	// Install checks with everything granted tell us what the plugin requests.
 	var p *runtime.Plugin
 	if !r.step("validate module", func() (string, error) {
-		v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP})
+		v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP, abi.CapSQL})
 		if err != nil {
 			return "", err
 		}
