@@ -127,6 +127,7 @@ func (c Config) dialer() *net.Dialer {
 type settings struct {
 	driver, host, database, schema, user, password, tls string
 	port                                                int
+	secrets                                             map[string]string // sql.secret_NAME, for COPY (copys3.go); not part of the pool's key
 }
 
 func (s settings) key() string {
@@ -147,13 +148,24 @@ var knownParams = map[string]bool{"driver": true, "host": true, "port": true, "d
 // without their prefix).
 func parseSettings(params map[string]string) (settings, error) {
 	for k := range params {
+		if name, ok := strings.CutPrefix(k, secretParam); ok && secretNameRE.MatchString(name) {
+			continue
+		}
 		if !knownParams[k] {
-			return settings{}, fmt.Errorf("unknown sql binding %q (want sql.driver, sql.host, sql.port, sql.database, sql.schema, sql.user, sql.password, sql.tls, sql.has_self_signed_cert)", "sql."+k)
+			return settings{}, fmt.Errorf("unknown sql binding %q (want sql.driver, sql.host, sql.port, sql.database, sql.schema, sql.user, sql.password, sql.tls, sql.has_self_signed_cert, sql.secret_<name>)", "sql."+k)
 		}
 	}
 	s := settings{driver: strings.TrimSpace(params["driver"]), host: strings.TrimSpace(params["host"]),
 		database: params["database"], schema: params["schema"], user: params["user"], password: params["password"],
 		tls: strings.TrimSpace(params["tls"])}
+	for k, v := range params {
+		if name, ok := strings.CutPrefix(k, secretParam); ok {
+			if s.secrets == nil {
+				s.secrets = map[string]string{}
+			}
+			s.secrets[name] = v
+		}
+	}
 	var dflPort int
 	switch s.driver {
 	case abi.SQLDriverPostgres:
@@ -427,7 +439,12 @@ func (b *Binding) statement(ctx context.Context, r abi.SQLRequest) (any, error) 
 	if strings.TrimSpace(r.SQL) == "" {
 		return nil, badArg("%s needs sql", r.Op)
 	}
-	if _, err := b.pol.check(r.SQL); err != nil {
+	c, err := b.pol.check(r.SQL)
+	if err != nil {
+		return nil, err
+	}
+	sql, err := b.withSecrets(c, r.SQL)
+	if err != nil {
 		return nil, err
 	}
 	args, err := convertArgs(r.Args)
@@ -439,7 +456,7 @@ func (b *Binding) statement(ctx context.Context, r abi.SQLRequest) (any, error) 
 		return nil, err
 	}
 	if r.Op == abi.SQLOpExec {
-		n, err := sess.exec(ctx, r.SQL, args)
+		n, err := sess.exec(ctx, sql, args)
 		return abi.SQLExecResult{RowsAffected: n}, err
 	}
 	maxRows := r.MaxRows
@@ -558,5 +575,5 @@ func (b *Binding) scrub(s string) string {
 	if len(b.s.password) >= 4 {
 		s = strings.ReplaceAll(s, b.s.password, redactedSecret)
 	}
-	return s
+	return b.scrubSecrets(s)
 }
