@@ -380,7 +380,7 @@ func (d *destination) Finish() (abi.Result, error) {
 		}
 		if _, err := sdk.SQLExec("INSERT INTO "+target+" ("+strings.Join(names, ", ")+", "+id+") SELECT "+
 			strings.Join(sel, ", ")+", $1 FROM "+q(d.stage)+" WHERE NOT EXISTS (SELECT 1 FROM "+target+
-			" WHERE "+id+" = $1)", d.loadID); err != nil {
+			" WHERE "+id+" = $2)", d.loadID, d.loadID); err != nil {
 			return abi.Result{}, err
 		}
 	}
