@@ -103,10 +103,13 @@ func envInt(name string, def int) int {
 
 // envBool returns the variable's value as a boolean (strconv.ParseBool: true, false, 1, 0...),
 // false when it is unset, and an error naming the variable when it is not a boolean.
-func envBool(name string) (bool, error) {
+func envBool(name string) (bool, error) { return envBoolDefault(name, false) }
+
+// envBoolDefault is envBool with dflt for an unset variable.
+func envBoolDefault(name string, dflt bool) (bool, error) {
 	v := env(name, "")
 	if v == "" {
-		return false, nil
+		return dflt, nil
 	}
 	b, err := strconv.ParseBool(v)
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/sluicehq/sluice/host/httpcap"
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/host/runtime/conformance"
+	"github.com/sluicehq/sluice/host/sqlcap"
 	"github.com/sluicehq/sluice/host/warehouse/bigquery"
 	"github.com/sluicehq/sluice/host/warehouse/snowflake"
 	"github.com/sluicehq/sluice/internal/lockfile"
@@ -213,7 +214,37 @@ func bindWarehouses(ctx context.Context, rt *runtime.Runtime, wasm []byte, bqEnd
 		opts.HTTP = hb
 		opts.Sinks[abi.SinkHTTPBody] = hb.Sink()
 	}
+	if p := params(abi.CapSQL); slices.Contains(v.Manifest.Capabilities, abi.CapSQL) && p["host"] != "" {
+		sb, stop, err := bindConformanceSQL(p)
+		closers = append(closers, stop)
+		if err != nil {
+			return release, err
+		}
+		opts.SQL = sb
+	}
 	return release, nil
+}
+
+// bindConformanceSQL binds the sql capability for the suite to the database the config
+// names (a plugin's config without a host leaves it unbound: its calls are denied), with
+// the host's address policy (SLUICE_SQL_ALLOW_PRIVATE, SLUICE_SQL_ALLOW_LOOPBACK).
+func bindConformanceSQL(params map[string]string) (*sqlcap.Binding, func() error, error) {
+	stop := func() error { return nil }
+	private, err := envBoolDefault("SLUICE_SQL_ALLOW_PRIVATE", true)
+	if err != nil {
+		return nil, stop, err
+	}
+	loopback, err := envBool("SLUICE_SQL_ALLOW_LOOPBACK")
+	if err != nil {
+		return nil, stop, err
+	}
+	pools := sqlcap.NewPools(sqlcap.Config{RefusePrivate: !private, AllowLoopback: loopback})
+	sb, err := sqlcap.Bind(pools, params)
+	if err != nil {
+		pools.Close()
+		return nil, stop, err
+	}
+	return sb, func() error { err := sb.Close(); pools.Close(); return err }, nil
 }
 
 // bindConformanceHTTP binds the http capability for the suite: to the config's URL (then

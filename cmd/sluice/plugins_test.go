@@ -2,8 +2,14 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"net/url"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/sluicehq/sluice/host/warehouse/bigquery/bqfake"
 	"github.com/sluicehq/sluice/host/warehouse/snowflake/sffake"
@@ -36,8 +42,16 @@ func TestLockedPluginsPassConformance(t *testing.T) {
 			`{"account": "testaccount", "user": "sluice", "password": "conformance", "database": "analytics", "schema": "public", "warehouse": "WH"}`},
 		"azure-blob": {"--config", `{"container_name": "conformance"}`},
 	}
+	// The postgres plugin's sql capability is bound to the shared PostgreSQL.
+	pgConfig := conformancePostgres(t)
+	if pgConfig != "" {
+		args["postgres"] = []string{"--config", pgConfig}
+	}
 	for _, p := range lock.Plugins {
 		t.Run(p.Name, func(t *testing.T) {
+			if p.Name == "postgres" && pgConfig == "" {
+				t.Skip("SLUICE_TEST_POSTGRES_URL is not set (.ci/services.sh starts the server)")
+			}
 			a, ok := args[p.Name]
 			if !ok {
 				a = []string{"--config", `{"bucket_name": "conformance"}`}
@@ -48,4 +62,30 @@ func TestLockedPluginsPassConformance(t *testing.T) {
 			}
 		})
 	}
+}
+
+// conformancePostgres creates the database sqlcap_conformance on the shared test server and
+// returns the postgres plugin's config for it ("" without a server). Loopback databases
+// need SLUICE_SQL_ALLOW_LOOPBACK, as on a host.
+func conformancePostgres(t *testing.T) string {
+	raw := os.Getenv("SLUICE_TEST_POSTGRES_URL")
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	c, err := pgx.Connect(ctx, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "CREATE DATABASE sqlcap_conformance"); err != nil && !strings.Contains(err.Error(), "42P04") {
+		t.Fatal(err)
+	}
+	t.Setenv("SLUICE_SQL_ALLOW_LOOPBACK", "true")
+	return fmt.Sprintf(`{"host": %q, "port": %s, "database": "sqlcap_conformance", "user": %q, "table_name": "conformance_events"}`,
+		u.Hostname(), u.Port(), u.User.Username())
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/sluicehq/sluice/host/membudget"
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/host/source"
+	"github.com/sluicehq/sluice/host/sqlcap"
 )
 
 func serve(ctx context.Context, args []string) error {
@@ -54,6 +55,10 @@ func serve(ctx context.Context, args []string) error {
 	s3Ambient := fs.Bool("s3-ambient-credentials", ambientDef, "let S3 exports without an access key use this host's own AWS credentials (environment, shared files, instance or container role) for any bucket and endpoint they name: only when every user with the write scope may use them (SLUICE_S3_AMBIENT_CREDENTIALS)")
 	httpPrivDef, httpPrivErr := envBool("SLUICE_HTTP_ALLOW_PRIVATE")
 	httpPrivate := fs.Bool("http-allow-private", httpPrivDef, "let plugins' http capability reach loopback, private and link-local addresses (refused by default; for a receiver on this network or tests) (SLUICE_HTTP_ALLOW_PRIVATE)")
+	sqlPrivDef, sqlPrivErr := envBoolDefault("SLUICE_SQL_ALLOW_PRIVATE", true)
+	sqlPrivate := fs.Bool("sql-allow-private", sqlPrivDef, "let plugins' sql capability reach databases on private addresses (RFC 1918, fc00::/7, CGNAT; allowed by default: a self-hosted database on the local network) (SLUICE_SQL_ALLOW_PRIVATE)")
+	sqlLoopDef, sqlLoopErr := envBool("SLUICE_SQL_ALLOW_LOOPBACK")
+	sqlLoopback := fs.Bool("sql-allow-loopback", sqlLoopDef, "let plugins' sql capability reach databases on loopback addresses (refused by default: this host's own databases listen there; for tests and single-machine setups) (SLUICE_SQL_ALLOW_LOOPBACK)")
 	pluginMemMiB := fs.Int("plugin-memory-budget-mib", envInt("SLUICE_PLUGIN_MEMORY_BUDGET_MIB", runtime.DefaultMemoryBudgetBytes>>20), "linear memory all plugin instances together may reach, in MiB; each instance reserves its memory limit (256 MiB by default) from it (SLUICE_PLUGIN_MEMORY_BUDGET_MIB)")
 	alertURL := fs.String("alert-webhook-url", env("SLUICE_ALERT_WEBHOOK_URL", ""), "http(s) URL receiving failure and auto-pause alerts of exports without a webhook of their own (SLUICE_ALERT_WEBHOOK_URL)")
 	alertFormat := fs.String("alert-format", env("SLUICE_ALERT_FORMAT", "json"), "alert body: json or slack (SLUICE_ALERT_FORMAT)")
@@ -81,6 +86,12 @@ func serve(ctx context.Context, args []string) error {
 	}
 	if httpPrivErr != nil && !flagSet(fs, "http-allow-private") {
 		return httpPrivErr
+	}
+	if sqlPrivErr != nil && !flagSet(fs, "sql-allow-private") {
+		return sqlPrivErr
+	}
+	if sqlLoopErr != nil && !flagSet(fs, "sql-allow-loopback") {
+		return sqlLoopErr
 	}
 	if chCaptureErr != nil && !flagSet(fs, "clickhouse-capture") {
 		return chCaptureErr
@@ -167,6 +178,7 @@ func serve(ctx context.Context, args []string) error {
 		EncoderWorkers:       mem.encoders,
 		S3AmbientCredentials: *s3Ambient,
 		HTTP:                 httpcap.Config{AllowPrivate: *httpPrivate},
+		SQL:                  sqlcap.Config{RefusePrivate: !*sqlPrivate, AllowLoopback: *sqlLoopback},
 		BackfillParallelism:  *backfillPar,
 		SnowflakeEndpoint:    *sfEndpoint,
 		GCSEndpoint:          *gcsEndpoint,

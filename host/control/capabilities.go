@@ -13,6 +13,7 @@ import (
 	"github.com/sluicehq/sluice/host/httpcap"
 	"github.com/sluicehq/sluice/host/objstore"
 	"github.com/sluicehq/sluice/host/runtime"
+	"github.com/sluicehq/sluice/host/sqlcap"
 	"github.com/sluicehq/sluice/host/warehouse/bigquery"
 	"github.com/sluicehq/sluice/host/warehouse/snowflake"
 	"github.com/sluicehq/sluice/storage"
@@ -113,6 +114,14 @@ func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExp
 			b.Sinks = map[string]runtime.ObjectStore{}
 		}
 		b.Sinks[abi.SinkHTTPBody] = hb.Sink()
+	}
+	if slices.Contains(m.Capabilities, abi.CapSQL) {
+		sb, err := sqlcap.Bind(h.sql, capBinding(abi.CapSQL, m.Config, public, e.SecretConfig))
+		if err != nil {
+			return b, release, err
+		}
+		closers = append(closers, sb.Close) // rolls back a transaction the run left open
+		b.SQL = sb
 	}
 	return b, release, nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/host/schedule"
 	"github.com/sluicehq/sluice/host/source"
+	"github.com/sluicehq/sluice/host/sqlcap"
 	"github.com/sluicehq/sluice/storage"
 )
 
@@ -92,6 +93,9 @@ type Config struct {
 	// (off by default; SLUICE_HTTP_ALLOW_PRIVATE), request time, response and body sizes,
 	// requests per run. Zero fields take httpcap's defaults.
 	HTTP httpcap.Config
+	// SQL is the policy of the sql capability (ABI 1.1): private addresses allowed, loopback
+	// refused by default (SLUICE_SQL_ALLOW_PRIVATE, SLUICE_SQL_ALLOW_LOOPBACK), pool sizes.
+	SQL sqlcap.Config
 
 	// BigQueryEndpoint, when set, sends every bigquery capability to this BigQuery-compatible
 	// REST endpoint without authentication (a loopback fake or an emulator), never to Google.
@@ -188,6 +192,7 @@ type Host struct {
 	due    *schedule.Batch // the scheduler's fires, enqueued a batch at a time (enqueueDue)
 	q      *queue.Queue
 	alerts *alert.Notifier
+	sql    *sqlcap.Pools // the sql capability's connection pools, one per distinct binding
 
 	metrics Metrics
 
@@ -218,6 +223,7 @@ func New(ctx context.Context, cfg Config) (h *Host, err error) {
 	}
 	h = &Host{cfg: cfg, log: cfg.Logger, metrics: noMetrics{}, plugins: map[string]*runtime.Plugin{}, running: map[string]context.CancelFunc{}, versions: map[string]time.Time{}}
 	h.countCtx, h.countStop = context.WithCancel(context.Background())
+	h.sql = sqlcap.NewPools(cfg.SQL)
 	defer func() {
 		if err != nil {
 			h.close(context.Background())
@@ -402,6 +408,9 @@ func (h *Host) close(ctx context.Context) error {
 	h.countStop()
 	h.counts.Wait()
 	var errs []error
+	if h.sql != nil {
+		h.sql.Close()
+	}
 	if h.q != nil {
 		errs = append(errs, h.q.Close(ctx)) // releases the queue's PostgreSQL pool
 	}
