@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,12 +15,16 @@ import (
 	"time"
 
 	ch "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sluicehq/sluice/host/control"
 	"github.com/sluicehq/sluice/host/sqlcap"
 	"github.com/sluicehq/sluice/host/sqlcap/pgtest"
 	"github.com/sluicehq/sluice/internal/faultproxy"
+	"github.com/sluicehq/sluice/internal/rscopy"
 )
 
 // sqldestEnv is the API host with the sql capability allowed on loopback (the test servers).
@@ -233,4 +238,141 @@ func sqldestPostgres(t *testing.T, raw string) (*pgx.Conn, *url.URL, string) {
 		conn.Close(context.Background())
 	})
 	return conn, u, schema
+}
+
+// TestEndToEndRedshiftCopy drives the redshift plugin in COPY mode through the API: the host
+// writes each run's events as a gzipped JSON Lines file and a Redshift manifest into
+// versitygw (the object capability), and the plugin's COPY ... FROM 's3://.../manifest.json'
+// goes through the sql capability, which substitutes the export's keys for the statement's
+// {secret:...} names. PostgreSQL cannot run Redshift's COPY: the rscopy proxy in front of
+// the real PostgreSQL 15 performs it (reading the manifest and files from versitygw with the
+// statement's keys) and records it. One run's COMMIT is cut (a fault proxy in front): the
+// retry re-stages the same keys and adds no row. Checked: the files, the statements, every
+// event once in the table, the keys in no API answer or run log. An IAM role export: the
+// role's ARN in the statement, no keys.
+func TestEndToEndRedshiftCopy(t *testing.T) {
+	raw, endpoint := os.Getenv("SLUICE_TEST_POSTGRES_URL"), os.Getenv("SLUICE_TEST_S3_ENDPOINT")
+	if raw == "" || endpoint == "" {
+		t.Skip("SLUICE_TEST_POSTGRES_URL or SLUICE_TEST_S3_ENDPOINT is not set (.ci/services.sh starts the servers)")
+	}
+	access, secret := os.Getenv("SLUICE_TEST_S3_ACCESS_KEY"), os.Getenv("SLUICE_TEST_S3_SECRET_KEY")
+	conn, u, schema := sqldestPostgres(t, raw)
+	ctx := context.Background()
+	client := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint), UsePathStyle: true,
+		Credentials: credentials.NewStaticCredentialsProvider(access, secret, "")})
+	bucket := fmt.Sprintf("sqldest-rs-%d", time.Now().UnixNano())
+	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &bucket}); err != nil {
+		t.Fatal(err)
+	}
+	rsp, err := rscopy.Listen(u.Host, endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rsp.Close() })
+	const role = "arn:aws:iam::123456789012:role/sluice-copy"
+	rsp.Roles[role] = [2]string{access, secret}
+	proxy, host, port := sqldestProxy(t, rsp.Addr())
+	proxy.CutAfter([]byte("commit\x00"), 1, 300*time.Millisecond)
+	e := sqldestEnv(t)
+	config := func(table, prefix string) map[string]any {
+		return map[string]any{"host": host, "port": port, "database": u.Path[1:], "schema": schema, "user": u.User.Username(),
+			"table_name": table, "mode": "COPY", "properties_data_type": "varchar",
+			"copy_bucket_name": bucket, "copy_region": "us-east-1", "copy_prefix": prefix, "copy_endpoint_url": endpoint,
+			"bucket_aws_access_key_id": access, "bucket_aws_secret_access_key": secret}
+	}
+	keys := config("events", "redshift/stage")
+	keys["copy_aws_access_key_id"], keys["copy_aws_secret_access_key"] = access, secret
+	id := e.createExportTo("redshift", "rs-copy", keys)
+	rs := e.sqldestBackfill(id, 3)
+	e.sqldestCompleted(rs)
+	rows, err := conn.Query(ctx, "SELECT uuid FROM "+schema+".events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uuids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := t0.Truncate(time.Hour)
+	e.exactlyOnce(uuids, end.Add(-3*time.Hour), end)
+	e.sqldestNoSecret(id, secret)
+
+	// The statements: one COPY per attempt (4: one run was retried), keys substituted.
+	stmts := rsp.Statements()
+	if len(stmts) != 4 {
+		t.Fatalf("%d COPY statements, want 4: %q", len(stmts), stmts)
+	}
+	for _, s := range stmts {
+		for _, want := range []string{"FROM 's3://" + bucket + "/redshift/stage/", "/manifest.json' ACCESS_KEY_ID '" + access +
+			"' SECRET_ACCESS_KEY '" + secret + "' MANIFEST FORMAT AS JSON 'auto' GZIP TIMEFORMAT 'auto' REGION 'us-east-1'"} {
+			if !strings.Contains(s, want) {
+				t.Errorf("statement %q lacks %q", s, want)
+			}
+		}
+		if !strings.HasPrefix(s, `COPY "sluice_stage_`) {
+			t.Errorf("statement %q does not load a stage table", s)
+		}
+	}
+	// The files: per run a manifest naming its one gzipped JSON Lines file; every event once.
+	list, err := client.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var staged []string
+	manifests := 0
+	for _, o := range list.Contents {
+		if !strings.HasSuffix(*o.Key, "/manifest.json") {
+			continue
+		}
+		manifests++
+		body := s3Get(t, client, bucket, *o.Key)
+		var m struct {
+			Entries []struct {
+				URL       string `json:"url"`
+				Mandatory bool   `json:"mandatory"`
+			} `json:"entries"`
+		}
+		if err := json.Unmarshal(body, &m); err != nil || len(m.Entries) != 1 || !m.Entries[0].Mandatory {
+			t.Fatalf("manifest %s: %s (%v)", *o.Key, body, err)
+		}
+		file := strings.TrimPrefix(m.Entries[0].URL, "s3://"+bucket+"/")
+		if !strings.HasPrefix(file, strings.TrimSuffix(*o.Key, "manifest.json")) || !strings.HasSuffix(file, ".jsonl.gz") {
+			t.Fatalf("manifest %s names %s", *o.Key, m.Entries[0].URL)
+		}
+		staged = append(staged, decodeUUIDs(t, "JSONLines", s3Get(t, client, bucket, file))...)
+	}
+	if manifests != 3 || len(list.Contents) != 6 {
+		t.Errorf("%d manifests, %d objects, want 3 and 6", manifests, len(list.Contents))
+	}
+	e.exactlyOnce(staged, end.Add(-3*time.Hour), end)
+
+	// An IAM role: the statement names it and no key.
+	before := len(rsp.Statements())
+	roleID := e.createExportTo("redshift", "rs-copy-role", func() map[string]any {
+		c := config("by_role", "redshift/role")
+		c["copy_iam_role"] = role
+		return c
+	}())
+	rs = e.sqldestBackfill(roleID, 1)
+	if rs[0].Status != "Completed" || rs[0].RecordsCompleted != e.countIn(rs[0].IntervalStart, rs[0].IntervalEnd) {
+		t.Fatalf("run %+v", rs[0])
+	}
+	stmts = rsp.Statements()[before:]
+	if len(stmts) != 1 || !strings.Contains(stmts[0], "IAM_ROLE '"+role+"' MANIFEST") || strings.Contains(stmts[0], access) {
+		t.Errorf("IAM role statements %q", stmts)
+	}
+}
+
+func s3Get(t *testing.T, client *s3.Client, bucket, key string) []byte {
+	t.Helper()
+	out, err := client.GetObject(context.Background(), &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
