@@ -127,12 +127,13 @@ func (c Config) dialer() *net.Dialer {
 type settings struct {
 	driver, host, database, schema, user, password, tls string
 	port                                                int
+	protocol                                            string // clickhouse: native or http (sql.protocol)
 	secrets                                             map[string]string // sql.secret_NAME, for COPY (copys3.go); not part of the pool's key
 }
 
 func (s settings) key() string {
 	h := sha256.New()
-	for _, v := range []string{s.driver, s.host, strconv.Itoa(s.port), s.database, s.schema, s.user, s.password, s.tls} {
+	for _, v := range []string{s.driver, s.host, strconv.Itoa(s.port), s.database, s.schema, s.user, s.password, s.tls, s.protocol} {
 		h.Write([]byte(v))
 		h.Write([]byte{0})
 	}
@@ -142,7 +143,7 @@ func (s settings) key() string {
 func (s settings) addr() string { return net.JoinHostPort(s.host, strconv.Itoa(s.port)) }
 
 var knownParams = map[string]bool{"driver": true, "host": true, "port": true, "database": true, "schema": true,
-	"user": true, "password": true, "tls": true, "has_self_signed_cert": true}
+	"user": true, "password": true, "tls": true, "has_self_signed_cert": true, "protocol": true}
 
 // parseSettings reads the capability's parameters (control.capBinding: the sql.* bindings
 // without their prefix).
@@ -152,12 +153,12 @@ func parseSettings(params map[string]string) (settings, error) {
 			continue
 		}
 		if !knownParams[k] {
-			return settings{}, fmt.Errorf("unknown sql binding %q (want sql.driver, sql.host, sql.port, sql.database, sql.schema, sql.user, sql.password, sql.tls, sql.has_self_signed_cert, sql.secret_<name>)", "sql."+k)
+			return settings{}, fmt.Errorf("unknown sql binding %q (want sql.driver, sql.host, sql.port, sql.database, sql.schema, sql.user, sql.password, sql.tls, sql.has_self_signed_cert, sql.protocol, sql.secret_<name>)", "sql."+k)
 		}
 	}
 	s := settings{driver: strings.TrimSpace(params["driver"]), host: strings.TrimSpace(params["host"]),
 		database: params["database"], schema: params["schema"], user: params["user"], password: params["password"],
-		tls: strings.TrimSpace(params["tls"])}
+		tls: strings.TrimSpace(params["tls"]), protocol: strings.TrimSpace(params["protocol"])}
 	for k, v := range params {
 		if name, ok := strings.CutPrefix(k, secretParam); ok {
 			if s.secrets == nil {
@@ -170,6 +171,9 @@ func parseSettings(params map[string]string) (settings, error) {
 	switch s.driver {
 	case abi.SQLDriverPostgres:
 		dflPort = 5432
+		if s.protocol != "" {
+			return s, errors.New("sql.protocol is clickhouse-only (native or http)")
+		}
 		if s.schema == "" {
 			s.schema = "public"
 		}
@@ -182,6 +186,14 @@ func parseSettings(params map[string]string) (settings, error) {
 		}
 	case abi.SQLDriverClickHouse:
 		dflPort = 9000
+		switch s.protocol {
+		case "", "native":
+			s.protocol = "native"
+		case "http":
+			dflPort = 8123
+		default:
+			return s, fmt.Errorf("sql.protocol %q is not supported (clickhouse: native or http)", truncate(s.protocol, 20))
+		}
 		if s.schema != "" {
 			return s, errors.New("sql.schema is not used by the clickhouse driver: bind the database as sql.database")
 		}

@@ -23,22 +23,40 @@ import (
 type server struct {
 	conn     chdriver.Conn
 	database string
+	protocol string
 	params   map[string]string // the sql binding
 }
 
-// clickhouse18 connects to SLUICE_TEST_CLICKHOUSE_DSN (ClickHouse 18.16, native protocol)
-// and creates the test's database.
-func clickhouse18(t *testing.T) *server {
+// servers are the ClickHouse servers of the tests: ClickHouse 18.16 (native protocol,
+// SLUICE_TEST_CLICKHOUSE_DSN) and chDB, a current engine behind a front that speaks the HTTP
+// interface only (SLUICE_TEST_CHDB_DSN, sql.protocol http).
+var servers = []struct{ name, env, protocol string }{
+	{"clickhouse-18.16", "SLUICE_TEST_CLICKHOUSE_DSN", "native"},
+	{"chdb", "SLUICE_TEST_CHDB_DSN", "http"},
+}
+
+// eachServer runs f on each server with a fresh database sqldest_<n>.
+func eachServer(t *testing.T, f func(t *testing.T, s *server)) {
+	for _, srv := range servers {
+		t.Run(srv.name, func(t *testing.T) { f(t, connect(t, srv.env, srv.protocol)) })
+	}
+}
+
+func connect(t *testing.T, env, protocol string) *server {
 	t.Helper()
-	dsn := os.Getenv("SLUICE_TEST_CLICKHOUSE_DSN")
+	dsn := os.Getenv(env)
 	if dsn == "" {
-		t.Skip("SLUICE_TEST_CLICKHOUSE_DSN is not set (.ci/services.sh starts ClickHouse)")
+		t.Skip(env + " is not set (.ci/services.sh starts the servers)")
 	}
 	u, err := url.Parse(dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := ch.Open(&ch.Options{Addr: []string{u.Host}})
+	opts := &ch.Options{Addr: []string{u.Host}}
+	if protocol == "http" {
+		opts.Protocol = ch.HTTP
+	}
+	conn, err := ch.Open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,8 +69,8 @@ func clickhouse18(t *testing.T) *server {
 		_ = conn.Exec(context.Background(), "DROP DATABASE IF EXISTS "+db)
 		conn.Close()
 	})
-	return &server{conn: conn, database: db, params: map[string]string{"driver": "clickhouse", "host": u.Hostname(),
-		"port": u.Port(), "database": db, "user": "default"}}
+	return &server{conn: conn, database: db, protocol: protocol, params: map[string]string{"driver": "clickhouse",
+		"host": u.Hostname(), "port": u.Port(), "database": db, "user": "default", "protocol": protocol}}
 }
 
 func (s *server) count(t *testing.T, sql string, args ...any) int64 {
@@ -82,8 +100,9 @@ func exportConfig(table, engine string) map[string]any {
 
 // TestConformance runs the conformance suite on ClickHouse 18.16: its runs land their 307
 // rows and leave no stage table.
-func TestConformance(t *testing.T) {
-	s := clickhouse18(t)
+func TestConformance(t *testing.T) { eachServer(t, testConformance) }
+
+func testConformance(t *testing.T, s *server) {
 	e := sqltest.New(t, "clickhouse", s.params)
 	rep := e.Conformance(exportConfig("conformance", EngineMergeTree))
 	if !rep.OK() {
@@ -101,8 +120,9 @@ func TestConformance(t *testing.T) {
 // writes every row once; a retry after the move committed (its answer lost) and one after a
 // partial move add only what is missing; a deliberate re-run (generation 1) writes again;
 // ReplacingMergeTree keeps one row per uuid after OPTIMIZE FINAL.
-func TestRetries(t *testing.T) {
-	s := clickhouse18(t)
+func TestRetries(t *testing.T) { eachServer(t, testRetries) }
+
+func testRetries(t *testing.T, s *server) {
 	e := sqltest.New(t, "clickhouse", s.params)
 	batches := [][]byte{sqltest.Events(0, 50), sqltest.Events(50, 50), sqltest.Events(100, 50)}
 	for _, engine := range []string{EngineMergeTree, EngineReplacingMergeTree} {
@@ -176,8 +196,9 @@ func waitMutations(t *testing.T, s *server, table string) {
 }
 
 // TestValues reads the rows back: types, nulls and the load id.
-func TestValues(t *testing.T) {
-	s := clickhouse18(t)
+func TestValues(t *testing.T) { eachServer(t, testValues) }
+
+func testValues(t *testing.T, s *server) {
 	e := sqltest.New(t, "clickhouse", s.params)
 	if _, err := e.Run("run-v", 0, 1, exportConfig("events", EngineMergeTree), [][]byte{sqltest.Events(0, 2)}, -1); err != nil {
 		t.Fatal(err)
@@ -205,9 +226,16 @@ func TestValues(t *testing.T) {
 		}
 		got = append(got, strings.Join([]string{u, ev, did, str(pid), fmt.Sprint(team), props, str(pprops), ts, str(created), ins, id, typ}, "|"))
 	}
+	// 18.16 has no DateTime64: seconds there, microseconds from 20.1 (chDB).
 	want := []string{
 		`00000000-0000-4000-8000-000000000000|$pageview|user-0|aa000000-0000-4000-8000-000000000000|1|{"$current_url":"https://example.com/0","n":0}|{"email":"u@example.com"}|2026-11-28 12:00:00|2026-11-28 12:00:00|2026-11-28 12:00:00|run-v/0|DateTime('UTC')`,
 		`00000000-0000-4000-8000-000000000001|$pageview|user-1|NULL|1|{"$current_url":"https://example.com/1","n":1}|NULL|2026-11-28 12:00:01|NULL|2026-11-28 12:00:01|run-v/0|DateTime('UTC')`,
+	}
+	if s.protocol == "http" {
+		want = []string{
+			`00000000-0000-4000-8000-000000000000|$pageview|user-0|aa000000-0000-4000-8000-000000000000|1|{"$current_url":"https://example.com/0","n":0}|{"email":"u@example.com"}|2026-11-28 12:00:00.000000|2026-11-28 12:00:00.001123|2026-11-28 12:00:00.000000|run-v/0|DateTime64(6, 'UTC')`,
+			`00000000-0000-4000-8000-000000000001|$pageview|user-1|NULL|1|{"$current_url":"https://example.com/1","n":1}|NULL|2026-11-28 12:00:01.000000|NULL|2026-11-28 12:00:01.000000|run-v/0|DateTime64(6, 'UTC')`,
+		}
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("rows:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -216,7 +244,7 @@ func TestValues(t *testing.T) {
 
 // TestAuthentication: a wrong password fails with the server's message, classified fail.
 func TestAuthentication(t *testing.T) {
-	s := clickhouse18(t)
+	s := connect(t, "SLUICE_TEST_CLICKHOUSE_DSN", "native")
 	params := map[string]string{}
 	for k, v := range s.params {
 		params[k] = v

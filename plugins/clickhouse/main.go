@@ -11,6 +11,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -151,8 +152,18 @@ func (d *destination) Open(rc *sdk.RunContext) error {
 	if err != nil {
 		return err
 	}
-	if !slices.Contains(have, sqlexport.LoadIDColumn) {
-		if _, err := sdk.SQLExec("ALTER TABLE " + target + " ADD COLUMN " + d.q(sqlexport.LoadIDColumn) + " String DEFAULT ''"); err != nil {
+	// A query of no rows answers no column names over some HTTP fronts (chDB's): then
+	// assume the layout, and add the load id column unless it is there (DUPLICATE_COLUMN).
+	known := len(have) > 0
+	if !known {
+		for _, c := range cols {
+			have = append(have, c.name)
+		}
+	}
+	if !known || !slices.Contains(have, sqlexport.LoadIDColumn) {
+		_, err := sdk.SQLExec("ALTER TABLE " + target + " ADD COLUMN " + d.q(sqlexport.LoadIDColumn) + " String DEFAULT ''")
+		var he *sdk.HostError
+		if err != nil && !(errors.As(err, &he) && he.Err.Code == "clickhouse_15") {
 			return err
 		}
 	}
@@ -298,6 +309,8 @@ func manifest() abi.Manifest {
 		Description:  "ClickHouse table: PostHog's event columns, MergeTree or ReplacingMergeTree ordered by uuid",
 		Capabilities: []string{abi.CapSQL},
 		Config: slices.Concat(sqlexport.Connection(driver, 9000, "default"), []abi.Field{
+			{Name: "protocol", Type: abi.TypeString, Default: "native", Enum: []string{"native", "http"}, Binding: "sql.protocol",
+				Description: "native (port 9000, 9440 with TLS) or http (the HTTP interface, port 8123, 8443 with TLS)."},
 			{Name: "tls", Type: abi.TypeString, Default: "disable", Enum: []string{"disable", "require", "verify-full"},
 				Binding: "sql.tls",
 				Description: "TLS (the secure native port, usually 9440): require encrypts without verifying " +
