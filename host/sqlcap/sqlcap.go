@@ -127,7 +127,8 @@ func (c Config) dialer() *net.Dialer {
 type settings struct {
 	driver, host, database, schema, user, password, tls string
 	port                                                int
-	protocol                                            string // clickhouse: native or http (sql.protocol)
+	protocol                                            string            // clickhouse: native or http (sql.protocol)
+	loadMethod                                          string            // postgres: copy or insert (sql.load_method)
 	secrets                                             map[string]string // sql.secret_NAME, for COPY (copys3.go); not part of the pool's key
 }
 
@@ -143,7 +144,7 @@ func (s settings) key() string {
 func (s settings) addr() string { return net.JoinHostPort(s.host, strconv.Itoa(s.port)) }
 
 var knownParams = map[string]bool{"driver": true, "host": true, "port": true, "database": true, "schema": true,
-	"user": true, "password": true, "tls": true, "has_self_signed_cert": true, "protocol": true}
+	"user": true, "password": true, "tls": true, "has_self_signed_cert": true, "protocol": true, "load_method": true}
 
 // parseSettings reads the capability's parameters (control.capBinding: the sql.* bindings
 // without their prefix).
@@ -153,12 +154,12 @@ func parseSettings(params map[string]string) (settings, error) {
 			continue
 		}
 		if !knownParams[k] {
-			return settings{}, fmt.Errorf("unknown sql binding %q (want sql.driver, sql.host, sql.port, sql.database, sql.schema, sql.user, sql.password, sql.tls, sql.has_self_signed_cert, sql.protocol, sql.secret_<name>)", "sql."+k)
+			return settings{}, fmt.Errorf("unknown sql binding %q (want sql.driver, sql.host, sql.port, sql.database, sql.schema, sql.user, sql.password, sql.tls, sql.has_self_signed_cert, sql.protocol, sql.load_method, sql.secret_<name>)", "sql."+k)
 		}
 	}
 	s := settings{driver: strings.TrimSpace(params["driver"]), host: strings.TrimSpace(params["host"]),
 		database: params["database"], schema: params["schema"], user: params["user"], password: params["password"],
-		tls: strings.TrimSpace(params["tls"]), protocol: strings.TrimSpace(params["protocol"])}
+		tls: strings.TrimSpace(params["tls"]), protocol: strings.TrimSpace(params["protocol"]), loadMethod: strings.TrimSpace(params["load_method"])}
 	for k, v := range params {
 		if name, ok := strings.CutPrefix(k, secretParam); ok {
 			if s.secrets == nil {
@@ -174,6 +175,13 @@ func parseSettings(params map[string]string) (settings, error) {
 		if s.protocol != "" {
 			return s, errors.New("sql.protocol is clickhouse-only (native or http)")
 		}
+		switch s.loadMethod {
+		case "":
+			s.loadMethod = "copy"
+		case "copy", "insert":
+		default:
+			return s, fmt.Errorf("sql.load_method %q is not supported (postgres: copy or insert)", truncate(s.loadMethod, 20))
+		}
 		if s.schema == "" {
 			s.schema = "public"
 		}
@@ -186,6 +194,9 @@ func parseSettings(params map[string]string) (settings, error) {
 		}
 	case abi.SQLDriverClickHouse:
 		dflPort = 9000
+		if s.loadMethod != "" {
+			return s, errors.New("sql.load_method is postgres-only (copy or insert)")
+		}
 		switch s.protocol {
 		case "", "native":
 			s.protocol = "native"

@@ -2,7 +2,8 @@
 // and object), with PostHog's fields: the Postgres connection fields (port 5439),
 // properties_data_type (varchar or super) and mode:
 //
-//   - INSERT: the host bulk-loads each batch into the run's stage table (no record enters
+//   - INSERT: the host writes each batch into the run's stage table with multi-row INSERT
+//     statements (sql.load_method insert: Redshift has no COPY FROM STDIN; no record enters
 //     the guest);
 //   - COPY: the host encodes the run's events into a gzipped JSON Lines file in S3 (the
 //     object capability), and COPY ... FROM 's3://...' MANIFEST loads it into the stage.
@@ -466,6 +467,9 @@ func manifest() abi.Manifest {
 				Description: "Table to write to, created if it does not exist."},
 			{Name: "has_self_signed_cert", Type: abi.TypeBoolean, Default: false, Binding: "sql.has_self_signed_cert",
 				Description: "Encrypt without verifying the server's certificate."},
+			{Name: "load_method", Type: abi.TypeString, Default: "insert", Enum: []string{"insert", "copy"}, Binding: "sql.load_method",
+				Description: "INSERT mode: how the host writes batches into the stage: insert (multi-row INSERT statements; " +
+					"Redshift has no COPY FROM STDIN) or copy (COPY FROM STDIN, for a PostgreSQL-protocol server that has it)."},
 			{Name: "properties_data_type", Type: abi.TypeString, Default: TypeVarchar, Enum: []string{TypeVarchar, TypeSuper},
 				Description: "Type of properties and person_properties in a new table: VARCHAR(65535) or SUPER (parsed with JSON_PARSE)."},
 			{Name: "mode", Type: abi.TypeString, Default: ModeInsert, Enum: []string{ModeInsert, ModeCopy},

@@ -70,7 +70,8 @@ func postgres15(t *testing.T) *server {
 		conn.Close(context.Background())
 	})
 	return &server{conn: conn, schema: schema, params: map[string]string{"driver": "postgres", "host": u.Hostname(),
-		"port": u.Port(), "database": testDB, "schema": schema, "user": u.User.Username(), "tls": "disable"}}
+		"port": u.Port(), "database": testDB, "schema": schema, "user": u.User.Username(), "tls": "disable",
+		"load_method": "insert"}} // the field's default: Redshift has no COPY FROM STDIN
 }
 
 func (s *server) count(t *testing.T, sql string, args ...any) int64 {
