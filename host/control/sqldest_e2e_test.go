@@ -168,11 +168,7 @@ func TestEndToEndClickHouseDestination(t *testing.T) {
 // run); a wrong password (a private server with password authentication) fails the run at
 // attempt 1 with the server's message; the password appears in no API answer or run log.
 func TestEndToEndRedshiftInsert(t *testing.T) {
-	raw := os.Getenv("SLUICE_TEST_POSTGRES_URL")
-	if raw == "" {
-		t.Skip("SLUICE_TEST_POSTGRES_URL is not set (.ci/services.sh starts PostgreSQL)")
-	}
-	conn, u, schema := sqldestPostgres(t, raw)
+	conn, u, schema := pgtest.Schema(t, "sqldest_e2e", "e2e")
 	ctx := context.Background()
 	proxy, host, port := sqldestProxy(t, u.Host)
 	proxy.CutAfter([]byte("commit\x00"), 1, 300*time.Millisecond)
@@ -181,16 +177,8 @@ func TestEndToEndRedshiftInsert(t *testing.T) {
 		"schema": schema, "user": u.User.Username(), "table_name": "events", "mode": "INSERT"})
 	rs := e.sqldestBackfill(id, 3)
 	e.sqldestCompleted(rs)
-	rows, err := conn.Query(ctx, "SELECT uuid FROM "+schema+".events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	uuids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
 	end := t0.Truncate(time.Hour)
-	e.exactlyOnce(uuids, end.Add(-3*time.Hour), end)
+	e.exactlyOnce(pgUUIDs(t, conn, schema+".events"), end.Add(-3*time.Hour), end)
 	var stages int
 	if err := conn.QueryRow(ctx, "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'sluice_stage_%'", schema).Scan(&stages); err != nil || stages != 0 {
 		t.Errorf("%d stage tables left (%v)", stages, err)
@@ -207,39 +195,6 @@ func TestEndToEndRedshiftInsert(t *testing.T) {
 	e.sqldestNoSecret(denied, password)
 }
 
-// sqldestPostgres makes sure the database sqldest_e2e exists on the shared server and gives
-// the test a fresh schema in it.
-func sqldestPostgres(t *testing.T, raw string) (*pgx.Conn, *url.URL, string) {
-	t.Helper()
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.Exec(ctx, "CREATE DATABASE sqldest_e2e"); err != nil && !strings.Contains(err.Error(), "42P04") {
-		t.Fatal(err)
-	}
-	admin.Close(ctx)
-	u.Path = "/sqldest_e2e"
-	conn, err := pgx.Connect(ctx, u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	schema := fmt.Sprintf("e2e_%d", time.Now().UnixNano())
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		conn.Close(context.Background())
-	})
-	return conn, u, schema
-}
-
 // TestEndToEndRedshiftCopy drives the redshift plugin in COPY mode through the API: the host
 // writes each run's events as a gzipped JSON Lines file and a Redshift manifest into
 // versitygw (the object capability), and the plugin's COPY ... FROM 's3://.../manifest.json'
@@ -251,12 +206,12 @@ func sqldestPostgres(t *testing.T, raw string) (*pgx.Conn, *url.URL, string) {
 // event once in the table, the keys in no API answer or run log. An IAM role export: the
 // role's ARN in the statement, no keys.
 func TestEndToEndRedshiftCopy(t *testing.T) {
-	raw, endpoint := os.Getenv("SLUICE_TEST_POSTGRES_URL"), os.Getenv("SLUICE_TEST_S3_ENDPOINT")
-	if raw == "" || endpoint == "" {
-		t.Skip("SLUICE_TEST_POSTGRES_URL or SLUICE_TEST_S3_ENDPOINT is not set (.ci/services.sh starts the servers)")
+	endpoint := os.Getenv("SLUICE_TEST_S3_ENDPOINT")
+	if endpoint == "" {
+		t.Skip("SLUICE_TEST_S3_ENDPOINT is not set (.ci/services.sh starts versitygw)")
 	}
 	access, secret := os.Getenv("SLUICE_TEST_S3_ACCESS_KEY"), os.Getenv("SLUICE_TEST_S3_SECRET_KEY")
-	conn, u, schema := sqldestPostgres(t, raw)
+	conn, u, schema := pgtest.Schema(t, "sqldest_e2e", "e2e")
 	ctx := context.Background()
 	client := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint), UsePathStyle: true,
 		Credentials: credentials.NewStaticCredentialsProvider(access, secret, "")})
@@ -285,16 +240,8 @@ func TestEndToEndRedshiftCopy(t *testing.T) {
 	id := e.createExportTo("redshift", "rs-copy", keys)
 	rs := e.sqldestBackfill(id, 3)
 	e.sqldestCompleted(rs)
-	rows, err := conn.Query(ctx, "SELECT uuid FROM "+schema+".events")
-	if err != nil {
-		t.Fatal(err)
-	}
-	uuids, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		t.Fatal(err)
-	}
 	end := t0.Truncate(time.Hour)
-	e.exactlyOnce(uuids, end.Add(-3*time.Hour), end)
+	e.exactlyOnce(pgUUIDs(t, conn, schema+".events"), end.Add(-3*time.Hour), end)
 	e.sqldestNoSecret(id, secret)
 
 	// The statements: one COPY per attempt (4: one run was retried), keys substituted.
@@ -375,4 +322,18 @@ func s3Get(t *testing.T, client *s3.Client, bucket, key string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// pgUUIDs reads a table's uuid column.
+func pgUUIDs(t *testing.T, conn *pgx.Conn, table string) []string {
+	t.Helper()
+	rows, err := conn.Query(context.Background(), "SELECT uuid FROM "+table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uuids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uuids
 }

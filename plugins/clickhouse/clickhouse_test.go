@@ -289,3 +289,23 @@ func TestValidate(t *testing.T) {
 		t.Errorf("a stage table name: %v", err)
 	}
 }
+
+// TestClassify: the server's code decides, before the host's status: a serialization
+// failure retries although its call failed fatal_io; a connection fault retries; bad SQL
+// fails although retryable_io.
+func TestClassify(t *testing.T) {
+	h := sdktest.New()
+	for _, c := range []struct {
+		e    abi.Error
+		want string
+	}{
+		{abi.Error{Status: "fatal_io", Code: "40001"}, abi.OutcomeRetry},
+		{abi.Error{Status: "fatal_io", Code: "connection"}, abi.OutcomeRetry},
+		{abi.Error{Status: "retryable_io", Code: "42601"}, abi.OutcomeFail},
+		{abi.Error{Status: "retryable_io", Code: "clickhouse_62"}, abi.OutcomeFail},
+	} {
+		if got, err := h.Classify(c.e, 1); err != nil || got.Outcome != c.want {
+			t.Errorf("%+v: %+v %v, want %s", c.e, got, err, c.want)
+		}
+	}
+}

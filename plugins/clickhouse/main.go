@@ -92,13 +92,13 @@ func columnDefs(cols []column) string {
 }
 
 type destination struct {
-	sdk.Base
-	cfg     config
-	stage   string
-	loadID  string
-	cols    []abi.ColumnSelect
-	staged  int64
-	created bool // the stage exists (Close drops it)
+	sqlexport.Base // Classify: the server's code decides
+	cfg            config
+	stage          string
+	loadID         string
+	cols           []abi.ColumnSelect
+	staged         int64
+	created        bool // the stage exists (Close drops it)
 }
 
 func (d *destination) Validate(c *sdk.Config) error {
@@ -148,7 +148,7 @@ func (d *destination) Open(rc *sdk.RunContext) error {
 		" PARTITION BY toYYYYMM(" + d.q("timestamp") + ") ORDER BY (" + d.q("uuid") + ")"); err != nil {
 		return err
 	}
-	have, err := tableColumns(target)
+	have, err := sqlexport.Columns(driver, d.cfg.TableName)
 	if err != nil {
 		return err
 	}
@@ -198,15 +198,6 @@ func (d *destination) Open(rc *sdk.RunContext) error {
 	sdk.Log(slog.LevelInfo, "clickhouse export starting", "table", d.cfg.TableName, "stage", d.stage,
 		"engine", d.cfg.Engine, "attempt", rc.Attempt, "generation", rc.Generation)
 	return nil
-}
-
-// tableColumns lists a table's columns (a query of no rows answers its column names).
-func tableColumns(table string) ([]string, error) {
-	r, err := sdk.SQLQuery("SELECT * FROM "+table+" LIMIT 0", 1)
-	if err != nil {
-		return nil, err
-	}
-	return r.Columns, nil
 }
 
 // WriteBatch loads the batch into the stage on the host: one native block insert.
@@ -267,11 +258,6 @@ func (d *destination) Close() error {
 	return nil
 }
 
-// Classify: the server's code decides (sqlexport.Classify).
-func (d *destination) Classify(e *abi.Error, attempt int) abi.Classification {
-	return sqlexport.Classify(e, attempt)
-}
-
 // Test connects and reads the server's version and, if the table exists, its columns.
 func (d *destination) Test(rc *sdk.RunContext) (abi.TestReport, error) {
 	var t sdk.TestSteps
@@ -290,15 +276,7 @@ func (d *destination) Test(rc *sdk.RunContext) (abi.TestReport, error) {
 	if !t.Step("connection", err, msg) {
 		return t.Report, nil
 	}
-	cols, err := tableColumns(d.q(d.cfg.TableName))
-	switch {
-	case err == nil:
-		t.Step("table", nil, "table "+d.cfg.TableName+" exists with columns "+strings.Join(cols, ", "))
-	case strings.Contains(err.Error(), "clickhouse_60"): // UNKNOWN_TABLE
-		t.Step("table", nil, "table "+d.cfg.TableName+" does not exist yet: the first run creates it")
-	default:
-		t.Step("table", err, "")
-	}
+	sqlexport.TableStep(&t, driver, d.cfg.TableName, "clickhouse_60") // UNKNOWN_TABLE
 	return t.Report, nil
 }
 

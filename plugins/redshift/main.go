@@ -135,15 +135,15 @@ func columnDefs(cols []column) string {
 func q(name string) string { return sdk.QuoteIdent(driver, name) }
 
 type destination struct {
-	sdk.Base
-	cfg    config
-	rc     *sdk.RunContext
-	stage  string
-	loadID string
-	cols   []abi.ColumnSelect
-	stageC []column
-	staged int64
-	inTx   bool
+	sqlexport.Base // Classify: the server's code decides
+	cfg            config
+	rc             *sdk.RunContext
+	stage          string
+	loadID         string
+	cols           []abi.ColumnSelect
+	stageC         []column
+	staged         int64
+	inTx           bool
 	// COPY mode: the run's file.
 	up       *sdk.Upload
 	enc      *sdk.Encoder
@@ -197,18 +197,18 @@ func (d *destination) Open(rc *sdk.RunContext) error {
 		q(sqlexport.LoadIDColumn) + " VARCHAR(200))"); err != nil {
 		return err
 	}
-	r, err := sdk.SQLQuery("SELECT * FROM "+target+" LIMIT 0", 1)
+	have, err := sqlexport.Columns(driver, d.cfg.TableName)
 	if err != nil {
 		return err
 	}
-	if !slices.Contains(r.Columns, sqlexport.LoadIDColumn) {
+	if !slices.Contains(have, sqlexport.LoadIDColumn) {
 		if _, err := sdk.SQLExec("ALTER TABLE " + target + " ADD COLUMN " + q(sqlexport.LoadIDColumn) + " VARCHAR(200)"); err != nil {
 			return err
 		}
 	}
 	var names []string
 	for _, c := range cols {
-		if slices.Contains(r.Columns, c.name) {
+		if slices.Contains(have, c.name) {
 			names = append(names, c.name)
 		}
 	}
@@ -421,11 +421,6 @@ func (d *destination) Close() error {
 	return nil
 }
 
-// Classify: the server's SQLSTATE decides (sqlexport.Classify).
-func (d *destination) Classify(e *abi.Error, attempt int) abi.Classification {
-	return sqlexport.Classify(e, attempt)
-}
-
 // Test connects and reads the table's columns, if it exists.
 func (d *destination) Test(rc *sdk.RunContext) (abi.TestReport, error) {
 	var t sdk.TestSteps
@@ -440,15 +435,7 @@ func (d *destination) Test(rc *sdk.RunContext) (abi.TestReport, error) {
 	if !t.Step("connection", err, "connected") {
 		return t.Report, nil
 	}
-	r, err := sdk.SQLQuery("SELECT * FROM "+q(d.cfg.TableName)+" LIMIT 0", 1)
-	switch {
-	case err == nil:
-		t.Step("table", nil, "table "+d.cfg.TableName+" exists with columns "+strings.Join(r.Columns, ", "))
-	case strings.Contains(err.Error(), "42P01"):
-		t.Step("table", nil, "table "+d.cfg.TableName+" does not exist yet: the first run creates it")
-	default:
-		t.Step("table", err, "")
-	}
+	sqlexport.TableStep(&t, driver, d.cfg.TableName, "42P01") // undefined_table
 	return t.Report, nil
 }
 

@@ -3,9 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -35,40 +32,15 @@ type server struct {
 // they prove the statements' shape, not Redshift's SUPER semantics.
 func postgres15(t *testing.T) *server {
 	t.Helper()
-	raw := os.Getenv("SLUICE_TEST_POSTGRES_URL")
-	if raw == "" {
-		t.Skip("SLUICE_TEST_POSTGRES_URL is not set (.ci/services.sh starts PostgreSQL)")
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	conn, u, schema := pgtest.Schema(t, testDB, "t")
 	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+testDB); err != nil && !strings.Contains(err.Error(), "42P04") {
-		t.Fatal(err)
-	}
-	admin.Close(ctx)
-	u.Path = "/" + testDB
-	conn, err := pgx.Connect(ctx, u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	schema := fmt.Sprintf("t%d", time.Now().UnixNano())
-	for _, sql := range []string{"CREATE SCHEMA " + schema,
+	for _, sql := range []string{
 		"CREATE DOMAIN " + schema + ".super AS jsonb",
 		"CREATE FUNCTION " + schema + ".json_parse(text) RETURNS jsonb LANGUAGE sql IMMUTABLE AS 'SELECT $1::jsonb'"} {
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			t.Fatal(err)
 		}
 	}
-	t.Cleanup(func() {
-		_, _ = conn.Exec(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		conn.Close(context.Background())
-	})
 	return &server{conn: conn, schema: schema, params: map[string]string{"driver": "postgres", "host": u.Hostname(),
 		"port": u.Port(), "database": testDB, "schema": schema, "user": u.User.Username(), "tls": "disable",
 		"load_method": "insert"}} // the field's default: Redshift has no COPY FROM STDIN
@@ -267,6 +239,26 @@ func TestValidate(t *testing.T) {
 		var ee *sdktest.ExportError
 		if err := h.Validate(cfg, c.secrets...); !errors.As(err, &ee) || ee.Err.Field != c.field {
 			t.Errorf("%s %v: %v", c.field, c.over, err)
+		}
+	}
+}
+
+// TestClassify: the server's code decides, before the host's status: a serialization
+// failure retries although its call failed fatal_io; a connection fault retries; bad SQL
+// fails although retryable_io.
+func TestClassify(t *testing.T) {
+	h := sdktest.New()
+	for _, c := range []struct {
+		e    abi.Error
+		want string
+	}{
+		{abi.Error{Status: "fatal_io", Code: "40001"}, abi.OutcomeRetry},
+		{abi.Error{Status: "fatal_io", Code: "connection"}, abi.OutcomeRetry},
+		{abi.Error{Status: "retryable_io", Code: "42601"}, abi.OutcomeFail},
+		{abi.Error{Status: "retryable_io", Code: "clickhouse_62"}, abi.OutcomeFail},
+	} {
+		if got, err := h.Classify(c.e, 1); err != nil || got.Outcome != c.want {
+			t.Errorf("%+v: %+v %v, want %s", c.e, got, err, c.want)
 		}
 	}
 }

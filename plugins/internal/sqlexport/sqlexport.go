@@ -6,6 +6,7 @@
 package sqlexport
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -85,6 +86,12 @@ func Names(driver string, cols []abi.ColumnSelect) string {
 	return strings.Join(q, ", ")
 }
 
+// Base is sdk.Base with the package's Classify: embed it in a destination.
+type Base struct{ sdk.Base }
+
+// Classify is the package's Classify (sdk.Classifier): the server's code decides.
+func (Base) Classify(e *abi.Error, attempt int) abi.Classification { return Classify(e, attempt) }
+
 // Classify decides a failed run: the database's code first (sdk.ClassifySQL: connection
 // faults, serialization failures and lock timeouts retry; authentication, permissions,
 // missing objects, bad SQL and data fail), then sdk.DefaultClassify.
@@ -133,4 +140,28 @@ func Rows(r abi.SQLQueryResult) (int64, error) {
 		return strconv.ParseInt(v, 10, 64)
 	}
 	return 0, fmt.Errorf("a count query answered %T", r.Rows[0][0])
+}
+
+// Columns lists a table's columns: a query of no rows answers its column names.
+func Columns(driver, table string) ([]string, error) {
+	r, err := sdk.SQLQuery("SELECT * FROM "+sdk.QuoteIdent(driver, table)+" LIMIT 0", 1)
+	if err != nil {
+		return nil, err
+	}
+	return r.Columns, nil
+}
+
+// TableStep is a destination test's "table" step: the table's columns, or that the first
+// run will create it (the server's error code missing: no such table).
+func TableStep(t *sdk.TestSteps, driver, table, missing string) {
+	cols, err := Columns(driver, table)
+	var he *sdk.HostError
+	switch {
+	case err == nil:
+		t.Step("table", nil, "table "+table+" exists with columns "+strings.Join(cols, ", "))
+	case errors.As(err, &he) && he.Err.Code == missing:
+		t.Step("table", nil, "table "+table+" does not exist yet: the first run creates it")
+	default:
+		t.Step("table", err, "")
+	}
 }
