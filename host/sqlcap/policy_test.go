@@ -160,3 +160,35 @@ func isStatus(err error, st abi.Status) bool {
 	var ce *runtime.CapabilityError
 	return errors.As(err, &ce) && ce.Status == st
 }
+
+func TestAddressPolicy(t *testing.T) {
+	cases := []struct {
+		cfg  Config
+		addr string
+		env  string // "": allowed
+	}{
+		{Config{}, "10.1.2.3:5432", ""},
+		{Config{}, "192.168.0.10:5432", ""},
+		{Config{}, "100.64.0.1:5432", ""},
+		{Config{}, "[fd00::1]:5432", ""},
+		{Config{}, "203.0.113.7:5432", ""},
+		{Config{RefusePrivate: true}, "10.1.2.3:5432", "SLUICE_SQL_ALLOW_PRIVATE"},
+		{Config{RefusePrivate: true}, "203.0.113.7:5432", ""},
+		{Config{}, "127.0.0.1:5432", "SLUICE_SQL_ALLOW_LOOPBACK"},
+		{Config{}, "[::1]:5432", "SLUICE_SQL_ALLOW_LOOPBACK"},
+		{Config{}, "0.0.0.0:5432", "SLUICE_SQL_ALLOW_LOOPBACK"},
+		{Config{AllowLoopback: true}, "127.0.0.1:5432", ""},
+		{Config{AllowLoopback: true}, "169.254.169.254:80", "(nothing)"},
+		{Config{AllowLoopback: true}, "[fe80::1]:5432", "(nothing)"},
+	}
+	for _, c := range cases {
+		err := c.cfg.checkAddress("tcp", c.addr, nil)
+		var ae *AddressError
+		switch {
+		case c.env == "" && err != nil:
+			t.Errorf("%s with %+v: refused: %v", c.addr, c.cfg, err)
+		case c.env != "" && (!errors.As(err, &ae) || ae.Env != c.env):
+			t.Errorf("%s with %+v: %v, want refused naming %s", c.addr, c.cfg, err, c.env)
+		}
+	}
+}

@@ -285,7 +285,7 @@ func pgConverter(k abi.Kind, oid uint32) (convFunc, error) {
 	case abi.KindString:
 		switch {
 		case text:
-			return convString, nil
+			return convBytes, nil
 		case oid == pgtype.UUIDOID:
 			return convUUIDText, nil
 		case oid == pgtype.JSONOID || oid == pgtype.JSONBOID:
@@ -293,10 +293,8 @@ func pgConverter(k abi.Kind, oid uint32) (convFunc, error) {
 		}
 	case abi.KindJSON:
 		switch {
-		case oid == pgtype.JSONOID || oid == pgtype.JSONBOID:
+		case oid == pgtype.JSONOID || oid == pgtype.JSONBOID, text:
 			return convBytes, nil
-		case text:
-			return convString, nil
 		}
 	case abi.KindInt64:
 		switch {

@@ -38,19 +38,23 @@ const tableColumns = `"uuid" VARCHAR(200), "event" VARCHAR(200), "properties" JS
 	"set" JSONB, "set_once" JSONB, "distinct_id" VARCHAR(200), "team_id" INTEGER, "ip" VARCHAR(200),
 	"site_url" VARCHAR(200), "timestamp" TIMESTAMP WITH TIME ZONE`
 
-// stageColumns receive the run's columns as the host loads them.
-const stageColumns = `"uuid" UUID, "event" TEXT, "distinct_id" TEXT, "team_id" BIGINT, "properties" JSONB,
+// stageColumns receive the run's columns as the host loads them. properties stays text in
+// the stage: the move parses it once (COPY into a jsonb column would parse it too, and
+// cost a second pass: docs/performance.md).
+const stageColumns = `"uuid" UUID, "event" TEXT, "distinct_id" TEXT, "team_id" BIGINT, "properties" TEXT,
 	"elements_chain" TEXT, "timestamp" TIMESTAMPTZ`
 
 var loadColumns = []abi.ColumnSelect{{Name: "uuid"}, {Name: "event"}, {Name: "distinct_id"}, {Name: "team_id"},
 	{Name: "properties"}, {Name: "elements_chain"}, {Name: "timestamp"}}
 
 // moveRows fills PostHog's columns from the stage: set and set_once from the properties'
-// $set and $set_once, ip from $ip, elements the chain as a JSON string, site_url empty.
+// $set and $set_once, ip from $ip, elements the chain as a JSON string, site_url empty. The
+// properties are parsed once per row (the LATERAL subquery with OFFSET 0 is not inlined).
 const moveRows = `INSERT INTO %[1]s ("uuid", "event", "properties", "elements", "set", "set_once", "distinct_id",
 	"team_id", "ip", "site_url", "timestamp")
-	SELECT "uuid"::text, "event", "properties", to_jsonb("elements_chain"), "properties"->'$set',
-	"properties"->'$set_once', "distinct_id", "team_id", "properties"->>'$ip', '', "timestamp" FROM %[2]s`
+	SELECT s."uuid"::text, s."event", l.p, to_jsonb(s."elements_chain"), l.p->'$set', l.p->'$set_once',
+	s."distinct_id", s."team_id", l.p->>'$ip', '', s."timestamp"
+	FROM %[2]s s, LATERAL (SELECT s."properties"::jsonb AS p OFFSET 0) l`
 
 type destination struct {
 	sdk.Base

@@ -1,0 +1,33 @@
+;; sqlnogrant: calls the sql capability without requesting it.
+;; sluice_open calls call("sql", {"op":"exec","sql":"DROP TABLE events"}) and returns the host's error document as its own error.
+;; Built with: wat2wasm sqlnogrant.wat -o sqlnogrant.wasm
+(module
+  (import "sluice_v1" "call" (func $call (param i32 i32 i32 i32) (result i64)))
+  (import "sluice_v1" "response_read" (func $response_read (param i32 i32) (result i64)))
+  (memory (export "memory") 2)
+  (data (i32.const 16) "{\"name\":\"sqlnogrant\",\"version\":\"0.1.0\",\"abi_version\":\"1.1\",\"description\":\"hand-written test module\",\"capabilities\":[],\"config\":[]}")
+  (data (i32.const 1024) "{\"outcome\":\"retry\",\"reason\":\"wat module\"}")
+  (data (i32.const 1100) "{\"records\":0,\"bytes\":0}")
+  (data (i32.const 2048) "sql")
+  (data (i32.const 2100) "{\"op\":\"exec\",\"sql\":\"DROP TABLE events\"}")
+  (data (i32.const 8192) "{\"error\":")
+  (func (export "sluice_abi_v1_1"))
+  (func (export "sluice_alloc") (param $n i32) (result i32)
+    (select (i32.const 4096) (i32.const 0) (i32.lt_u (local.get $n) (i32.const 60000))))
+  (func (export "sluice_describe") (result i64)
+    (i64.const 68719476866))  ;; ptr 16, len 130
+  (func (export "sluice_validate") (param i32 i32) (result i64) (i64.const 0))
+  (func (export "sluice_open") (param i32 i32) (result i64)
+    (local $r i64) (local $n i32)
+    (local.set $r (call $call (i32.const 2048) (i32.const 3) (i32.const 2100) (i32.const 39)))
+    (if (i64.eqz (i64.shr_u (local.get $r) (i64.const 32))) (then (return (i64.const 0))))
+    (local.set $r (call $response_read (i32.const 8201) (i32.const 16000)))
+    (local.set $n (i32.wrap_i64 (local.get $r)))
+    (i32.store8 (i32.add (i32.const 8201) (local.get $n)) (i32.const 125))
+    (i64.or (i64.shl (i64.const 8192) (i64.const 32))
+            (i64.extend_i32_u (i32.add (local.get $n) (i32.const 10)))))
+  (func (export "sluice_write_batch") (param i32 i32) (result i64) (i64.const 0))
+  (func (export "sluice_finish") (result i64) (i64.const 4724464025623))
+  (func (export "sluice_classify") (param i32 i32) (result i64) (i64.const 4398046511145))
+  (func (export "sluice_close") (result i64) (i64.const 0))
+)
