@@ -191,6 +191,7 @@ func TestHostileInstall(t *testing.T) {
 		{"future", []string{`plugin "future" needs Sluice plugin ABI 1.9; this host provides 1.0 through 1.1`}},
 		{"oldrange", []string{"sluice_v1.encoder_write_range, which is part of ABI 1.1, but declares ABI 1.0"}},
 		{"oldhttp", []string{`plugin "oldhttp" requests capability "http", which is part of ABI 1.1, but declares ABI 1.0`}},
+		{"oldsql", []string{`plugin "oldsql" requests capability "sql", which is part of ABI 1.1, but declares ABI 1.0`}},
 		{"badptr", []string{"crashed in sluice_describe (bad_pointer): returned pointer 0xffff0000 length 100, outside its 131072-byte memory"}},
 	}
 	for _, c := range cases {
