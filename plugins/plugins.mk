@@ -2,7 +2,7 @@
 # Included by the top-level Makefile. Two consecutive builds give identical bytes
 # (-trimpath, -buildid=, no cgo; rustc with a fixed command line and remapped paths).
 
-GO_PLUGINS   := s3 azure-blob gcs example bigquery snowflake http databricks postgres
+GO_PLUGINS   := s3 azure-blob gcs example bigquery snowflake http databricks postgres clickhouse redshift
 RUST_PLUGINS := rust-jsonl
 PLUGINS_DIR  := bin/plugins
 RUSTC        ?= /usr/bin/rustc
@@ -10,6 +10,8 @@ RUSTC        ?= /usr/bin/rustc
 GO_PLUGIN_TAGS_http := sluice_abi_1_1
 GO_PLUGIN_TAGS_databricks := sluice_abi_1_1
 GO_PLUGIN_TAGS_postgres := sluice_abi_1_1
+GO_PLUGIN_TAGS_clickhouse := sluice_abi_1_1
+GO_PLUGIN_TAGS_redshift := sluice_abi_1_1
 
 GO_PLUGIN_WASM   := $(addprefix $(PLUGINS_DIR)/,$(addsuffix .wasm,$(GO_PLUGINS)))
 RUST_PLUGIN_WASM := $(addprefix $(PLUGINS_DIR)/,$(addsuffix .wasm,$(RUST_PLUGINS)))

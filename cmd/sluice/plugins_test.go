@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	ch "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sluicehq/sluice/host/warehouse/bigquery/bqfake"
@@ -52,11 +53,21 @@ func TestLockedPluginsPassConformance(t *testing.T) {
 	pgConfig := conformancePostgres(t)
 	if pgConfig != "" {
 		args["postgres"] = []string{"--config", pgConfig}
+		// redshift (INSERT mode) on the same server, in its own table.
+		args["redshift"] = []string{"--config", strings.Replace(pgConfig, "conformance_events", "conformance_redshift", 1)}
+	}
+	// The clickhouse plugin's on the shared ClickHouse, database sqldest_conformance.
+	chConfig := conformanceClickHouse(t)
+	if chConfig != "" {
+		args["clickhouse"] = []string{"--config", chConfig}
 	}
 	for _, p := range lock.Plugins {
 		t.Run(p.Name, func(t *testing.T) {
-			if p.Name == "postgres" && pgConfig == "" {
+			if (p.Name == "postgres" || p.Name == "redshift") && pgConfig == "" {
 				t.Skip("SLUICE_TEST_POSTGRES_URL is not set (.ci/services.sh starts the server)")
+			}
+			if p.Name == "clickhouse" && chConfig == "" {
+				t.Skip("SLUICE_TEST_CLICKHOUSE_DSN is not set (.ci/services.sh starts the server)")
 			}
 			a, ok := args[p.Name]
 			if !ok {
@@ -94,4 +105,28 @@ func conformancePostgres(t *testing.T) string {
 	t.Setenv("SLUICE_SQL_ALLOW_LOOPBACK", "true")
 	return fmt.Sprintf(`{"host": %q, "port": %s, "database": "sqlcap_conformance", "user": %q, "table_name": "conformance_events"}`,
 		u.Hostname(), u.Port(), u.User.Username())
+}
+
+// conformanceClickHouse creates the database sqldest_conformance on the shared ClickHouse
+// and returns the clickhouse plugin's config for it ("" without a server).
+func conformanceClickHouse(t *testing.T) string {
+	dsn := os.Getenv("SLUICE_TEST_CLICKHOUSE_DSN")
+	if dsn == "" {
+		return ""
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := ch.Open(&ch.Options{Addr: []string{u.Host}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Exec(context.Background(), "CREATE DATABASE IF NOT EXISTS sqldest_conformance"); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("SLUICE_SQL_ALLOW_LOOPBACK", "true")
+	return fmt.Sprintf(`{"host": %q, "port": %s, "database": "sqldest_conformance", "table_name": "conformance_events"}`,
+		u.Hostname(), u.Port())
 }

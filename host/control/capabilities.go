@@ -47,8 +47,10 @@ func (h *Host) bindings(ctx context.Context, run storage.Run, e storage.BatchExp
 			h.log.Debug("plugin metric", "run_id", run.ID, "plugin", e.DestinationType, "name", name, "value", v)
 		},
 	}
-	if slices.Contains(m.Capabilities, abi.CapObject) {
-		params := capBinding(abi.CapObject, m.Config, public, e.SecretConfig)
+	// A plugin that uses object storage only in some modes (redshift's COPY) binds no
+	// object.* parameter in the others: the capability stays unbound (its calls are denied).
+	if params := capBinding(abi.CapObject, m.Config, public, e.SecretConfig); slices.Contains(m.Capabilities, abi.CapObject) &&
+		(len(params) > 0 || !slices.ContainsFunc(m.Capabilities, func(c string) bool { return c != abi.CapObject })) {
 		store, err := openObjectStore(ctx, objectSettings{
 			dataDir: h.cfg.DataDir, partSize: h.cfg.S3PartSize, conc: h.cfg.S3Concurrency,
 			ambient: h.cfg.S3AmbientCredentials, gcsEndpoint: h.cfg.GCSEndpoint,

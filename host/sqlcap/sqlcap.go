@@ -127,11 +127,14 @@ func (c Config) dialer() *net.Dialer {
 type settings struct {
 	driver, host, database, schema, user, password, tls string
 	port                                                int
+	protocol                                            string            // clickhouse: native or http (sql.protocol)
+	loadMethod                                          string            // postgres: copy or insert (sql.load_method)
+	secrets                                             map[string]string // sql.secret_NAME, for COPY (copys3.go); not part of the pool's key
 }
 
 func (s settings) key() string {
 	h := sha256.New()
-	for _, v := range []string{s.driver, s.host, strconv.Itoa(s.port), s.database, s.schema, s.user, s.password, s.tls} {
+	for _, v := range []string{s.driver, s.host, strconv.Itoa(s.port), s.database, s.schema, s.user, s.password, s.tls, s.protocol} {
 		h.Write([]byte(v))
 		h.Write([]byte{0})
 	}
@@ -141,23 +144,44 @@ func (s settings) key() string {
 func (s settings) addr() string { return net.JoinHostPort(s.host, strconv.Itoa(s.port)) }
 
 var knownParams = map[string]bool{"driver": true, "host": true, "port": true, "database": true, "schema": true,
-	"user": true, "password": true, "tls": true, "has_self_signed_cert": true}
+	"user": true, "password": true, "tls": true, "has_self_signed_cert": true, "protocol": true, "load_method": true}
 
 // parseSettings reads the capability's parameters (control.capBinding: the sql.* bindings
 // without their prefix).
 func parseSettings(params map[string]string) (settings, error) {
 	for k := range params {
+		if name, ok := strings.CutPrefix(k, secretParam); ok && secretNameRE.MatchString(name) {
+			continue
+		}
 		if !knownParams[k] {
-			return settings{}, fmt.Errorf("unknown sql binding %q (want sql.driver, sql.host, sql.port, sql.database, sql.schema, sql.user, sql.password, sql.tls, sql.has_self_signed_cert)", "sql."+k)
+			return settings{}, fmt.Errorf("unknown sql binding %q (want sql.driver, sql.host, sql.port, sql.database, sql.schema, sql.user, sql.password, sql.tls, sql.has_self_signed_cert, sql.protocol, sql.load_method, sql.secret_<name>)", "sql."+k)
 		}
 	}
 	s := settings{driver: strings.TrimSpace(params["driver"]), host: strings.TrimSpace(params["host"]),
 		database: params["database"], schema: params["schema"], user: params["user"], password: params["password"],
-		tls: strings.TrimSpace(params["tls"])}
+		tls: strings.TrimSpace(params["tls"]), protocol: strings.TrimSpace(params["protocol"]), loadMethod: strings.TrimSpace(params["load_method"])}
+	for k, v := range params {
+		if name, ok := strings.CutPrefix(k, secretParam); ok {
+			if s.secrets == nil {
+				s.secrets = map[string]string{}
+			}
+			s.secrets[name] = v
+		}
+	}
 	var dflPort int
 	switch s.driver {
 	case abi.SQLDriverPostgres:
 		dflPort = 5432
+		if s.protocol != "" {
+			return s, errors.New("sql.protocol is clickhouse-only (native or http)")
+		}
+		switch s.loadMethod {
+		case "":
+			s.loadMethod = "copy"
+		case "copy", "insert":
+		default:
+			return s, fmt.Errorf("sql.load_method %q is not supported (postgres: copy or insert)", truncate(s.loadMethod, 20))
+		}
 		if s.schema == "" {
 			s.schema = "public"
 		}
@@ -170,6 +194,17 @@ func parseSettings(params map[string]string) (settings, error) {
 		}
 	case abi.SQLDriverClickHouse:
 		dflPort = 9000
+		if s.loadMethod != "" {
+			return s, errors.New("sql.load_method is postgres-only (copy or insert)")
+		}
+		switch s.protocol {
+		case "", "native":
+			s.protocol = "native"
+		case "http":
+			dflPort = 8123
+		default:
+			return s, fmt.Errorf("sql.protocol %q is not supported (clickhouse: native or http)", truncate(s.protocol, 20))
+		}
 		if s.schema != "" {
 			return s, errors.New("sql.schema is not used by the clickhouse driver: bind the database as sql.database")
 		}
@@ -427,7 +462,12 @@ func (b *Binding) statement(ctx context.Context, r abi.SQLRequest) (any, error) 
 	if strings.TrimSpace(r.SQL) == "" {
 		return nil, badArg("%s needs sql", r.Op)
 	}
-	if _, err := b.pol.check(r.SQL); err != nil {
+	c, err := b.pol.check(r.SQL)
+	if err != nil {
+		return nil, err
+	}
+	sql, err := b.withSecrets(c, r.SQL)
+	if err != nil {
 		return nil, err
 	}
 	args, err := convertArgs(r.Args)
@@ -439,7 +479,7 @@ func (b *Binding) statement(ctx context.Context, r abi.SQLRequest) (any, error) 
 		return nil, err
 	}
 	if r.Op == abi.SQLOpExec {
-		n, err := sess.exec(ctx, r.SQL, args)
+		n, err := sess.exec(ctx, sql, args)
 		return abi.SQLExecResult{RowsAffected: n}, err
 	}
 	maxRows := r.MaxRows
@@ -558,5 +598,5 @@ func (b *Binding) scrub(s string) string {
 	if len(b.s.password) >= 4 {
 		s = strings.ReplaceAll(s, b.s.password, redactedSecret)
 	}
-	return s
+	return b.scrubSecrets(s)
 }

@@ -22,7 +22,7 @@ const testDB = "sqlcap_unit"
 
 // pgParams binds the shared test server (SLUICE_TEST_POSTGRES_URL) to a fresh schema of the
 // database sqlcap_unit; it returns the params and a superuser connection to that database.
-func pgParams(t *testing.T) (map[string]string, *pgx.Conn) {
+func pgParams(t testing.TB) (map[string]string, *pgx.Conn) {
 	t.Helper()
 	raw := os.Getenv("SLUICE_TEST_POSTGRES_URL")
 	if raw == "" {
@@ -75,7 +75,7 @@ func bind(t *testing.T, ps *Pools, params map[string]string) *Binding {
 }
 
 // call runs one request and decodes the answer into out (nil: ignored).
-func call(t *testing.T, b *Binding, req any, batch []byte, out any) error {
+func call(t testing.TB, b *Binding, req any, batch []byte, out any) error {
 	t.Helper()
 	raw, _ := json.Marshal(req)
 	doc, err := b.Call(context.Background(), raw, batch)

@@ -225,3 +225,37 @@ func TestHTTPSigV4ThroughProxy(t *testing.T) {
 	}
 	t.Logf("proxy stats: %+v", s)
 }
+
+// TestTCPCutAfter: a client chunk holding the match reaches the server, and the client
+// never gets the answer (its connection is reset); the next one passes again.
+func TestTCPCutAfter(t *testing.T) {
+	p, err := faultproxy.ListenTCP(echoServer(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	p.CutAfter([]byte("COMMIT"), 1, 50*time.Millisecond)
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := roundTrip(c, "begin"); err != nil || got != "begin" {
+		t.Fatalf("%q %v", got, err)
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if got, err := roundTrip(c, "COMMIT"); err == nil {
+		t.Fatalf("the answer %q came back through a cut connection", got)
+	}
+	c.Close()
+	if s := p.Stats(); s.Reset != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	c, err = net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got, err := roundTrip(c, "COMMIT"); err != nil || got != "COMMIT" {
+		t.Fatalf("the second COMMIT: %q %v", got, err)
+	}
+}

@@ -7,6 +7,7 @@
 package faultproxy
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -37,13 +38,19 @@ type TCP struct {
 	resetFrac   float64
 	rnd         *rand.Rand
 	closed      bool
+	cutMatch    []byte // CutAfter: a client chunk holding it is forwarded, then the link reset
+	cutLeft     int
+	cutDelay    time.Duration
 
 	accepted, dropped, refused, reset atomic.Int64
 	wg                                sync.WaitGroup
 }
 
 // link is one proxied connection: the client's side and the upstream's.
-type link struct{ client, server net.Conn }
+type link struct {
+	client, server net.Conn
+	muted          atomic.Bool // CutAfter fired: nothing more reaches the client
+}
 
 func (l *link) close(rst bool) {
 	for _, c := range []net.Conn{l.client, l.server} {
@@ -189,8 +196,8 @@ func (p *TCP) serve(client net.Conn, resetAt int64) {
 	p.conns[l] = struct{}{}
 	p.mu.Unlock()
 	done := make(chan struct{}, 2)
-	go func() { p.copy(server, client, -1, l); done <- struct{}{} }()
-	go func() { p.copy(client, server, resetAt, l); done <- struct{}{} }()
+	go func() { p.copy(server, client, -1, l, true); done <- struct{}{} }()
+	go func() { p.copy(client, server, resetAt, l, false); done <- struct{}{} }()
 	<-done
 	// One direction ended: end the other (a half-closed database connection is useless).
 	p.mu.Lock()
@@ -203,9 +210,30 @@ func (p *TCP) serve(client net.Conn, resetAt int64) {
 	<-done
 }
 
+// CutAfter makes the next times client chunks that contain match reach the server, then
+// resets their connection delay later, before the answer can return: the fault "the
+// statement ran, its answer was lost" (a COMMIT, a load's last statement).
+func (p *TCP) CutAfter(match []byte, times int, delay time.Duration) {
+	p.mu.Lock()
+	p.cutMatch, p.cutLeft, p.cutDelay = match, times, delay
+	p.mu.Unlock()
+}
+
+// cut reports whether a client chunk triggers CutAfter (and counts it).
+func (p *TCP) cut(chunk []byte) (time.Duration, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cutLeft <= 0 || len(p.cutMatch) == 0 || !bytes.Contains(chunk, p.cutMatch) {
+		return 0, false
+	}
+	p.cutLeft--
+	return p.cutDelay, true
+}
+
 // copy forwards src to dst chunk by chunk, with the current latency; with resetAt >= 0 it
-// resets the link once that many bytes went through.
-func (p *TCP) copy(dst, src net.Conn, resetAt int64, l *link) {
+// resets the link once that many bytes went through. fromClient: src is the client (the
+// direction CutAfter watches).
+func (p *TCP) copy(dst, src net.Conn, resetAt int64, l *link, fromClient bool) {
 	buf := make([]byte, 32<<10)
 	var n int64
 	for {
@@ -226,7 +254,25 @@ func (p *TCP) copy(dst, src net.Conn, resetAt int64, l *link) {
 				return
 			}
 			n += int64(k)
+			var delay time.Duration
+			cut := false
+			if fromClient {
+				if delay, cut = p.cut(buf[:k]); cut {
+					l.muted.Store(true)
+				}
+			} else if l.muted.Load() {
+				continue // the answer is lost
+			}
 			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return
+			}
+			if cut {
+				time.Sleep(delay)
+				p.mu.Lock()
+				delete(p.conns, l)
+				p.mu.Unlock()
+				p.reset.Add(1)
+				l.close(true)
 				return
 			}
 		}
