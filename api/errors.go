@@ -30,6 +30,8 @@ type Error struct {
 	Code    string       `json:"code"`
 	Message string       `json:"message"`
 	Fields  []FieldError `json:"fields,omitempty"`
+	// Exports lists the exports that use a connection DELETE refused to delete (409).
+	Exports []storage.ExportRef `json:"exports,omitempty"`
 }
 
 func (e *Error) Error() string {
