@@ -285,13 +285,26 @@ func TestOpenAPISchemasMatchResponses(t *testing.T) {
 
 	er := e.do("GET", "/api/v1/batch_exports?paused=x", nil).json(t)
 	check("ErrorEnvelope", er)
-	check("Error", er["error"].(map[string]any))
+	check("Error", er["error"].(map[string]any), "exports")
+
+	cn := e.must("POST", "/api/v1/connections", `{"name": "c", "type": "s3test", "config": {"aws_access_key_id": "k", "aws_secret_access_key": "s"}}`, 201).json(t)
+	check("Connection", cn)
+	check("ConnectionList", e.must("GET", "/api/v1/connections", nil, 200).json(t))
+	cid := cn["id"].(string)
+	e.must("POST", "/api/v1/batch_exports", `{"name": "uses", "interval": "hour", "destination": {"connection_id": "`+cid+`", "config": {"bucket_name": "b"}}}`, 201)
+	inUse := e.do("DELETE", "/api/v1/connections/"+cid, nil).json(t)["error"].(map[string]any)
+	check("Error", inUse, "fields")
+	if x := inUse["exports"].([]any)[0].(map[string]any); len(x) != 2 || x["name"] != "uses" {
+		t.Errorf("error.exports[0] %v, want {id, name}", x)
+	}
 
 	// Request schemas: the fields each body accepts are documented, and no others.
 	reqs := map[string][]string{
 		"BatchExportCreate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters", "team_id", "alert_webhook_url", "alert_format", "alert_period_seconds"},
 		"BatchExportUpdate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters", "team_id", "alert_webhook_url", "alert_format", "alert_period_seconds"},
-		"DestinationInput":  {"type", "config"},
+		"DestinationInput":  {"type", "config", "connection_id"},
+		"ConnectionCreate":  {"name", "type", "config"},
+		"ConnectionUpdate":  {"name", "type", "config"},
 		"Filters":           {"include_events", "exclude_events", "properties"},
 		"PropertyFilter":    {"key", "operator", "value"},
 		"BackfillCreate":    {"start_at", "end_at"},
