@@ -2,7 +2,7 @@ package configschema
 
 import (
 	"fmt"
-	"maps"
+	"sort"
 
 	"github.com/sluicehq/sluice/abi"
 )
@@ -141,16 +141,6 @@ func Effective(fields []abi.Field, conn, own Stored) (Stored, FieldErrors) {
 	return st, errs
 }
 
-// Overlay returns base with over's keys on top (neither is changed).
-func Overlay(base, over map[string]any) map[string]any {
-	out := maps.Clone(base)
-	if out == nil {
-		out = map[string]any{}
-	}
-	maps.Copy(out, over)
-	return out
-}
-
 func fieldNamed(fields []abi.Field, name string) (abi.Field, bool) {
 	for _, f := range fields {
 		if f.Name == name {
@@ -162,9 +152,5 @@ func fieldNamed(fields []abi.Field, name string) (abi.Field, bool) {
 
 // sortErrs orders errors by field, for answers that do not depend on map order.
 func sortErrs(errs FieldErrors) {
-	for i := 1; i < len(errs); i++ {
-		for j := i; j > 0 && errs[j].Field < errs[j-1].Field; j-- {
-			errs[j], errs[j-1] = errs[j-1], errs[j]
-		}
-	}
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Field < errs[j].Field })
 }
