@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sort"
 	"strings"
 	"time"
 
@@ -72,6 +73,7 @@ func (s *Server) connectionView(ctx context.Context, mc manifestCache, cn storag
 				v.SecretsSet = append(v.SecretsSet, k)
 			}
 		}
+		sort.Strings(v.SecretsSet)
 	}
 	return v, nil
 }

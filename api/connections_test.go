@@ -109,6 +109,15 @@ func TestConnectionCRUD(t *testing.T) {
 		t.Fatalf("secrets after patch: kept id %v, rotated %v", cn.SecretConfig["aws_access_key_id"] == secretKeyID, cn.SecretConfig["aws_secret_access_key"] == secretKeyNew)
 	}
 
+	// Its plugin deleted, the connection still reads (no secret), and cannot be tested.
+	e.must("DELETE", "/api/v1/plugins/objtest", nil, http.StatusNoContent)
+	r = e.must("GET", conns+"/"+id, nil, http.StatusOK)
+	noSecrets(t, "plugin deleted", r.Body)
+	if m := r.json(t); !reflect.DeepEqual(m["secrets_set"], []any{"aws_access_key_id", "aws_secret_access_key"}) || !reflect.DeepEqual(m["config"], map[string]any{"region": "eu-west-1"}) {
+		t.Fatalf("without its plugin: %v", m)
+	}
+	e.must("POST", conns+"/"+id+"/test", nil, http.StatusConflict)
+
 	e.must("DELETE", conns+"/"+id, nil, http.StatusNoContent)
 	e.must("GET", conns+"/"+id, nil, http.StatusNotFound)
 	e.must("DELETE", conns+"/"+id, nil, http.StatusNotFound)
