@@ -120,6 +120,7 @@ func TestConnectionCRUD(t *testing.T) {
 
 	e.must("DELETE", conns+"/"+id, nil, http.StatusNoContent)
 	e.must("GET", conns+"/"+id, nil, http.StatusNotFound)
+	noSecrets(t, "the API's log", e.logs.Bytes())
 	e.must("DELETE", conns+"/"+id, nil, http.StatusNotFound)
 	e.must("GET", conns+"/not-a-uuid", nil, http.StatusNotFound)
 }
@@ -276,6 +277,7 @@ func TestExportWithConnection(t *testing.T) {
 	if n := e.exportCount(); n != 1 {
 		t.Fatalf("%d exports stored, want 1", n)
 	}
+	noSecrets(t, "the API's log", e.logs.Bytes())
 	// The plugin's refusal of the effective config is a 422 as usual.
 	if r := e.do("POST", "/api/v1/batch_exports", exportWith("x", cid, map[string]any{"bucket_name": "refused-bucket"})); r.Status != http.StatusUnprocessableEntity {
 		t.Fatalf("refused bucket: %d %s", r.Status, r.Body)
