@@ -1,18 +1,23 @@
 package control_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/sluicehq/sluice/host/control"
 )
 
 // TestConnectionsS3 and TestConnectionsS3Postgres: two exports share one connection to a
@@ -36,7 +41,10 @@ func connectionsS3(t *testing.T, databaseURL string) {
 		t.Skip("SLUICE_TEST_S3_ENDPOINT is not set (eval \"$(bash .ci/services/versitygw.sh)\")")
 	}
 	access, secret := os.Getenv("SLUICE_TEST_S3_ACCESS_KEY"), os.Getenv("SLUICE_TEST_S3_SECRET_KEY")
-	e := newEnv(t, databaseURL)
+	hostLog := &lockedBuffer{}
+	e := newEnv(t, databaseURL, func(c *control.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(hostLog, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
 	ctx := context.Background()
 	client := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(endpoint), UsePathStyle: true,
 		Credentials: credentials.NewStaticCredentialsProvider(access, secret, "")})
@@ -173,6 +181,14 @@ func connectionsS3(t *testing.T, databaseURL string) {
 		t.Fatalf("bucket a holds %d objects, want 3", n)
 	}
 
+	// The host logged the failed runs, never a secret; the run logs hold none either.
+	if log := hostLog.String(); !strings.Contains(log, "SignatureDoesNotMatch") || strings.Contains(log, secret) || strings.Contains(log, badSecret) {
+		t.Fatalf("host log: has the failure %v, holds a secret %v", strings.Contains(log, "SignatureDoesNotMatch"), strings.Contains(log, secret) || strings.Contains(log, badSecret))
+	}
+	for _, id := range exports {
+		do("GET", "/api/v1/batch_exports/"+id+"/logs?limit=1000", nil, http.StatusOK)
+	}
+
 	// In use: 409 naming both exports; deleted once they are gone.
 	inUse := e.do("DELETE", "/api/v1/connections/"+cid, nil, http.StatusConflict)["error"].(map[string]any)
 	users := inUse["exports"].([]any)
@@ -183,4 +199,22 @@ func connectionsS3(t *testing.T, databaseURL string) {
 		do("DELETE", "/api/v1/batch_exports/"+id, nil, http.StatusNoContent)
 	}
 	do("DELETE", "/api/v1/connections/"+cid, nil, http.StatusNoContent)
+}
+
+// lockedBuffer is a bytes.Buffer safe for concurrent writers (a logger's).
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
