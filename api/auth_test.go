@@ -73,6 +73,7 @@ func TestAuthScopes(t *testing.T) {
 	e := newEnv(t)
 	e.plugin(s3Manifest)
 	id := e.export("scoped")
+	cid := e.must("POST", "/api/v1/connections", map[string]any{"name": "c", "type": "s3test"}, http.StatusCreated).json(t)["id"].(string)
 	_, read := e.token("read")
 	_, write := e.token("write")
 	_, admin := e.token("admin")
@@ -98,6 +99,12 @@ func TestAuthScopes(t *testing.T) {
 		{"POST", ex + "/" + id + "/unpause", "", "write"},
 		{"POST", ex + "/" + id + "/test", "", "write"},
 		{"POST", ex + "/" + id + "/backfills", `{}`, "write"},
+		{"GET", "/api/v1/connections", "", "read"},
+		{"GET", "/api/v1/connections/" + cid, "", "read"},
+		{"POST", "/api/v1/connections", `{}`, "write"},
+		{"PATCH", "/api/v1/connections/" + cid, `{"name": "renamed"}`, "write"},
+		{"POST", "/api/v1/connections/" + cid + "/test", "", "write"},
+		{"DELETE", "/api/v1/connections/00000000-0000-0000-0000-000000000000", "", "write"},
 		{"POST", "/api/v1/plugins", "", "admin"},
 		{"DELETE", "/api/v1/plugins/nope", "", "admin"},
 		{"GET", "/api/v1/tokens", "", "admin"},

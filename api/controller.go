@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/abi"
+	"github.com/sluicehq/sluice/internal/configschema"
 	"github.com/sluicehq/sluice/storage"
 )
 
@@ -70,8 +71,12 @@ type Controller interface {
 	RetryRun(ctx context.Context, runID string) (*storage.Run, error)
 	// CancelRun cancels a waiting or running run.
 	CancelRun(ctx context.Context, runID string) error
-	// TestDestination runs the plugin's destination test with the export's config.
+	// TestDestination runs the plugin's destination test with the export's config (over
+	// its connection's, when it uses one).
 	TestDestination(ctx context.Context, exportID string) (abi.TestReport, error)
+	// TestConnection runs the plugin's destination test with a config resolved from a
+	// connection alone (configschema.Effective: complete, defaults applied).
+	TestConnection(ctx context.Context, p *storage.Plugin, cfg configschema.Stored) (abi.TestReport, error)
 	// Ready reports whether the host can serve (GET /readyz).
 	Ready(ctx context.Context) error
 }

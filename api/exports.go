@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
 
 	"github.com/sluicehq/sluice/abi"
@@ -54,6 +55,9 @@ type destinationBody struct {
 	PluginVersion *string        `json:"plugin_version"`
 	PluginSHA256  *string        `json:"plugin_sha256"`
 	Config        map[string]any `json:"config"`
+	// ConnectionID: absent keeps the export's connection, null detaches it, an id
+	// attaches that connection (docs/api.md, "Connections").
+	ConnectionID json.RawMessage `json:"connection_id"`
 }
 
 // exportBody is the body of POST (every required field) and PATCH (any subset).
@@ -77,10 +81,14 @@ type destinationView struct {
 	Type string `json:"type"`
 	// PluginVersion and PluginSHA256 are the pin: the plugin version and module every run
 	// of the export uses until it is upgraded.
-	PluginVersion string         `json:"plugin_version"`
-	PluginSHA256  string         `json:"plugin_sha256"`
-	Config        map[string]any `json:"config"`
-	// SecretsSet names the secret config keys that have a value (values never leave).
+	PluginVersion string `json:"plugin_version"`
+	PluginSHA256  string `json:"plugin_sha256"`
+	// ConnectionID is the connection whose fields lie under Config (nil: none).
+	ConnectionID *string `json:"connection_id"`
+	// Config is the export's own config (without its connection's fields).
+	Config map[string]any `json:"config"`
+	// SecretsSet names the secret config keys of the export's own config that have a
+	// value (values never leave; a connection's are on the connection).
 	SecretsSet []string `json:"secrets_set"`
 }
 
@@ -131,7 +139,7 @@ func (s *Server) exportView(ctx context.Context, mc manifestCache, e storage.Bat
 			return exportView{}, fmt.Errorf("export %s filters: %w", e.ID, err)
 		}
 	}
-	dv := destinationView{Type: e.DestinationType}
+	dv := destinationView{Type: e.DestinationType, ConnectionID: e.ConnectionID}
 	p, err := s.db.GetPlugin(ctx, e.PluginID)
 	if err != nil {
 		return exportView{}, err
@@ -325,18 +333,30 @@ func (s *Server) storeExport(c echo.Context, e storage.BatchExport, body exportB
 	// The destination: resolve the plugin version it pins, then its config against that
 	// version's manifest.
 	var plugin *storage.Plugin
-	var resolved configschema.Stored
+	var resolved, effective configschema.Stored
 	var configChanged bool
 	if d := body.Destination; d != nil {
-		typ := e.DestinationType
-		if d.Type != nil {
-			typ = *d.Type
-		}
-		p, ferrs, err := s.destinationPlugin(ctx, e, d, typ, create)
+		conn, connID, err := s.destinationConnection(ctx, d.ConnectionID, e.ConnectionID, &errs)
 		if err != nil {
 			return storage.BatchExport{}, err
 		}
-		errs = append(errs, ferrs...)
+		typ := e.DestinationType
+		if d.Type != nil {
+			typ = *d.Type
+		} else if conn != nil {
+			typ = conn.PluginName
+		}
+		var p *storage.Plugin
+		if conn != nil && typ != conn.PluginName {
+			errs = append(errs, fieldErr("destination.connection_id", fmt.Sprintf("conflicts with destination.type: the connection is for plugin %q, not %q", conn.PluginName, typ)))
+		} else {
+			var ferrs []FieldError
+			p, ferrs, err = s.destinationPlugin(ctx, e, d, typ, create)
+			if err != nil {
+				return storage.BatchExport{}, err
+			}
+			errs = append(errs, ferrs...)
+		}
 		if p != nil {
 			plugin = p
 			m, err := s.ctl.PluginManifest(ctx, plugin)
@@ -357,9 +377,13 @@ func (s *Server) storeExport(c echo.Context, e storage.BatchExport, body exportB
 			if input == nil {
 				input = map[string]any{}
 			}
-			st, ferrs := configschema.Resolve(m.Config, input, prev)
+			st, eff, ferrs, err := resolveDestination(m.Config, input, prev, conn, e.ConnectionID)
+			if err != nil {
+				return storage.BatchExport{}, err
+			}
 			errs = append(errs, ferrs.Prefix("destination.config")...)
-			resolved, configChanged = st, true
+			resolved, effective, configChanged = st, eff, true
+			e.ConnectionID = connID
 		}
 	}
 	if err := badFields(errs); err != nil {
@@ -370,8 +394,9 @@ func (s *Server) storeExport(c echo.Context, e storage.BatchExport, body exportB
 		if err != nil {
 			return storage.BatchExport{}, err
 		}
-		secretsSet := configschema.SecretsSet(m.Config, resolved.Secret)
-		if err := s.ctl.ValidateDestination(ctx, plugin, resolved.Public, secretsSet); err != nil {
+		// The plugin validates what a run gets: the connection's fields under the export's.
+		secretsSet := configschema.SecretsSet(m.Config, effective.Secret)
+		if err := s.ctl.ValidateDestination(ctx, plugin, effective.Public, secretsSet); err != nil {
 			return storage.BatchExport{}, err
 		}
 		pub, err := json.Marshal(resolved.Public)
@@ -475,6 +500,59 @@ func shaIf(s string) string {
 		return ""
 	}
 	return "with sha256 " + s
+}
+
+// destinationConnection reads destination.connection_id (raw: absent keeps cur, null
+// detaches, else an id) and loads the connection; an unknown id is a field error.
+func (s *Server) destinationConnection(ctx context.Context, raw json.RawMessage, cur *string, errs *[]FieldError) (*storage.Connection, *string, error) {
+	id := cur
+	if raw != nil {
+		id = nil
+		if string(raw) != "null" {
+			var v string
+			if err := json.Unmarshal(raw, &v); err != nil || uuid.Validate(v) != nil || len(v) != 36 {
+				*errs = append(*errs, fieldErr("destination.connection_id", "must be a connection's id (GET /api/v1/connections lists them) or null, got "+string(raw)))
+				return nil, cur, nil
+			}
+			id = &v
+		}
+	}
+	if id == nil {
+		return nil, nil, nil
+	}
+	cn, err := s.db.GetConnection(ctx, *id)
+	if isNotFound(err) {
+		*errs = append(*errs, fieldErr("destination.connection_id", fmt.Sprintf("unknown connection %q (GET /api/v1/connections lists them)", *id)))
+		return nil, cur, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return &cn, &cn.ID, nil
+}
+
+// resolveDestination resolves an export's config: whole (resolved and effective are the
+// same) without a connection; with one, the export's own part (configschema.ResolveOwn:
+// no secrets) and the effective config the plugin runs with.
+func resolveDestination(fields []abi.Field, input map[string]any, prev *configschema.Stored, conn *storage.Connection, curConn *string) (resolved, effective configschema.Stored, errs configschema.FieldErrors, err error) {
+	if conn == nil {
+		st, ferrs := configschema.Resolve(fields, input, prev)
+		return st, st, ferrs, nil
+	}
+	cs, err := storedConnection(*conn)
+	if err != nil {
+		return resolved, effective, nil, err
+	}
+	var attach *configschema.Stored
+	if curConn == nil || *curConn != conn.ID {
+		attach = &cs
+	}
+	own, ferrs := configschema.ResolveOwn(fields, input, prev, attach)
+	if len(ferrs) > 0 {
+		return own, own, ferrs, nil
+	}
+	eff, ferrs := configschema.Effective(fields, cs, own)
+	return own, eff, ferrs, nil
 }
 
 // exportChanged tells the host to reschedule. The change is already stored, so a
@@ -753,6 +831,11 @@ func (s *Server) testExport(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	return c.JSON(http.StatusOK, testReport(rep))
+}
+
+// testReport is a plugin's test report as the API answers it: ok when every step is.
+func testReport(rep abi.TestReport) testReportView {
 	v := testReportView{OK: true, Steps: rep.Steps}
 	if v.Steps == nil {
 		v.Steps = []abi.TestStep{}
@@ -760,5 +843,5 @@ func (s *Server) testExport(c echo.Context) error {
 	for _, st := range v.Steps {
 		v.OK = v.OK && st.OK
 	}
-	return c.JSON(http.StatusOK, v)
+	return v
 }

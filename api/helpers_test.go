@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluicehq/sluice/abi"
 	"github.com/sluicehq/sluice/api"
+	"github.com/sluicehq/sluice/internal/configschema"
 	"github.com/sluicehq/sluice/storage"
 )
 
@@ -69,6 +70,7 @@ type fakeControl struct {
 	earliest time.Time             // EarliestStart's answer; zero: no events
 	estimate *api.BackfillEstimate // EstimateBackfill's answer; nil: 10 records an hour
 	requests []api.BackfillRequest // RequestBackfill and EstimateBackfill requests
+	tested   []configschema.Stored // TestConnection configs
 }
 
 func (f *fakeControl) record(name string) {
@@ -213,6 +215,14 @@ func (f *fakeControl) CancelRun(ctx context.Context, id string) error {
 
 func (f *fakeControl) TestDestination(context.Context, string) (abi.TestReport, error) {
 	f.record("TestDestination")
+	return f.report, nil
+}
+
+func (f *fakeControl) TestConnection(_ context.Context, _ *storage.Plugin, cfg configschema.Stored) (abi.TestReport, error) {
+	f.record("TestConnection")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tested = append(f.tested, cfg)
 	return f.report, nil
 }
 

@@ -298,12 +298,25 @@ func TestOpenAPISchemasMatchResponses(t *testing.T) {
 	check("BatchExport", up)
 	check("Plugin", e.must("GET", "/api/v1/plugins/s3test/versions/1.0.0", nil, 200).json(t))
 
+	cn := e.must("POST", "/api/v1/connections", `{"name": "c", "type": "s3test", "config": {"aws_access_key_id": "k", "aws_secret_access_key": "s"}}`, 201).json(t)
+	check("Connection", cn)
+	check("ConnectionList", e.must("GET", "/api/v1/connections", nil, 200).json(t))
+	cid := cn["id"].(string)
+	e.must("POST", "/api/v1/batch_exports", `{"name": "uses", "interval": "hour", "destination": {"connection_id": "`+cid+`", "config": {"bucket_name": "b"}}}`, 201)
+	connInUse := e.do("DELETE", "/api/v1/connections/"+cid, nil).json(t)["error"].(map[string]any)
+	check("Error", connInUse, "fields", "exports_total")
+	if x := connInUse["exports"].([]any)[0].(map[string]any); len(x) != 2 || x["name"] != "uses" {
+		t.Errorf("error.exports[0] %v, want {id, name}", x)
+	}
+
 	// Request schemas: the fields each body accepts are documented, and no others.
 	reqs := map[string][]string{
 		"BatchExportCreate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters", "team_id", "alert_webhook_url", "alert_format", "alert_period_seconds"},
 		"BatchExportUpdate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters", "team_id", "alert_webhook_url", "alert_format", "alert_period_seconds"},
-		"DestinationInput":  {"type", "plugin_version", "plugin_sha256", "config"},
+		"DestinationInput":  {"type", "plugin_version", "plugin_sha256", "config", "connection_id"},
 		"UpgradeRequest":    {"version", "sha256", "config"},
+		"ConnectionCreate":  {"name", "type", "config"},
+		"ConnectionUpdate":  {"name", "type", "config"},
 		"Filters":           {"include_events", "exclude_events", "properties"},
 		"PropertyFilter":    {"key", "operator", "value"},
 		"BackfillCreate":    {"start_at", "end_at"},

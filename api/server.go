@@ -180,6 +180,14 @@ func (s *Server) register() {
 	s.add(get, "/api/v1/plugins/:name/versions/:version", read, 0, s.getPluginVersion)
 	s.add(del, "/api/v1/plugins/:name/versions/:version", admin, 0, s.deletePluginVersion)
 
+	const cn = "/api/v1/connections"
+	s.add(post, cn, write, 0, s.createConnection)
+	s.add(get, cn, read, 0, s.listConnections)
+	s.add(get, cn+"/:id", read, 0, s.getConnection)
+	s.add(patch, cn+"/:id", write, 0, s.updateConnection)
+	s.add(del, cn+"/:id", write, 0, s.deleteConnection)
+	s.add(post, cn+"/:id/test", write, 0, s.testConnection)
+
 	const ex = "/api/v1/batch_exports"
 	s.add(post, ex, write, 0, s.createExport)
 	s.add(get, ex, read, 0, s.listExports)

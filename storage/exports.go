@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -16,7 +15,7 @@ import (
 var exportColumns = []string{
 	"name", "plugin_id", "plugin_version", "plugin_sha256", "destination_type", "interval", "timezone", "interval_offset",
 	"start_at", "end_at", "paused", "last_paused_at", "model", "filters", "config",
-	"secret_config", "updated_at",
+	"secret_config", "connection_id", "updated_at",
 	"alert_webhook_secret", "alert_format", "alert_period_seconds",
 }
 
@@ -51,15 +50,10 @@ func (db *DB) prepareExport(e *BatchExport) error {
 	if e.Config, err = jsonText("config", e.Config, "{}"); err != nil {
 		return err
 	}
-	secret := e.SecretConfig
-	if secret == nil {
-		secret = map[string]any{}
+	if e.ConnectionID != nil && *e.ConnectionID == "" {
+		e.ConnectionID = nil
 	}
-	pt, err := json.Marshal(secret)
-	if err != nil {
-		return fmt.Errorf("%w: secret config: %v", ErrInvalid, err)
-	}
-	if e.SealedSecret, err = db.keys.Seal(pt); err != nil {
+	if e.SealedSecret, err = db.sealJSON(e.SecretConfig); err != nil {
 		return err
 	}
 	return db.prepareAlerts(e)
@@ -70,18 +64,9 @@ func (db *DB) openExport(e *BatchExport) error {
 	if err := db.openAlerts(e); err != nil {
 		return err
 	}
-	e.SecretConfig = map[string]any{}
-	if e.SealedSecret == "" {
-		return nil
-	}
-	pt, err := db.keys.Open(e.SealedSecret)
-	if err != nil {
-		return fmt.Errorf("export %s secret config: %w", e.ID, err)
-	}
-	if err := json.Unmarshal(pt, &e.SecretConfig); err != nil {
-		return fmt.Errorf("export %s secret config: %w", e.ID, err)
-	}
-	return nil
+	var err error
+	e.SecretConfig, err = db.openJSON(e.SealedSecret, "export "+e.ID+" secret config")
+	return err
 }
 
 // pinPlugin checks that the export's plugin exists, holding a share lock on PostgreSQL
@@ -113,6 +98,11 @@ func (db *DB) CreateExport(ctx context.Context, e BatchExport) (BatchExport, err
 	err := db.inTx(ctx, func(tx *gorm.DB) error {
 		if err := pinPlugin(tx, &e); err != nil {
 			return err
+		}
+		if e.ConnectionID != nil {
+			if err := lockConnection(tx, *e.ConnectionID); err != nil {
+				return err
+			}
 		}
 		return mapErr(tx.Create(&e).Error, "create export "+e.Name)
 	})
@@ -278,6 +268,11 @@ func (db *DB) UpdateExport(ctx context.Context, e BatchExport) (BatchExport, err
 			}
 		} else {
 			e.PluginVersion, e.PluginSHA256 = cur.PluginVersion, cur.PluginSHA256
+		}
+		if e.ConnectionID != nil {
+			if err := lockConnection(tx, *e.ConnectionID); err != nil {
+				return err
+			}
 		}
 		if e.Paused && !cur.Paused && e.LastPausedAt == nil {
 			t := now()

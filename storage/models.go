@@ -106,9 +106,12 @@ type BatchExport struct {
 	Config          string         `gorm:"column:config" json:"config"`   // JSON text, non-secret fields
 	SecretConfig    map[string]any `gorm:"-" json:"-"`                    // plaintext, never stored as is
 	SealedSecret    string         `gorm:"column:secret_config" json:"-"` // what is stored
-	CreatedAt       time.Time      `gorm:"column:created_at" json:"created_at"`
-	UpdatedAt       time.Time      `gorm:"column:updated_at" json:"updated_at"`
-	DeletedAt       *time.Time     `gorm:"column:deleted_at" json:"deleted_at,omitempty"`
+	// ConnectionID names the connection whose fields lie under Config and SecretConfig
+	// (docs/api.md, "Connections"); nil: the export holds its whole config itself.
+	ConnectionID *string    `gorm:"column:connection_id" json:"connection_id,omitempty"`
+	CreatedAt    time.Time  `gorm:"column:created_at" json:"created_at"`
+	UpdatedAt    time.Time  `gorm:"column:updated_at" json:"updated_at"`
+	DeletedAt    *time.Time `gorm:"column:deleted_at" json:"deleted_at,omitempty"`
 	ExportAlerts
 }
 

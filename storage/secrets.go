@@ -256,7 +256,8 @@ type SecretReseal struct {
 	// once ResealSecrets returns without error.
 	KeyID string
 	// Stored counts the stored secrets, soft-deleted exports' included: an export's
-	// destination secrets and its alert webhook URL (storage/alerts.go) count one each.
+	// destination secrets and its alert webhook URL (storage/alerts.go) count one each,
+	// and so do a connection's secrets (storage/connections.go).
 	Stored int
 	// Resealed counts the secrets this call re-sealed (0 when nothing was sealed with
 	// another key); FromKeys splits them by the key id that had sealed them.
@@ -264,12 +265,14 @@ type SecretReseal struct {
 	FromKeys map[string]int
 }
 
-// UnopenedSecret is one stored secret no key of the keyring opens.
+// UnopenedSecret is one stored secret no key of the keyring opens: an export's, or a
+// connection's (ConnectionID set, ExportID empty).
 type UnopenedSecret struct {
-	ExportID, ExportName string
-	Deleted              bool
-	KeyID                string // the key id the sealed text names ("" when malformed)
-	Err                  error
+	ExportID, ExportName         string
+	ConnectionID, ConnectionName string
+	Deleted                      bool
+	KeyID                        string // the key id the sealed text names ("" when malformed)
+	Err                          error
 }
 
 // UnopenedSecretsError is returned by ResealSecrets, which then changed nothing, when
@@ -281,14 +284,18 @@ type UnopenedSecretsError struct {
 
 func (e *UnopenedSecretsError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d export secret(s) cannot be opened by any configured key (keyring: %s); nothing was re-sealed:",
+	fmt.Fprintf(&b, "%d stored secret(s) cannot be opened by any configured key (keyring: %s); nothing was re-sealed:",
 		len(e.Secrets), strings.Join(e.KeyIDs, ", "))
 	for _, s := range e.Secrets {
 		deleted := ""
 		if s.Deleted {
 			deleted = ", deleted"
 		}
-		fmt.Fprintf(&b, "\n  export %s (%q%s): sealed with key %q: %v", s.ExportID, s.ExportName, deleted, s.KeyID, s.Err)
+		what, id, name := "export", s.ExportID, s.ExportName
+		if s.ConnectionID != "" {
+			what, id, name = "connection", s.ConnectionID, s.ConnectionName
+		}
+		fmt.Fprintf(&b, "\n  %s %s (%q%s): sealed with key %q: %v", what, id, name, deleted, s.KeyID, s.Err)
 	}
 	b.WriteString("\nadd the key(s) that sealed them to the keyring (after the current key) and run again")
 	return b.String()
@@ -297,8 +304,17 @@ func (e *UnopenedSecretsError) Error() string {
 // Unwrap makes errors.Is(err, ErrDecrypt) hold.
 func (e *UnopenedSecretsError) Unwrap() error { return ErrDecrypt }
 
-// ResealSecrets re-seals with the current key every export secret (destination secrets and alert
-// webhook URLs) sealed with another key,
+// sealedRow is one row holding sealed secrets, read by ResealSecrets.
+type sealedRow struct {
+	ID           string     `gorm:"column:id"`
+	Name         string     `gorm:"column:name"`
+	SealedSecret string     `gorm:"column:secret_config"`
+	AlertSecret  string     `gorm:"column:alert_webhook_secret"`
+	DeletedAt    *time.Time `gorm:"column:deleted_at"`
+}
+
+// ResealSecrets re-seals with the current key every stored secret (exports' destination
+// secrets and alert webhook URLs, connections' secrets) sealed with another key,
 // soft-deleted exports included, in one transaction: either every secret is re-sealed or
 // nothing changes. It first opens every stored secret, those already sealed with the current
 // key too, and refuses with an *UnopenedSecretsError (wrapping ErrDecrypt) when any cannot be
@@ -307,46 +323,53 @@ func (e *UnopenedSecretsError) Unwrap() error { return ErrDecrypt }
 // Hosts still sealing with an older current key would seal new secrets with it: give every
 // host the new keyring (new key first, old keys after) before calling this.
 func (db *DB) ResealSecrets(ctx context.Context) (SecretReseal, error) {
-	type row struct {
-		ID           string     `gorm:"column:id"`
-		Name         string     `gorm:"column:name"`
-		SealedSecret string     `gorm:"column:secret_config"`
-		AlertSecret  string     `gorm:"column:alert_webhook_secret"`
-		DeletedAt    *time.Time `gorm:"column:deleted_at"`
-	}
 	out := SecretReseal{KeyID: db.keys.CurrentKeyID(), FromKeys: map[string]int{}}
 	err := db.inTx(ctx, func(tx *gorm.DB) error {
-		var rows []row
 		// FOR UPDATE on PostgreSQL (no concurrent change between open and write);
 		// SQLite's write transactions are immediate, which excludes other writers.
+		var exports, conns []sealedRow
 		err := tx.Table(BatchExport{}.TableName()).Clauses(clause.Locking{Strength: "UPDATE"}).
-			Select("id", "name", "secret_config", "alert_webhook_secret", "deleted_at").Order("id").Find(&rows).Error
+			Select("id", "name", "secret_config", "alert_webhook_secret", "deleted_at").Order("id").Find(&exports).Error
 		if err != nil {
 			return mapErr(err, "reseal secrets: read exports")
 		}
+		err = tx.Table(Connection{}.TableName()).Clauses(clause.Locking{Strength: "UPDATE"}).
+			Select("id", "name", "secret_config").Order("id").Find(&conns).Error
+		if err != nil {
+			return mapErr(err, "reseal secrets: read connections")
+		}
 		type reseal struct {
-			id, column, old, keyID string
-			plaintext              []byte
+			table, id, column, old, keyID string
+			plaintext                     []byte
 		}
 		var todo []reseal
 		var bad []UnopenedSecret
-		for _, r := range rows {
-			// The destination's secrets, then the alert webhook URL (storage/alerts.go).
-			for _, c := range []struct{ column, sealed string }{{"secret_config", r.SealedSecret}, {"alert_webhook_secret", r.AlertSecret}} {
-				if c.sealed == "" {
-					continue // no secret stored (openExport reads it as {} or "")
-				}
-				out.Stored++
-				keyID, _ := SealedKeyID(c.sealed)
-				pt, err := db.keys.Open(c.sealed)
-				if err != nil {
-					bad = append(bad, UnopenedSecret{ExportID: r.ID, ExportName: r.Name, Deleted: r.DeletedAt != nil, KeyID: keyID, Err: err})
-					continue
-				}
-				if db.keys.NeedsReseal(c.sealed) {
-					todo = append(todo, reseal{r.ID, c.column, c.sealed, keyID, pt})
-				}
+		visit := func(table string, r sealedRow, column, sealed string) {
+			if sealed == "" {
+				return // no secret stored (read as {} or "")
 			}
+			out.Stored++
+			keyID, _ := SealedKeyID(sealed)
+			pt, err := db.keys.Open(sealed)
+			if err != nil {
+				u := UnopenedSecret{ExportID: r.ID, ExportName: r.Name, Deleted: r.DeletedAt != nil, KeyID: keyID, Err: err}
+				if table == connectionsTable {
+					u = UnopenedSecret{ConnectionID: r.ID, ConnectionName: r.Name, KeyID: keyID, Err: err}
+				}
+				bad = append(bad, u)
+				return
+			}
+			if db.keys.NeedsReseal(sealed) {
+				todo = append(todo, reseal{table, r.ID, column, sealed, keyID, pt})
+			}
+		}
+		for _, r := range exports {
+			// The destination's secrets, then the alert webhook URL (storage/alerts.go).
+			visit(BatchExport{}.TableName(), r, "secret_config", r.SealedSecret)
+			visit(BatchExport{}.TableName(), r, "alert_webhook_secret", r.AlertSecret)
+		}
+		for _, r := range conns {
+			visit(Connection{}.TableName(), r, "secret_config", r.SealedSecret)
 		}
 		if len(bad) > 0 {
 			return &UnopenedSecretsError{KeyIDs: db.keys.KeyIDs(), Secrets: bad}
@@ -356,13 +379,13 @@ func (db *DB) ResealSecrets(ctx context.Context) (SecretReseal, error) {
 			if err != nil {
 				return err
 			}
-			res := tx.Table(BatchExport{}.TableName()).Where("id = ? AND "+r.column+" = ?", r.id, r.old).
+			res := tx.Table(r.table).Where("id = ? AND "+r.column+" = ?", r.id, r.old).
 				Update(r.column, sealed)
 			if res.Error != nil {
-				return mapErr(res.Error, "reseal secrets: export "+r.id)
+				return mapErr(res.Error, "reseal secrets: "+r.table+" "+r.id)
 			}
 			if res.RowsAffected != 1 {
-				return fmt.Errorf("reseal secrets: export %s changed during the rotation: %w", r.id, ErrConflict)
+				return fmt.Errorf("reseal secrets: %s %s changed during the rotation: %w", r.table, r.id, ErrConflict)
 			}
 			out.FromKeys[r.keyID]++
 		}

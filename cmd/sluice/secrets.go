@@ -27,7 +27,7 @@ func secrets(ctx context.Context, args []string) error {
 	return flag.ErrHelp
 }
 
-// secretsRotate re-seals every export secret sealed with an older key, in one transaction,
+// secretsRotate re-seals every stored secret (exports', connections') sealed with an older key, in one transaction,
 // with the same data dir, database and keyring settings as `sluice serve`.
 func secretsRotate(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("secrets rotate", flag.ContinueOnError)
@@ -66,14 +66,14 @@ func secretsRotate(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("secrets rotate: %w", err)
 	}
 	if res.Resealed == 0 {
-		fmt.Fprintf(stdout, "re-sealed 0 export secrets: all %d are sealed with key %q\n", res.Stored, res.KeyID)
+		fmt.Fprintf(stdout, "re-sealed 0 stored secrets: all %d are sealed with key %q\n", res.Stored, res.KeyID)
 	} else {
 		var from []string
 		for id, n := range res.FromKeys {
 			from = append(from, fmt.Sprintf("%q: %d", id, n))
 		}
 		sort.Strings(from)
-		fmt.Fprintf(stdout, "re-sealed %d of %d export secrets with key %q (from %s)\n", res.Resealed, res.Stored, res.KeyID, strings.Join(from, ", "))
+		fmt.Fprintf(stdout, "re-sealed %d of %d stored secrets with key %q (from %s)\n", res.Resealed, res.Stored, res.KeyID, strings.Join(from, ", "))
 	}
 	if ids := db.Keyring().KeyIDs(); len(ids) > 1 {
 		fmt.Fprintf(stdout, "no stored secret needs key(s) %s any more: drop them from the keyring once every host runs with %q first\n",

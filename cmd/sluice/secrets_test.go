@@ -102,12 +102,12 @@ func testRotateCommand(t *testing.T, cfg storage.Config, dbArgs []string) {
 	if err := secretsRotate(context.Background(), args, &out); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), `re-sealed 2 of 2 export secrets with key "b" (from "a": 2)`) ||
+	if !strings.Contains(out.String(), `re-sealed 2 of 2 stored secrets with key "b" (from "a": 2)`) ||
 		!strings.Contains(out.String(), `no stored secret needs key(s) a any more`) {
 		t.Fatalf("report:\n%s", out.String())
 	}
 	out.Reset()
-	if err := secretsRotate(context.Background(), args, &out); err != nil || !strings.Contains(out.String(), `re-sealed 0 export secrets: all 2 are sealed with key "b"`) {
+	if err := secretsRotate(context.Background(), args, &out); err != nil || !strings.Contains(out.String(), `re-sealed 0 stored secrets: all 2 are sealed with key "b"`) {
 		t.Fatalf("second rotation: %v\n%s", err, out.String())
 	}
 	checkSecrets(t, cfg, rotKeyB, exports...)

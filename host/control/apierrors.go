@@ -8,6 +8,7 @@ import (
 	"github.com/sluicehq/sluice/abi"
 	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/host/runtime"
+	"github.com/sluicehq/sluice/internal/configschema"
 	"github.com/sluicehq/sluice/storage"
 )
 
@@ -37,6 +38,11 @@ func (a API) ValidateDestination(ctx context.Context, p *storage.Plugin, public 
 		return api.InvalidDestination(pe.Err.Message, pe.Err.Field)
 	}
 	return err
+}
+
+// TestConnection reports a config the host cannot bind as a failed step, not a 500.
+func (a API) TestConnection(ctx context.Context, p *storage.Plugin, cfg configschema.Stored) (abi.TestReport, error) {
+	return a.Host.TestConnection(ctx, p, cfg)
 }
 
 // TestDestination reports a config the host cannot bind as a failed step, not a 500.

@@ -160,6 +160,9 @@ type objectStore struct {
 	log    func(slog.Level, string) // the run's log
 }
 
+// Check is the store's access check (HeadBucket; a probe file in a local directory).
+func (o objectStore) Check(ctx context.Context) error { return objError(o.s.Check(ctx)) }
+
 func (o objectStore) Create(_ context.Context, key string, opts runtime.ObjectOptions) (runtime.Upload, error) {
 	u, err := o.s.Create(o.runCtx, key, objstore.ObjectOptions{ContentType: opts.ContentType, ContentEncoding: opts.ContentEncoding, Metadata: opts.Metadata})
 	if err != nil {

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
-	"github.com/google/uuid"
 	"github.com/sluicehq/sluice/abi"
 	"github.com/sluicehq/sluice/api"
 	"github.com/sluicehq/sluice/storage"
@@ -200,17 +198,12 @@ func (h *Host) TestDestination(ctx context.Context, exportID string) (abi.TestRe
 	if err != nil {
 		return abi.TestReport{}, err
 	}
-	public, err := decodeConfig(e.Config)
+	e, public, err := h.destinationConfig(ctx, e, manifest)
+	if errors.Is(err, errBadConfig) || errors.Is(err, storage.ErrNotFound) {
+		return abi.TestReport{Steps: []abi.TestStep{{Name: "resolve the config", OK: false, Message: err.Error()}}}, nil
+	}
 	if err != nil {
 		return abi.TestReport{}, err
 	}
-	now := h.cfg.Clock.Now().UTC().Truncate(time.Hour)
-	run := storage.Run{ID: "test-" + uuid.NewString(), ExportID: e.ID, IntervalStart: now.Add(-time.Hour), IntervalEnd: now}
-	bind, release, err := h.bindings(ctx, run, e, manifest, public)
-	defer release()
-	if err != nil {
-		return abi.TestReport{Steps: []abi.TestStep{{Name: "bind capabilities", OK: false, Message: err.Error()}}}, nil
-	}
-	return p.Test(ctx, abi.OpenRequest{RunID: run.ID, ExportID: e.ID, ExportName: e.Name, IntervalStart: run.IntervalStart,
-		IntervalEnd: run.IntervalEnd, Attempt: 1, Config: public, Columns: abi.EventColumns}, bind)
+	return h.testDestination(ctx, p, manifest, e, public, nil)
 }

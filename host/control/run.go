@@ -213,7 +213,8 @@ func (h *Host) execute(ctx context.Context, run storage.Run, export storage.Batc
 	if err != nil {
 		return fail(err)
 	}
-	public, err := decodeConfig(export.Config)
+	// The connection is read as the run starts: a rotated secret applies from this run on.
+	export, public, err := h.destinationConfig(ctx, export, manifest)
 	if err != nil {
 		return fail(err)
 	}
@@ -308,7 +309,7 @@ func (h *Host) countRun(ctx context.Context, run storage.Run, gen int, q source.
 func hostClassify(err error) abi.Classification {
 	var re *runtime.TrapError
 	switch {
-	case errors.Is(err, storage.ErrNotFound), errors.Is(err, errNoBucket), errors.Is(err, errPinMismatch):
+	case errors.Is(err, storage.ErrNotFound), errors.Is(err, errNoBucket), errors.Is(err, errPinMismatch), errors.Is(err, errBadConfig):
 		return abi.Classification{Outcome: abi.OutcomeFail, Reason: "configuration"}
 	case errors.As(err, &re):
 		return abi.Classification{Outcome: abi.OutcomeRetry, Reason: "plugin trapped"}

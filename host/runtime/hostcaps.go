@@ -478,6 +478,10 @@ func hCall(ctx context.Context, m api.Module, stack []uint64) {
 		in.callSQL(stack, req)
 		return
 	}
+	if capName == abi.CapObject {
+		in.callObject(stack, req)
+		return
+	}
 	if capName != abi.CapBigQuery && capName != abi.CapSnowflake {
 		r64(stack)(in.fail(abi.StatusUnimplemented, "", "call: unknown capability %q", truncate(capName, 64)))
 		return
@@ -507,6 +511,33 @@ func hCall(ctx context.Context, m api.Module, stack []uint64) {
 // resolved to the run's upload (its encoder closed first, as a commit would) and the
 // request goes to the bound HTTPCaller. The upload stays open: the plugin may send it
 // again (after a 429) and releases it with upload_abort or upload_commit.
+// callObject serves call("object", {"op": "check"}): the bound store's access check
+// (HeadBucket, a probe file; docs/capabilities.md), for sluice_test. A store that cannot
+// check answers unimplemented, and the plugin falls back to a probe upload.
+func (in *instance) callObject(stack []uint64, req []byte) {
+	if !in.p.granted[abi.CapObject] {
+		r64(stack)(in.deny(abi.ImportCall, fmt.Sprintf("capability %q was not granted to the plugin", abi.CapObject)))
+		return
+	}
+	var r struct {
+		Op string `json:"op"`
+	}
+	if err := json.Unmarshal(req, &r); err != nil || r.Op != "check" {
+		r64(stack)(in.fail(abi.StatusUnimplemented, "", "call object: the only operation is {\"op\": \"check\"}"))
+		return
+	}
+	c, ok := in.run.b.Objects.(ObjectChecker)
+	if !ok {
+		r64(stack)(in.fail(abi.StatusUnimplemented, "", "call object: the bound store cannot check its access"))
+		return
+	}
+	if err := c.Check(in.callCtx); err != nil {
+		r64(stack)(in.failErr("call object check", err, abi.StatusRetryableIO))
+		return
+	}
+	r64(stack)(in.setResp([]byte("{}")))
+}
+
 func (in *instance) callHTTP(stack []uint64, req []byte) {
 	if !in.p.granted[abi.CapHTTP] {
 		r64(stack)(in.deny(abi.ImportCall, fmt.Sprintf("capability %q was not granted to the plugin", abi.CapHTTP)))

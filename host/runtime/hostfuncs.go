@@ -46,6 +46,12 @@ type ObjectStore interface {
 	Create(ctx context.Context, key string, opts ObjectOptions) (Upload, error)
 }
 
+// ObjectChecker is an ObjectStore that can check its access: call("object", {"op":
+// "check"}) (docs/capabilities.md).
+type ObjectChecker interface {
+	Check(ctx context.Context) error
+}
+
 // ObjectOptions are what the plugin's UploadSpec says about the object.
 type ObjectOptions struct {
 	ContentType     string

@@ -58,6 +58,8 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"PluginModules", testPluginModules},
 		{"ExportVersions", testExportVersions},
 		{"RunsUpdatedBefore", testRunsUpdatedBefore},
+		{"Connections", testConnections},
+		{"ConnectionSecretRotation", testConnectionSecretRotation},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
