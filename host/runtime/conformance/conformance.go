@@ -300,7 +300,7 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 		}
 		msg, compared, err := compareOutput(r.store.Commits(n0), evs)
 		if err != nil {
-			return "", fmt.Errorf("state leaked from the first run? %w", err)
+			return "", err
 		}
 		if compared {
 			return "records 7; " + msg, s.Close(ctx)
