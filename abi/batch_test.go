@@ -124,6 +124,7 @@ func TestGoldenVectors(t *testing.T) {
 			w.EndRow()
 			return w.Bytes()
 		}(),
+		"kinds.hex": kindsVector(),
 	}
 	for name, got := range cases {
 		path := filepath.Join("testdata", name)

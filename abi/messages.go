@@ -74,7 +74,7 @@ type Result struct {
 
 // Output names one thing a run wrote (an object key, a table, a stage file).
 type Output struct {
-	Kind    string `json:"kind"` // object | table | file
+	Kind    string `json:"kind"` // free text: object, bigquery_table, snowflake_table, http (SPEC section 7)
 	Name    string `json:"name"`
 	Records int64  `json:"records,omitempty"`
 	Bytes   int64  `json:"bytes,omitempty"`
@@ -151,7 +151,7 @@ type CommitInfo struct {
 // EncoderSpec is the input of encoder_open.
 type EncoderSpec struct {
 	Format      string         `json:"format"`                // jsonl | parquet | csv
-	Compression string         `json:"compression,omitempty"` // "" | gzip | zstd | brotli | snappy | lz4
+	Compression string         `json:"compression,omitempty"` // "" or "none" | gzip | zstd | brotli | snappy | lz4
 	Columns     []ColumnSelect `json:"columns,omitempty"`     // empty: every column, own names
 	Where       *RowFilter     `json:"where,omitempty"`       // nil: every row
 }

@@ -30,6 +30,16 @@ type Error struct {
 	Code    string       `json:"code"`
 	Message string       `json:"message"`
 	Fields  []FieldError `json:"fields,omitempty"`
+	// Exports and ExportsTotal name the live batch exports that block the change (a 409
+	// for deleting a plugin version they pin): the first page of them, and how many.
+	Exports      []ExportRef `json:"exports,omitempty"`
+	ExportsTotal int64       `json:"exports_total,omitempty"`
+}
+
+// ExportRef names a batch export in an Error.
+type ExportRef struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
 }
 
 func (e *Error) Error() string {

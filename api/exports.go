@@ -47,8 +47,13 @@ type PropertyFilter struct {
 }
 
 type destinationBody struct {
-	Type   *string        `json:"type"`
-	Config map[string]any `json:"config"`
+	Type *string `json:"type"`
+	// PluginVersion and PluginSHA256 pin an installed version of the plugin (either or
+	// both). Absent: a new export pins the latest installed version; an update keeps the
+	// export's pin unless the type changes.
+	PluginVersion *string        `json:"plugin_version"`
+	PluginSHA256  *string        `json:"plugin_sha256"`
+	Config        map[string]any `json:"config"`
 }
 
 // exportBody is the body of POST (every required field) and PATCH (any subset).
@@ -69,8 +74,11 @@ type exportBody struct {
 }
 
 type destinationView struct {
-	Type          string         `json:"type"`
+	Type string `json:"type"`
+	// PluginVersion and PluginSHA256 are the pin: the plugin version and module every run
+	// of the export uses until it is upgraded.
 	PluginVersion string         `json:"plugin_version"`
+	PluginSHA256  string         `json:"plugin_sha256"`
 	Config        map[string]any `json:"config"`
 	// SecretsSet names the secret config keys that have a value (values never leave).
 	SecretsSet []string `json:"secrets_set"`
@@ -128,7 +136,10 @@ func (s *Server) exportView(ctx context.Context, mc manifestCache, e storage.Bat
 	if err != nil {
 		return exportView{}, err
 	}
-	dv.PluginVersion = p.Version
+	dv.PluginVersion, dv.PluginSHA256 = e.PluginVersion, e.PluginSHA256
+	if dv.PluginSHA256 == "" { // not pinned by storage (cannot happen to a live export)
+		dv.PluginVersion, dv.PluginSHA256 = p.Version, p.SHA256
+	}
 	m, err := s.manifestFor(ctx, mc, &p)
 	if err != nil {
 		return exportView{}, err
@@ -180,7 +191,11 @@ func (s *Server) createExport(c echo.Context) error {
 	if body.Interval == nil {
 		errs = append(errs, fieldErr("interval", "required: one of "+strings.Join(intervalNames, ", ")))
 	}
-	return s.saveExport(c, e, body, errs, true)
+	saved, err := s.storeExport(c, e, body, errs, true)
+	if err != nil {
+		return err
+	}
+	return s.respondExport(c, saved, http.StatusCreated)
 }
 
 func (s *Server) updateExport(c echo.Context) error {
@@ -192,13 +207,26 @@ func (s *Server) updateExport(c echo.Context) error {
 	if err := decodeJSON(c, &body); err != nil {
 		return err
 	}
-	return s.saveExport(c, cur, body, nil, false)
+	saved, err := s.storeExport(c, cur, body, nil, false)
+	if err != nil {
+		return err
+	}
+	return s.respondExport(c, saved, http.StatusOK)
 }
 
-// saveExport applies body to e (a new export when create), validates everything it can
+func (s *Server) respondExport(c echo.Context, e storage.BatchExport, status int) error {
+	v, err := s.exportView(c.Request().Context(), manifestCache{}, e)
+	if err != nil {
+		return err
+	}
+	return c.JSON(status, v)
+}
+
+// storeExport applies body to e (a new export when create), validates everything it can
 // before answering (all field errors at once), resolves the destination config against
-// the plugin's manifest, asks the plugin to validate it, stores and reschedules.
-func (s *Server) saveExport(c echo.Context, e storage.BatchExport, body exportBody, errs []FieldError, create bool) error {
+// the manifest of the plugin version it pins, asks the plugin to validate it, stores and
+// reschedules.
+func (s *Server) storeExport(c echo.Context, e storage.BatchExport, body exportBody, errs []FieldError, create bool) (storage.BatchExport, error) {
 	ctx := c.Request().Context()
 	if body.Name != nil {
 		name := strings.TrimSpace(*body.Name)
@@ -271,7 +299,7 @@ func (s *Server) saveExport(c echo.Context, e storage.BatchExport, body exportBo
 		var cur storedFilters
 		if e.Filters != "" {
 			if err := json.Unmarshal([]byte(e.Filters), &cur); err != nil {
-				return fmt.Errorf("export %s filters: %w", e.ID, err)
+				return storage.BatchExport{}, fmt.Errorf("export %s filters: %w", e.ID, err)
 			}
 		}
 		if body.Filters != nil {
@@ -282,19 +310,20 @@ func (s *Server) saveExport(c echo.Context, e storage.BatchExport, body exportBo
 		}
 		b, err := json.Marshal(cur)
 		if err != nil {
-			return err
+			return storage.BatchExport{}, err
 		}
 		e.Filters = string(b)
 	}
 	if len(errs) == 0 {
 		ferrs, err := s.checkTeam(ctx, e)
 		if err != nil {
-			return err
+			return storage.BatchExport{}, err
 		}
 		errs = append(errs, ferrs...)
 	}
 
-	// The destination: resolve the plugin (latest version of the type) and its config.
+	// The destination: resolve the plugin version it pins, then its config against that
+	// version's manifest.
 	var plugin *storage.Plugin
 	var resolved configschema.Stored
 	var configChanged bool
@@ -303,17 +332,16 @@ func (s *Server) saveExport(c echo.Context, e storage.BatchExport, body exportBo
 		if d.Type != nil {
 			typ = *d.Type
 		}
-		if typ == "" {
-			errs = append(errs, fieldErr("destination.type", "required: the name of an installed plugin"))
-		} else if p, err := s.db.GetLatestPluginByName(ctx, typ); isNotFound(err) {
-			errs = append(errs, fieldErr("destination.type", fmt.Sprintf("unknown plugin %q: install it first (GET /api/v1/plugins lists them)", typ)))
-		} else if err != nil {
-			return err
-		} else {
-			plugin = &p
+		p, ferrs, err := s.destinationPlugin(ctx, e, d, typ, create)
+		if err != nil {
+			return storage.BatchExport{}, err
+		}
+		errs = append(errs, ferrs...)
+		if p != nil {
+			plugin = p
 			m, err := s.ctl.PluginManifest(ctx, plugin)
 			if err != nil {
-				return err
+				return storage.BatchExport{}, err
 			}
 			// PATCH merges into the stored config, unless the type changes (another schema).
 			var prev *configschema.Stored
@@ -321,7 +349,7 @@ func (s *Server) saveExport(c echo.Context, e storage.BatchExport, body exportBo
 				prev = &configschema.Stored{Public: map[string]any{}, Secret: e.SecretConfig}
 				if e.Config != "" {
 					if err := json.Unmarshal([]byte(e.Config), &prev.Public); err != nil {
-						return fmt.Errorf("export %s config: %w", e.ID, err)
+						return storage.BatchExport{}, fmt.Errorf("export %s config: %w", e.ID, err)
 					}
 				}
 			}
@@ -335,20 +363,20 @@ func (s *Server) saveExport(c echo.Context, e storage.BatchExport, body exportBo
 		}
 	}
 	if err := badFields(errs); err != nil {
-		return err
+		return storage.BatchExport{}, err
 	}
 	if configChanged {
 		m, err := s.ctl.PluginManifest(ctx, plugin)
 		if err != nil {
-			return err
+			return storage.BatchExport{}, err
 		}
 		secretsSet := configschema.SecretsSet(m.Config, resolved.Secret)
 		if err := s.ctl.ValidateDestination(ctx, plugin, resolved.Public, secretsSet); err != nil {
-			return err
+			return storage.BatchExport{}, err
 		}
 		pub, err := json.Marshal(resolved.Public)
 		if err != nil {
-			return err
+			return storage.BatchExport{}, err
 		}
 		e.PluginID, e.DestinationType, e.Config, e.SecretConfig = plugin.ID, plugin.Name, string(pub), resolved.Secret
 	}
@@ -364,18 +392,89 @@ func (s *Server) saveExport(c echo.Context, e storage.BatchExport, body exportBo
 		saved, err = s.db.UpdateExport(ctx, e)
 	}
 	if err != nil {
-		return notFoundAs(err, "batch export")
+		return storage.BatchExport{}, notFoundAs(err, "batch export")
 	}
 	s.exportChanged(ctx, saved.ID)
-	v, err := s.exportView(ctx, manifestCache{}, saved)
+	return saved, nil
+}
+
+// destinationPlugin resolves the plugin version a destination pins: the version or module
+// the body names (plugin_version, plugin_sha256), else the export's own pin while its
+// type stays the same (an update never moves to another version by itself), else the
+// latest installed version of the type. An unknown type or version is a field error.
+func (s *Server) destinationPlugin(ctx context.Context, e storage.BatchExport, d *destinationBody, typ string, create bool) (*storage.Plugin, []FieldError, error) {
+	if typ == "" {
+		return nil, []FieldError{fieldErr("destination.type", "required: the name of an installed plugin")}, nil
+	}
+	version, sha := "", ""
+	if d.PluginVersion != nil {
+		version = *d.PluginVersion
+	}
+	if d.PluginSHA256 != nil {
+		sha = strings.ToLower(*d.PluginSHA256)
+	}
+	var p storage.Plugin
+	var err error
+	switch {
+	case version != "" || sha != "":
+		p, err = s.db.FindPluginVersion(ctx, typ, version, sha)
+		if isNotFound(err) {
+			field := "destination.plugin_version"
+			if version == "" {
+				field = "destination.plugin_sha256"
+			}
+			msg, lerr := s.noSuchVersion(ctx, typ, version, sha)
+			if lerr != nil {
+				return nil, nil, lerr
+			}
+			return nil, []FieldError{fieldErr(field, msg)}, nil
+		}
+	case !create && typ == e.DestinationType && e.PluginID != "":
+		p, err = s.db.GetPlugin(ctx, e.PluginID)
+	default:
+		p, err = s.db.GetLatestPluginByName(ctx, typ)
+		if isNotFound(err) {
+			return nil, []FieldError{fieldErr("destination.type", fmt.Sprintf("unknown plugin %q: install it first (GET /api/v1/plugins lists them)", typ))}, nil
+		}
+	}
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	status := http.StatusOK
-	if create {
-		status = http.StatusCreated
+	return &p, nil, nil
+}
+
+// noSuchVersion says which versions of a plugin are installed, for a version or module
+// that is not.
+func (s *Server) noSuchVersion(ctx context.Context, name, version, sha string) (string, error) {
+	all, err := s.db.ListPlugins(ctx)
+	if err != nil {
+		return "", err
 	}
-	return c.JSON(status, v)
+	var have []string
+	for _, p := range all {
+		if p.Name == name {
+			have = append(have, p.Version+" (sha256 "+p.SHA256+")")
+		}
+	}
+	want := strings.TrimSpace(strings.Join([]string{quoteIf(version), shaIf(sha)}, " "))
+	if len(have) == 0 {
+		return fmt.Sprintf("unknown plugin %q: install it first (GET /api/v1/plugins lists them)", name), nil
+	}
+	return fmt.Sprintf("plugin %q has no installed version %s; installed: %s", name, want, strings.Join(have, ", ")), nil
+}
+
+func quoteIf(s string) string {
+	if s == "" {
+		return ""
+	}
+	return quote(s)
+}
+
+func shaIf(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "with sha256 " + s
 }
 
 // exportChanged tells the host to reschedule. The change is already stored, so a
@@ -513,13 +612,15 @@ func scalarOrList(v any) bool {
 	return scalar(v)
 }
 
-// listExports: oldest first; filters destination_type and paused; limit (1-500,
+// listExports: oldest first; filters destination_type, plugin_version, plugin_sha256 (the
+// pin) and paused; limit (1-500,
 // default 100) and cursor (next_cursor of the previous page: the (created_at, id)
 // of its last export).
 func (s *Server) listExports(c echo.Context) error {
 	ctx := c.Request().Context()
 	var errs []FieldError
-	f := storage.ExportFilter{DestinationType: c.QueryParam("destination_type")}
+	f := storage.ExportFilter{DestinationType: c.QueryParam("destination_type"),
+		PluginVersion: c.QueryParam("plugin_version"), PluginSHA256: strings.ToLower(c.QueryParam("plugin_sha256"))}
 	switch paused := c.QueryParam("paused"); paused {
 	case "":
 	case "true", "false":

@@ -293,6 +293,11 @@ type apiError struct {
 		Field   string `json:"field"`
 		Message string `json:"message"`
 	} `json:"fields"`
+	Exports []struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+	} `json:"exports"`
+	ExportsTotal int64 `json:"exports_total"`
 }
 
 func (r resp) err(t *testing.T) apiError {

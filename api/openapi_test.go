@@ -285,13 +285,25 @@ func TestOpenAPISchemasMatchResponses(t *testing.T) {
 
 	er := e.do("GET", "/api/v1/batch_exports?paused=x", nil).json(t)
 	check("ErrorEnvelope", er)
-	check("Error", er["error"].(map[string]any))
+	check("Error", er["error"].(map[string]any), "exports", "exports_total")
+	// A 409 for a plugin version in use carries the exports.
+	inUse := e.do("DELETE", "/api/v1/plugins/s3test/versions/1.0.0", nil).json(t)
+	check("Error", inUse["error"].(map[string]any), "fields")
+	for _, ref := range inUse["error"].(map[string]any)["exports"].([]any) {
+		check("ExportRef", ref.(map[string]any))
+	}
+	up := e.must("POST", "/api/v1/batch_exports/"+id+"/upgrade", `{"version": "1.0.0"}`, 200).json(t)
+	check("Upgrade", up["upgrade"].(map[string]any))
+	delete(up, "upgrade")
+	check("BatchExport", up)
+	check("Plugin", e.must("GET", "/api/v1/plugins/s3test/versions/1.0.0", nil, 200).json(t))
 
 	// Request schemas: the fields each body accepts are documented, and no others.
 	reqs := map[string][]string{
 		"BatchExportCreate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters", "team_id", "alert_webhook_url", "alert_format", "alert_period_seconds"},
 		"BatchExportUpdate": {"name", "destination", "interval", "timezone", "interval_offset", "start_at", "end_at", "paused", "model", "filters", "team_id", "alert_webhook_url", "alert_format", "alert_period_seconds"},
-		"DestinationInput":  {"type", "config"},
+		"DestinationInput":  {"type", "plugin_version", "plugin_sha256", "config"},
+		"UpgradeRequest":    {"version", "sha256", "config"},
 		"Filters":           {"include_events", "exclude_events", "properties"},
 		"PropertyFilter":    {"key", "operator", "value"},
 		"BackfillCreate":    {"start_at", "end_at"},

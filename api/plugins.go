@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"regexp"
 	"strings"
 	"time"
@@ -37,6 +38,9 @@ type versionView struct {
 	Version   string    `json:"version"`
 	SHA256    string    `json:"sha256"`
 	CreatedAt time.Time `json:"created_at"`
+	// Exports counts the live batch exports pinned to this version: it cannot be deleted
+	// while any is.
+	Exports int64 `json:"exports"`
 }
 
 func (s *Server) pluginView(c echo.Context, p storage.Plugin) (pluginView, error) {
@@ -160,7 +164,9 @@ func (s *Server) listPlugins(c echo.Context) error {
 		if err != nil {
 			return err
 		}
-		v.Versions = versions(group)
+		if v.Versions, err = s.versions(c, group); err != nil {
+			return err
+		}
 		out = append(out, v)
 	}
 	return c.JSON(http.StatusOK, list(out, next))
@@ -179,12 +185,20 @@ func groupByName(all []storage.Plugin) [][]storage.Plugin {
 	return out
 }
 
-func versions(group []storage.Plugin) []versionView {
+func (s *Server) versions(c echo.Context, group []storage.Plugin) ([]versionView, error) {
+	ids := make([]string, len(group))
+	for i, p := range group {
+		ids[i] = p.ID
+	}
+	counts, err := s.db.CountExportsByPlugin(c.Request().Context(), ids)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]versionView, len(group))
 	for i, p := range group {
-		out[i] = versionView{ID: p.ID, Version: p.Version, SHA256: p.SHA256, CreatedAt: p.CreatedAt}
+		out[i] = versionView{ID: p.ID, Version: p.Version, SHA256: p.SHA256, CreatedAt: p.CreatedAt, Exports: counts[p.ID]}
 	}
-	return out
+	return out, nil
 }
 
 // pluginVersions returns every installed version of a name, newest first; 404 if none.
@@ -218,8 +232,63 @@ func (s *Server) getPlugin(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	v.Versions = versions(group)
+	if v.Versions, err = s.versions(c, group); err != nil {
+		return err
+	}
 	return c.JSON(http.StatusOK, v)
+}
+
+// pluginVersion returns the installed version of the :name and :version path parameters.
+func (s *Server) pluginVersion(c echo.Context) (storage.Plugin, error) {
+	name, version := c.Param("name"), c.Param("version")
+	if !pluginNameRE.MatchString(name) || version == "" {
+		return storage.Plugin{}, notFound("plugin version")
+	}
+	p, err := s.db.FindPluginVersion(c.Request().Context(), name, version, "")
+	if err != nil {
+		return storage.Plugin{}, notFoundAs(err, "plugin "+quote(name)+" version "+quote(version))
+	}
+	return p, nil
+}
+
+// getPluginVersion: one installed version, with its own manifest (the config schema an
+// upgrade to it checks the export's config against).
+func (s *Server) getPluginVersion(c echo.Context) error {
+	p, err := s.pluginVersion(c)
+	if err != nil {
+		return err
+	}
+	v, err := s.pluginView(c, p)
+	if err != nil {
+		return err
+	}
+	if v.Versions, err = s.versions(c, []storage.Plugin{p}); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+// deletePluginVersion removes one version; 409 listing the live exports pinned to it.
+func (s *Server) deletePluginVersion(c echo.Context) error {
+	p, err := s.pluginVersion(c)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	q := url.Values{"destination_type": {p.Name}, "plugin_sha256": {p.SHA256}}
+	if err := s.inUse(ctx, fmt.Sprintf("plugin %q version %q", p.Name, p.Version), storage.ExportFilter{PluginID: p.ID}, q); err != nil {
+		return err
+	}
+	if err := s.db.DeletePlugin(ctx, p.ID); err != nil {
+		if errors.Is(err, storage.ErrConflict) { // an export pinned it meanwhile
+			if err := s.inUse(ctx, fmt.Sprintf("plugin %q version %q", p.Name, p.Version), storage.ExportFilter{PluginID: p.ID}, q); err != nil {
+				return err
+			}
+		}
+		return notFoundAs(err, "plugin version")
+	}
+	s.log.Info("api: plugin version deleted", "plugin", p.Name, "version", p.Version, "sha256", p.SHA256)
+	return c.NoContent(http.StatusNoContent)
 }
 
 func (s *Server) pluginConfigDoc(c echo.Context) error {
@@ -241,25 +310,18 @@ func (s *Server) deletePlugin(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var users []string
-	for _, p := range group {
-		exports, err := s.db.ListExports(ctx, storage.ExportFilter{PluginID: p.ID})
-		if err != nil {
-			return err
-		}
-		for _, e := range exports {
-			users = append(users, e.ID)
-		}
-	}
-	if len(users) > 0 {
-		return &Error{Status: http.StatusConflict, Code: CodeConflict,
-			Message: fmt.Sprintf("plugin %q is used by %d batch export(s) (%s); delete them first", group[0].Name, len(users), strings.Join(users, ", "))}
+	// Every export of a plugin pins one of its versions, under the plugin's name.
+	f := storage.ExportFilter{DestinationType: group[0].Name}
+	q := url.Values{"destination_type": {group[0].Name}}
+	if err := s.inUse(ctx, fmt.Sprintf("plugin %q", group[0].Name), f, q); err != nil {
+		return err
 	}
 	for _, p := range group {
 		if err := s.db.DeletePlugin(ctx, p.ID); err != nil && !errors.Is(err, storage.ErrNotFound) {
-			if errors.Is(err, storage.ErrConflict) {
-				return &Error{Status: http.StatusConflict, Code: CodeConflict,
-					Message: fmt.Sprintf("plugin %q is used by a batch export", p.Name)}
+			if errors.Is(err, storage.ErrConflict) { // an export pinned it meanwhile
+				if err := s.inUse(ctx, fmt.Sprintf("plugin %q", p.Name), f, q); err != nil {
+					return err
+				}
 			}
 			return err
 		}

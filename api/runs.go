@@ -30,17 +30,22 @@ type runView struct {
 	DataCheckedAt  *time.Time `json:"data_checked_at"`
 	BytesExported  int64      `json:"bytes_exported"`
 	LatestError    string     `json:"latest_error"`
-	BackfillID     *string    `json:"backfill_id"`
-	CreatedAt      time.Time  `json:"created_at"`
-	StartedAt      *time.Time `json:"started_at"`
-	FinishedAt     *time.Time `json:"finished_at"`
-	UpdatedAt      time.Time  `json:"updated_at"`
+	// PluginVersion and PluginSHA256 are the module the latest attempt ran with ("" before
+	// the first attempt, and for runs older than storage migration 7).
+	PluginVersion string     `json:"plugin_version"`
+	PluginSHA256  string     `json:"plugin_sha256"`
+	BackfillID    *string    `json:"backfill_id"`
+	CreatedAt     time.Time  `json:"created_at"`
+	StartedAt     *time.Time `json:"started_at"`
+	FinishedAt    *time.Time `json:"finished_at"`
+	UpdatedAt     time.Time  `json:"updated_at"`
 }
 
 func newRunView(r storage.Run) runView {
 	return runView{ID: r.ID, ExportID: r.ExportID, Status: string(r.Status), IntervalStart: r.IntervalStart,
 		IntervalEnd: r.IntervalEnd, Attempt: r.Attempt, Generation: r.Generation, RecordsCompleted: r.RecordsCompleted,
-		RecordsTotalCount: r.RecordsTotalCount, RecordsMissing: r.RecordsMissing, DataCheckedAt: r.DataCheckedAt, BytesExported: r.BytesExported, LatestError: r.LatestError, BackfillID: r.BackfillID,
+		RecordsTotalCount: r.RecordsTotalCount, RecordsMissing: r.RecordsMissing, DataCheckedAt: r.DataCheckedAt, BytesExported: r.BytesExported, LatestError: r.LatestError,
+		PluginVersion: r.PluginVersion, PluginSHA256: r.PluginSHA256, BackfillID: r.BackfillID,
 		CreatedAt: r.CreatedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, UpdatedAt: r.UpdatedAt}
 }
 

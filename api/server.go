@@ -177,6 +177,8 @@ func (s *Server) register() {
 	s.add(get, "/api/v1/plugins/:name", read, 0, s.getPlugin)
 	s.add(get, "/api/v1/plugins/:name/config.md", read, 0, s.pluginConfigDoc)
 	s.add(del, "/api/v1/plugins/:name", admin, 0, s.deletePlugin)
+	s.add(get, "/api/v1/plugins/:name/versions/:version", read, 0, s.getPluginVersion)
+	s.add(del, "/api/v1/plugins/:name/versions/:version", admin, 0, s.deletePluginVersion)
 
 	const ex = "/api/v1/batch_exports"
 	s.add(post, ex, write, 0, s.createExport)
@@ -187,6 +189,7 @@ func (s *Server) register() {
 	s.add(post, ex+"/:id/pause", write, 0, s.pauseExport)
 	s.add(post, ex+"/:id/unpause", write, 0, s.unpauseExport)
 	s.add(post, ex+"/:id/test", write, 0, s.testExport)
+	s.add(post, ex+"/:id/upgrade", write, 0, s.upgradeExport)
 
 	s.add(post, ex+"/:id/backfills", write, 0, s.createBackfill)
 	s.add(get, ex+"/:id/backfills", read, 0, s.listBackfills)

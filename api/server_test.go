@@ -242,7 +242,7 @@ func TestPlugins(t *testing.T) {
 	}
 	// An export uses it: deleting is refused until the export is deleted.
 	id := e.export("user")
-	if r := e.do("DELETE", "/api/v1/plugins/s3test", nil); r.Status != 409 || !strings.Contains(r.err(t).Message, id) {
+	if r := e.do("DELETE", "/api/v1/plugins/s3test", nil); r.Status != 409 || len(r.err(t).Exports) != 1 || r.err(t).Exports[0].ID != id {
 		t.Errorf("delete in use: %d %s", r.Status, r.Body)
 	}
 	if r := e.as(write, "DELETE", "/api/v1/plugins/s3test", nil); r.Status != 403 {

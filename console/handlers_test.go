@@ -170,6 +170,11 @@ func TestHandlers(t *testing.T) {
 				t.Errorf("the edit form does not say the secret is set")
 			}
 		}
+		// The export page shows the pinned plugin version and module.
+		dest := e.api(http.MethodGet, "/api/v1/batch_exports/"+newID, nil, http.StatusOK)["destination"].(map[string]any)
+		if _, body := c.get("/exports/" + newID); !strings.Contains(body, dest["plugin_version"].(string)+` <code title="sha256 of the pinned module">`+dest["plugin_sha256"].(string)[:12]+"</code>") {
+			t.Errorf("the export page does not show the pin %s %s", dest["plugin_version"], dest["plugin_sha256"])
+		}
 		// saving the edit form without retyping secrets keeps them
 		_, page := c.get("/exports/" + newID + "/edit")
 		_ = page

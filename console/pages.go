@@ -26,6 +26,7 @@ type exportView struct {
 	Destination struct {
 		Type          string         `json:"type"`
 		PluginVersion string         `json:"plugin_version"`
+		PluginSHA256  string         `json:"plugin_sha256"`
 		Config        map[string]any `json:"config"`
 		SecretsSet    []string       `json:"secrets_set"`
 	} `json:"destination"`
@@ -53,6 +54,8 @@ type runView struct {
 	RecordsCompleted int64      `json:"records_completed"`
 	BytesExported    int64      `json:"bytes_exported"`
 	LatestError      string     `json:"latest_error"`
+	PluginVersion    string     `json:"plugin_version"`
+	PluginSHA256     string     `json:"plugin_sha256"`
 	BackfillID       *string    `json:"backfill_id"`
 	StartedAt        *time.Time `json:"started_at"`
 	FinishedAt       *time.Time `json:"finished_at"`
@@ -96,6 +99,7 @@ type pluginView struct {
 	Versions     []struct {
 		Version string `json:"version"`
 		SHA256  string `json:"sha256"`
+		Exports int64  `json:"exports"`
 	} `json:"versions"`
 }
 

@@ -14,7 +14,7 @@ import (
 
 // exportColumns are written by CreateExport and UpdateExport.
 var exportColumns = []string{
-	"name", "plugin_id", "destination_type", "interval", "timezone", "interval_offset",
+	"name", "plugin_id", "plugin_version", "plugin_sha256", "destination_type", "interval", "timezone", "interval_offset",
 	"start_at", "end_at", "paused", "last_paused_at", "model", "filters", "config",
 	"secret_config", "updated_at",
 	"alert_webhook_secret", "alert_format", "alert_period_seconds",
@@ -84,12 +84,17 @@ func (db *DB) openExport(e *BatchExport) error {
 	return nil
 }
 
-// lockPlugin checks that the plugin exists, holding a share lock on PostgreSQL
-// until the transaction ends (see DeletePlugin).
-func lockPlugin(tx *gorm.DB, id string) error {
+// pinPlugin checks that the export's plugin exists, holding a share lock on PostgreSQL
+// until the transaction ends (see DeletePlugin), and copies its version and module hash
+// into the export's pin.
+func pinPlugin(tx *gorm.DB, e *BatchExport) error {
 	var p Plugin
-	err := tx.Clauses(clause.Locking{Strength: "SHARE"}).Select("id").Where("id = ?", id).Take(&p).Error
-	return mapErr(err, "plugin "+id)
+	err := tx.Clauses(clause.Locking{Strength: "SHARE"}).Select("id", "version", "sha256").Where("id = ?", e.PluginID).Take(&p).Error
+	if err != nil {
+		return mapErr(err, "plugin "+e.PluginID)
+	}
+	e.PluginVersion, e.PluginSHA256 = p.Version, p.SHA256
+	return nil
 }
 
 // CreateExport stores e (ID, CreatedAt, UpdatedAt set by the repository),
@@ -106,7 +111,7 @@ func (db *DB) CreateExport(ctx context.Context, e BatchExport) (BatchExport, err
 		e.LastPausedAt = &e.CreatedAt
 	}
 	err := db.inTx(ctx, func(tx *gorm.DB) error {
-		if err := lockPlugin(tx, e.PluginID); err != nil {
+		if err := pinPlugin(tx, &e); err != nil {
 			return err
 		}
 		return mapErr(tx.Create(&e).Error, "create export "+e.Name)
@@ -147,6 +152,8 @@ func (db *DB) getExport(_ context.Context, q *gorm.DB, id string, deleted bool) 
 // ExportFilter narrows ListExports and ListExportsPage.
 type ExportFilter struct {
 	PluginID        string // only exports of this plugin
+	PluginVersion   string // only exports pinned to this plugin version
+	PluginSHA256    string // only exports pinned to this module
 	DestinationType string // only exports to this plugin name
 	Paused          *bool  // only paused (true) or unpaused (false) exports
 	IncludeDeleted  bool
@@ -161,6 +168,12 @@ func (f ExportFilter) apply(q *gorm.DB) *gorm.DB {
 	}
 	if f.DestinationType != "" {
 		q = q.Where("destination_type = ?", f.DestinationType)
+	}
+	if f.PluginVersion != "" {
+		q = q.Where("plugin_version = ?", f.PluginVersion)
+	}
+	if f.PluginSHA256 != "" {
+		q = q.Where("plugin_sha256 = ?", f.PluginSHA256)
 	}
 	if f.Paused != nil {
 		q = q.Where("paused = ?", *f.Paused)
@@ -180,6 +193,35 @@ func (db *DB) ListExports(ctx context.Context, f ExportFilter) ([]BatchExport, e
 // id), the rows after p.After, at most p.Limit of them.
 func (db *DB) ListExportsPage(ctx context.Context, f ExportFilter, p Page) ([]BatchExport, error) {
 	return db.findExports(p.apply(f.apply(db.gdb.WithContext(ctx)), false))
+}
+
+// CountExports counts the exports ListExports would return.
+func (db *DB) CountExports(ctx context.Context, f ExportFilter) (int64, error) {
+	var n int64
+	err := f.apply(db.gdb.WithContext(ctx).Model(&BatchExport{})).Count(&n).Error
+	return n, mapErr(err, "count exports")
+}
+
+// CountExportsByPlugin counts the live exports pinned to each of the plugin rows, in one
+// query: plugin id -> count (ids no live export pins are absent).
+func (db *DB) CountExportsByPlugin(ctx context.Context, pluginIDs []string) (map[string]int64, error) {
+	var rows []struct {
+		PluginID string `gorm:"column:plugin_id"`
+		N        int64  `gorm:"column:n"`
+	}
+	out := map[string]int64{}
+	if len(pluginIDs) == 0 {
+		return out, nil
+	}
+	err := db.gdb.WithContext(ctx).Model(&BatchExport{}).Select("plugin_id, COUNT(*) AS n").
+		Where("deleted_at IS NULL AND plugin_id IN ?", pluginIDs).Group("plugin_id").Scan(&rows).Error
+	if err != nil {
+		return nil, mapErr(err, "count exports by plugin")
+	}
+	for _, r := range rows {
+		out[r.PluginID] = r.N
+	}
+	return out, nil
 }
 
 func (db *DB) findExports(q *gorm.DB) ([]BatchExport, error) {
@@ -230,10 +272,12 @@ func (db *DB) UpdateExport(ctx context.Context, e BatchExport) (BatchExport, err
 		if err := db.prepareExport(&e); err != nil {
 			return err
 		}
-		if e.PluginID != cur.PluginID {
-			if err := lockPlugin(tx, e.PluginID); err != nil {
+		if e.PluginID != cur.PluginID || cur.PluginSHA256 == "" {
+			if err := pinPlugin(tx, &e); err != nil {
 				return err
 			}
+		} else {
+			e.PluginVersion, e.PluginSHA256 = cur.PluginVersion, cur.PluginSHA256
 		}
 		if e.Paused && !cur.Paused && e.LastPausedAt == nil {
 			t := now()

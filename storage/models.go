@@ -85,9 +85,14 @@ func ValidInterval(s string) bool {
 // SecretConfig is plaintext in memory only: the repository seals it (one
 // AES-GCM string over its JSON) on write and opens it on read.
 type BatchExport struct {
-	ID              string         `gorm:"column:id;primaryKey" json:"id"`
-	Name            string         `gorm:"column:name" json:"name"`
-	PluginID        string         `gorm:"column:plugin_id" json:"plugin_id"`
+	ID       string `gorm:"column:id;primaryKey" json:"id"`
+	Name     string `gorm:"column:name" json:"name"`
+	PluginID string `gorm:"column:plugin_id" json:"plugin_id"`
+	// PluginVersion and PluginSHA256 are the pin: the version and module hash of the
+	// plugin row PluginID names, copied by CreateExport and UpdateExport in the same
+	// transaction ('' only for a soft-deleted export whose plugin was gone at migration 7).
+	PluginVersion   string         `gorm:"column:plugin_version" json:"plugin_version"`
+	PluginSHA256    string         `gorm:"column:plugin_sha256" json:"plugin_sha256"`
 	DestinationType string         `gorm:"column:destination_type" json:"destination_type"`
 	Interval        string         `gorm:"column:interval" json:"interval"`
 	Timezone        string         `gorm:"column:timezone" json:"timezone"`
@@ -171,12 +176,16 @@ type Run struct {
 	DataCheckedAt  *time.Time `gorm:"column:data_checked_at" json:"data_checked_at,omitempty"`
 	BytesExported  int64      `gorm:"column:bytes_exported" json:"bytes_exported"`
 	LatestError    string     `gorm:"column:latest_error" json:"latest_error,omitempty"`
-	BackfillID     *string    `gorm:"column:backfill_id" json:"backfill_id,omitempty"`
-	Checkpoint     string     `gorm:"column:checkpoint" json:"checkpoint"` // JSON text
-	CreatedAt      time.Time  `gorm:"column:created_at" json:"created_at"`
-	StartedAt      *time.Time `gorm:"column:started_at" json:"started_at,omitempty"`
-	FinishedAt     *time.Time `gorm:"column:finished_at" json:"finished_at,omitempty"`
-	UpdatedAt      time.Time  `gorm:"column:updated_at" json:"updated_at"`
+	// PluginVersion and PluginSHA256 are the module the latest attempt ran with (the
+	// export's pin when the attempt started); '' before the first attempt.
+	PluginVersion string     `gorm:"column:plugin_version" json:"plugin_version"`
+	PluginSHA256  string     `gorm:"column:plugin_sha256" json:"plugin_sha256"`
+	BackfillID    *string    `gorm:"column:backfill_id" json:"backfill_id,omitempty"`
+	Checkpoint    string     `gorm:"column:checkpoint" json:"checkpoint"` // JSON text
+	CreatedAt     time.Time  `gorm:"column:created_at" json:"created_at"`
+	StartedAt     *time.Time `gorm:"column:started_at" json:"started_at,omitempty"`
+	FinishedAt    *time.Time `gorm:"column:finished_at" json:"finished_at,omitempty"`
+	UpdatedAt     time.Time  `gorm:"column:updated_at" json:"updated_at"`
 }
 
 // TableName implements gorm's tabler.

@@ -52,6 +52,24 @@ func (db *DB) GetLatestPluginByName(ctx context.Context, name string) (Plugin, e
 	return p, mapErr(err, "plugin "+name)
 }
 
+// FindPluginVersion returns the installed plugin of the name with this version and/or
+// module sha256 (either may be empty, not both): ErrNotFound when none matches both.
+func (db *DB) FindPluginVersion(ctx context.Context, name, version, sha256 string) (Plugin, error) {
+	if version == "" && sha256 == "" {
+		return Plugin{}, fmt.Errorf("%w: a plugin version or sha256 is required", ErrInvalid)
+	}
+	q := db.gdb.WithContext(ctx).Where("name = ?", name)
+	if version != "" {
+		q = q.Where("version = ?", version)
+	}
+	if sha256 != "" {
+		q = q.Where("sha256 = ?", sha256)
+	}
+	var p Plugin
+	err := q.Order("created_at DESC").Order("id DESC").Take(&p).Error
+	return p, mapErr(err, "plugin "+name+" "+version+" "+sha256)
+}
+
 // ListPlugins returns every plugin, by name then newest first.
 func (db *DB) ListPlugins(ctx context.Context) ([]Plugin, error) {
 	var out []Plugin

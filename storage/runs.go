@@ -12,7 +12,7 @@ import (
 // runColumns are the columns TransitionRun writes.
 var runColumns = []string{
 	"status", "attempt", "generation", "backfill_id", "records_completed", "records_total_count", "records_missing", "data_checked_at", "bytes_exported",
-	"latest_error", "checkpoint", "started_at", "finished_at", "updated_at",
+	"latest_error", "plugin_version", "plugin_sha256", "checkpoint", "started_at", "finished_at", "updated_at",
 }
 
 // CreateRunIfAbsent inserts run unless a run of the same (ExportID,

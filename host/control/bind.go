@@ -64,6 +64,9 @@ const (
 var (
 	azureParamNames = []string{"container", "prefix", "connection_string", "account_name", "account_key", "endpoint_url"}
 	gcsParamNames   = []string{"bucket", "prefix", "service_account_key"}
+	// s3ParamNames are the S3 (and local directory) parameters: abi/SPEC.md section 7.
+	s3ParamNames = []string{"bucket", "prefix", "region", "endpoint_url", "access_key_id", "secret_access_key",
+		"encryption", "kms_key_id", "use_virtual_style_addressing"}
 )
 
 // openObjectStore binds the object capability of one export to the backend its bound
@@ -79,7 +82,13 @@ func openObjectStore(ctx context.Context, set objectSettings, b map[string]strin
 	}
 	var others []string
 	for k, v := range b {
-		if v != "" && !strings.HasPrefix(k, azureParams) && !strings.HasPrefix(k, gcsParams) {
+		if strings.HasPrefix(k, azureParams) || strings.HasPrefix(k, gcsParams) {
+			continue
+		}
+		if !slices.Contains(s3ParamNames, k) { // a misspelt binding must not go unnoticed
+			return nil, fmt.Errorf("unknown object capability parameter object.%s (known: object.%s; object.azure.*, object.gcs.*)", k, strings.Join(s3ParamNames, ", object."))
+		}
+		if v != "" {
 			others = append(others, "object."+k)
 		}
 	}

@@ -122,6 +122,7 @@ func TestOpenObjectStoreRefusesBadBindings(t *testing.T) {
 		{"gcs without bucket", objectSettings{}, map[string]string{"gcs.prefix": "p"}, "object.gcs.bucket", errNoBucket},
 		{"azure and gcs", objectSettings{}, map[string]string{"azure.container": "c-1", "gcs.bucket": "b-1"}, "both Azure", nil},
 		{"azure and s3", objectSettings{}, map[string]string{"azure.container": "c-1", "bucket": "b"}, "object.bucket", nil},
+		{"misspelt s3 parameter", objectSettings{}, map[string]string{"bucket": "b", "bukket": "b"}, "object.bukket", nil},
 		{"misspelt azure parameter", objectSettings{}, map[string]string{"azure.container": "c-1", "azure.acount_key": "k"}, "object.azure.acount_key", nil},
 		{"azure without credentials", objectSettings{}, map[string]string{"azure.container": "c-1"}, "no credentials", objstore.ErrNoAzureCredentials},
 		{"gcs without key or endpoint", objectSettings{}, map[string]string{"gcs.bucket": "b-1"}, "service-account key", objstore.ErrNoGCSCredentials},

@@ -321,13 +321,16 @@ func TestEndToEndPostgres(t *testing.T) {
 }
 
 // freshDatabase creates an empty database for one test and drops it afterwards.
-func freshDatabase(t *testing.T, url string) string {
+func freshDatabase(t *testing.T, url string) string { return freshDatabaseNamed(t, url, "sluice_e2e") }
+
+// freshDatabaseNamed is freshDatabase with the database name's prefix.
+func freshDatabaseNamed(t *testing.T, url, prefix string) string {
 	admin, err := sql.Open("pgx", url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer admin.Close()
-	name := fmt.Sprintf("sluice_e2e_%d", time.Now().UnixNano())
+	name := fmt.Sprintf("%s_%d", prefix, time.Now().UnixNano())
 	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
 		t.Fatal(err)
 	}

@@ -343,6 +343,10 @@ func (h *Host) Start(ctx context.Context) error {
 	h.bgStop = stop
 	h.every(bg, h.cfg.ScheduleSyncInterval, "schedule sync", h.syncSchedules)
 	h.every(bg, h.cfg.ReapInterval, "run reaper", h.reap)
+	h.every(bg, h.cfg.ReapInterval, "deleted plugin unload", func(ctx context.Context) error {
+		_, err := h.UnloadDeletedPlugins(ctx)
+		return err
+	})
 	if h.cfg.MissingDataInterval > 0 {
 		h.every(bg, h.cfg.MissingDataInterval, "missing-data check", h.enqueueMissingDataCheck)
 	}

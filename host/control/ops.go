@@ -196,7 +196,7 @@ func (h *Host) TestDestination(ctx context.Context, exportID string) (abi.TestRe
 	if err != nil {
 		return abi.TestReport{}, err
 	}
-	p, manifest, err := h.pluginFor(ctx, e.PluginID)
+	p, manifest, err := h.pluginFor(ctx, e.PluginID, e.PluginSHA256)
 	if err != nil {
 		return abi.TestReport{}, err
 	}

@@ -22,11 +22,16 @@ import (
 // different bytes: a new build must carry a new version.
 var ErrPluginConflict = errors.New("plugin version already installed with different content")
 
+// errPinMismatch: an export's pinned module is not the module of the plugin row it names
+// (a database edited by hand); the run fails rather than run another module.
+var errPinMismatch = errors.New("the pinned module differs from the installed one")
+
 // InstallPlugin validates a module (ABI, exports, manifest, capabilities against the
 // grants), stores its bytes in the database (table plugin_modules, by sha256: every host
 // sharing the database fetches it from there on first use) and on this host's disk under
 // DATA_DIR/plugins/<sha256>.wasm, and records it. Installing the same bytes again is a
-// no-op. Older versions stay until no export uses them.
+// no-op. Other versions of the plugin stay installed side by side: exports pin theirs
+// (docs/storage.md, "Plugin versions and pins").
 func (h *Host) InstallPlugin(ctx context.Context, wasm []byte, granted []string) (*storage.Plugin, error) {
 	// The same bytes with the same grants are already validated and recorded: skip the
 	// compilation (a host restart re-installs every locked plugin).
@@ -65,7 +70,6 @@ func (h *Host) InstallPlugin(ctx context.Context, wasm []byte, granted []string)
 		return nil, err
 	}
 	h.log.Info("plugin installed", "plugin", p.Name, "version", p.Version, "sha256", p.SHA256, "capabilities", p.Capabilities)
-	h.pruneUnusedVersions(ctx, p)
 	return &p, nil
 }
 
@@ -201,10 +205,13 @@ func (h *Host) storeLegacyModules(ctx context.Context) error {
 	return nil
 }
 
-// pruneUnusedVersions removes older versions of a plugin that no export uses.
+// pruneUnusedVersions removes the other versions of a locked first-party plugin that no
+// export pins: a host start that installs a new locked build does not leave every older
+// build behind. Versions installed through the API are the operator's to delete.
 func (h *Host) pruneUnusedVersions(ctx context.Context, latest storage.Plugin) {
 	all, err := h.db.ListPlugins(ctx)
 	if err != nil {
+		h.log.Warn("cannot list plugins to remove unused versions", "plugin", latest.Name, "err", err)
 		return
 	}
 	for _, p := range all {
@@ -212,7 +219,7 @@ func (h *Host) pruneUnusedVersions(ctx context.Context, latest storage.Plugin) {
 			continue
 		}
 		if err := h.db.DeletePlugin(ctx, p.ID); err == nil {
-			h.log.Info("removed unused plugin version", "plugin", p.Name, "version", p.Version)
+			h.log.Info("removed unused plugin version", "plugin", p.Name, "version", p.Version, "sha256", p.SHA256)
 		}
 	}
 }
@@ -242,7 +249,7 @@ func (h *Host) PluginManifest(_ context.Context, p *storage.Plugin) (abi.Manifes
 
 // ValidateDestination asks the plugin to validate a config (secrets withheld).
 func (h *Host) ValidateDestination(ctx context.Context, sp *storage.Plugin, public map[string]any, secretsSet []string) error {
-	p, _, err := h.pluginFor(ctx, sp.ID)
+	p, _, err := h.pluginFor(ctx, sp.ID, sp.SHA256)
 	if err != nil {
 		return err
 	}
@@ -250,11 +257,15 @@ func (h *Host) ValidateDestination(ctx context.Context, sp *storage.Plugin, publ
 }
 
 // pluginFor returns the loaded runtime plugin of a stored plugin, loading and checking its
-// module on first use.
-func (h *Host) pluginFor(ctx context.Context, pluginID string) (*runtime.Plugin, abi.Manifest, error) {
+// module on first use. pinned is the module sha256 the caller expects (an export's pin;
+// "" for none): a plugin row with another module is refused rather than run.
+func (h *Host) pluginFor(ctx context.Context, pluginID, pinned string) (*runtime.Plugin, abi.Manifest, error) {
 	sp, err := h.db.GetPlugin(ctx, pluginID)
 	if err != nil {
 		return nil, abi.Manifest{}, fmt.Errorf("plugin %s: %w", pluginID, err)
+	}
+	if pinned != "" && sp.SHA256 != pinned {
+		return nil, abi.Manifest{}, fmt.Errorf("plugin %s %s has module sha256 %s, the export pins %s: %w", sp.Name, sp.Version, sp.SHA256, pinned, errPinMismatch)
 	}
 	m, err := h.PluginManifest(ctx, &sp)
 	if err != nil {
@@ -278,6 +289,42 @@ func (h *Host) pluginFor(ctx context.Context, pluginID string) (*runtime.Plugin,
 	h.plugins[pluginID] = p
 	h.mu.Unlock()
 	return p, m, nil
+}
+
+// UnloadDeletedPlugins releases what this host keeps loaded of plugin versions deleted
+// since (through any host): their instances and compiled code, which would otherwise stay
+// until the host restarts. A module still loaded under another plugin row stays. The host
+// runs it every ReapInterval; it returns how many versions it released.
+func (h *Host) UnloadDeletedPlugins(ctx context.Context) (int, error) {
+	h.mu.Lock()
+	ids := make([]string, 0, len(h.plugins))
+	for id := range h.plugins {
+		ids = append(ids, id)
+	}
+	h.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		if _, err := h.db.GetPlugin(ctx, id); !errors.Is(err, storage.ErrNotFound) {
+			if err != nil {
+				return n, fmt.Errorf("unload deleted plugins: %w", err)
+			}
+			continue
+		}
+		h.mu.Lock()
+		p := h.plugins[id]
+		delete(h.plugins, id)
+		shared := false
+		for _, q := range h.plugins {
+			shared = shared || q == p
+		}
+		h.mu.Unlock()
+		if p != nil && !shared {
+			h.rt.Unload(ctx, p)
+		}
+		n++
+		h.log.Info("unloaded a deleted plugin version", "plugin_id", id, "sha256", p.SHA256)
+	}
+	return n, nil
 }
 
 // installLocked installs the first-party plugins pinned in the lock file from PluginsDir,
@@ -304,8 +351,12 @@ func (h *Host) installLocked(ctx context.Context) error {
 			h.log.Error("refusing plugin: sha256 differs from plugins.lock", slog.String("plugin", e.Name), slog.String("want", e.SHA256), slog.String("got", got))
 			continue
 		}
-		if _, err := h.InstallPlugin(ctx, wasm, e.Capabilities); err != nil && !errors.Is(err, ErrPluginConflict) {
+		p, err := h.InstallPlugin(ctx, wasm, e.Capabilities)
+		if err != nil && !errors.Is(err, ErrPluginConflict) {
 			return fmt.Errorf("install locked plugin %s: %w", e.Name, err)
+		}
+		if err == nil {
+			h.pruneUnusedVersions(ctx, *p)
 		}
 	}
 	return nil

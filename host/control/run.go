@@ -63,7 +63,13 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 	now := h.cfg.Clock.Now().UTC()
 	run, err = h.db.TransitionRunOf(ctx, run.ID, gen,
 		[]storage.RunStatus{storage.StatusStarting, storage.StatusFailedRetryable, storage.StatusRunning},
-		storage.StatusRunning, func(r *storage.Run) { r.Attempt++; r.StartedAt = &now })
+		storage.StatusRunning, func(r *storage.Run) {
+			r.Attempt++
+			r.StartedAt = &now
+			// The module this attempt runs: the export's pin, which execute checks against the
+			// plugin row it loads.
+			r.PluginVersion, r.PluginSHA256 = export.PluginVersion, export.PluginSHA256
+		})
 	if errors.Is(err, storage.ErrConflict) {
 		return nil // cancelled, finished or re-requested meanwhile
 	}
@@ -86,8 +92,8 @@ func (h *Host) runJob(ctx context.Context, j queue.Job) error {
 		<-watched
 	}()
 
-	h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("attempt %d on host %s: exporting [%s, %s)", run.Attempt, h.cfg.HostID,
-		run.IntervalStart.Format(time.RFC3339), run.IntervalEnd.Format(time.RFC3339)))
+	h.runLog(ctx, run, "host", slog.LevelInfo, fmt.Sprintf("attempt %d on host %s: exporting [%s, %s) with plugin %s %s (sha256 %.12s)", run.Attempt, h.cfg.HostID,
+		run.IntervalStart.Format(time.RFC3339), run.IntervalEnd.Format(time.RFC3339), export.DestinationType, export.PluginVersion, export.PluginSHA256))
 	started := time.Now()
 	res, class, runErr := h.execute(ctx, run, export, gen)
 	if runErr == nil {
@@ -203,7 +209,7 @@ func (h *Host) execute(ctx context.Context, run storage.Run, export storage.Batc
 		}
 		defer release()
 	}
-	p, manifest, err := h.pluginFor(ctx, export.PluginID)
+	p, manifest, err := h.pluginFor(ctx, export.PluginID, export.PluginSHA256)
 	if err != nil {
 		return fail(err)
 	}
@@ -302,7 +308,7 @@ func (h *Host) countRun(ctx context.Context, run storage.Run, gen int, q source.
 func hostClassify(err error) abi.Classification {
 	var re *runtime.TrapError
 	switch {
-	case errors.Is(err, storage.ErrNotFound), errors.Is(err, errNoBucket):
+	case errors.Is(err, storage.ErrNotFound), errors.Is(err, errNoBucket), errors.Is(err, errPinMismatch):
 		return abi.Classification{Outcome: abi.OutcomeFail, Reason: "configuration"}
 	case errors.As(err, &re):
 		return abi.Classification{Outcome: abi.OutcomeRetry, Reason: "plugin trapped"}

@@ -27,14 +27,16 @@ const (
 	FormatCSV     = "csv"
 )
 
-// Compressions. "" is no compression.
+// Compressions. "" is no compression; "none" is accepted as its spelling (abi/SPEC.md
+// section 6, EncoderSpec.compression) and read as "".
 const (
-	CompressionNone   = ""
-	CompressionGzip   = "gzip"
-	CompressionZstd   = "zstd"
-	CompressionBrotli = "brotli"
-	CompressionSnappy = "snappy"
-	CompressionLZ4    = "lz4"
+	CompressionNone     = ""
+	CompressionNoneName = "none"
+	CompressionGzip     = "gzip"
+	CompressionZstd     = "zstd"
+	CompressionBrotli   = "brotli"
+	CompressionSnappy   = "snappy"
+	CompressionLZ4      = "lz4"
 )
 
 // Defaults of the options.
@@ -67,6 +69,7 @@ func Compressions() []string { return slices.Clone(compressions) }
 // is the codec of the pages inside the file (GZIP, ZSTD, BROTLI, SNAPPY, LZ4_RAW), and the
 // file itself stays a plain .parquet.
 func ValidatePair(format, compression string) error {
+	compression = canonCompression(compression)
 	if !slices.Contains(formats, format) {
 		return fmt.Errorf("%w format %q (want one of jsonl, parquet, csv)", ErrUnsupported, format)
 	}
@@ -77,10 +80,19 @@ func ValidatePair(format, compression string) error {
 	return nil
 }
 
+// canonCompression reads "none" as no compression ("").
+func canonCompression(c string) string {
+	if c == CompressionNoneName {
+		return CompressionNone
+	}
+	return c
+}
+
 // Extension returns the file name suffix of a format and compression: ".jsonl.gz",
 // ".csv.zst", ".parquet" (parquet compresses inside the file). The compression suffixes are
 // PostHog's: gz, br, zst, lz4, sz. An unsupported pair gives "".
 func Extension(format, compression string) string {
+	compression = canonCompression(compression)
 	if ValidatePair(format, compression) != nil {
 		return ""
 	}
@@ -226,6 +238,7 @@ func New(w io.Writer, spec abi.EncoderSpec, cols []abi.Column, opts ...Option) (
 		}
 		format = FormatJSONL // the same compressions
 	}
+	spec.Compression = canonCompression(spec.Compression)
 	if err := ValidatePair(format, spec.Compression); err != nil {
 		return nil, err
 	}

@@ -605,6 +605,34 @@ func TestEmptyFile(t *testing.T) {
 	}
 }
 
+// TestCompressionNone: "none" is the SPEC's spelling of no compression (EncoderSpec): the
+// same bytes as "" in every format.
+func TestCompressionNone(t *testing.T) {
+	rows := makeRows(rand.New(rand.NewPCG(5, 6)), 20, false)
+	for _, format := range Formats() {
+		var out [2]bytes.Buffer
+		for i, compression := range []string{"", "none"} {
+			enc, err := New(&out[i], abi.EncoderSpec{Format: format, Compression: compression}, testColumns)
+			if err != nil {
+				t.Fatalf("%s with compression %q: %v", format, compression, err)
+			}
+			encodeBatches(t, enc, testColumns, rows, 7)
+			if err := enc.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !bytes.Equal(out[0].Bytes(), out[1].Bytes()) || out[0].Len() == 0 {
+			t.Errorf("%s: compression \"none\" wrote %d bytes, \"\" %d; want the same bytes", format, out[1].Len(), out[0].Len())
+		}
+	}
+	if err := ValidatePair("jsonl", "none"); err != nil {
+		t.Errorf("ValidatePair(jsonl, none): %v", err)
+	}
+	if err := ValidatePair("jsonl", "nope"); err == nil {
+		t.Error("ValidatePair accepts an unknown compression")
+	}
+}
+
 func TestColumnSelection(t *testing.T) {
 	rows := makeRows(rand.New(rand.NewPCG(3, 4)), 40, false)
 	sel := []abi.ColumnSelect{
@@ -733,6 +761,9 @@ func TestExtension(t *testing.T) {
 		{"parquet", "", ".parquet"},
 		{"parquet", "zstd", ".parquet"},
 		{"parquet", "snappy", ".parquet"},
+		{"jsonl", "none", ".jsonl"},
+		{"csv", "none", ".csv"},
+		{"parquet", "none", ".parquet"},
 	} {
 		if got := Extension(tc.format, tc.compression); got != tc.want {
 			t.Errorf("Extension(%q, %q) = %q, want %q", tc.format, tc.compression, got, tc.want)

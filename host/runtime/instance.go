@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -394,8 +395,8 @@ func (in *instance) decode(export string, doc []byte, out any) error {
 			Detail: fmt.Sprintf("returned a document that is not a JSON object: %v", err)}
 	}
 	if len(env.Error) > 0 {
-		var e abi.Error
-		if err := json.Unmarshal(env.Error, &e); err != nil || e.Message == "" {
+		e, ok := readError(env.Error)
+		if !ok || e.Message == "" {
 			e.Message = "the plugin reported an error without a message: " + truncate(string(env.Error), 200)
 		}
 		pe := &PluginError{Plugin: in.p.Manifest.Name, Export: export, Err: e}
@@ -411,6 +412,43 @@ func (in *instance) decode(export string, doc []byte, out any) error {
 		}
 	}
 	return nil
+}
+
+// readError reads a plugin's Error document. status and code are strings (a status name,
+// a destination code); a plugin that writes either as a JSON number keeps its message: the
+// number is read as that status code (SPEC section 7) or as the code's decimal text.
+func readError(raw json.RawMessage) (abi.Error, bool) {
+	var doc struct {
+		Message string          `json:"message"`
+		Status  json.RawMessage `json:"status"`
+		Field   string          `json:"field"`
+		Code    json.RawMessage `json:"code"`
+	}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return abi.Error{}, false
+	}
+	e := abi.Error{Message: doc.Message, Field: doc.Field}
+	var ok1, ok2 bool
+	e.Status, ok1 = stringOrNumber(doc.Status, func(n uint64) string { return abi.Status(n).String() })
+	e.Code, ok2 = stringOrNumber(doc.Code, func(n uint64) string { return strconv.FormatUint(n, 10) })
+	return e, ok1 && ok2
+}
+
+// stringOrNumber reads an absent or null value as "", a string as is, and a non-negative
+// integer through num; anything else is not ok.
+func stringOrNumber(raw json.RawMessage, num func(uint64) string) (string, bool) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", true
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s, true
+	}
+	var n uint64
+	if json.Unmarshal(raw, &n) == nil && n <= 0xffffffff {
+		return num(n), true
+	}
+	return "", false
 }
 
 // pass copies data into guest memory through sluice_alloc.

@@ -28,6 +28,8 @@ func Run(t *testing.T, newConfig NewConfig) {
 		{"Migrations", testMigrations},
 		{"Plugins", testPlugins},
 		{"PluginDelete", testPluginDelete},
+		{"PluginPins", testPluginPins},
+		{"PluginPinMigration", testPluginPinMigration},
 		{"Exports", testExports},
 		{"ExportValidation", testExportValidation},
 		{"ExportPause", testExportPause},
