@@ -3,6 +3,9 @@ package conformance
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
+	"io"
 	"strings"
 	"testing"
 
@@ -95,5 +98,29 @@ func TestCompareOutputOwnBytesAndRenames(t *testing.T) {
 	msg, compared, err := compareOutput([]Commit{{Key: "manifest.json", Data: []byte("{}"), Options: runtime.ObjectOptions{ContentType: "application/json"}}}, evs)
 	if compared || err != nil || !strings.Contains(msg, `manifest.json (content type "application/json")`) {
 		t.Fatalf("unknown format: %q %v %v", msg, compared, err)
+	}
+}
+
+// Each malformed batch breaks a must-reject rule (the abi decoder refuses it) and passes
+// the host's own check before sluice_write_batch (magic and record count), so it reaches
+// the plugin.
+func TestMalformedBatchesAreMalformed(t *testing.T) {
+	for _, m := range MalformedBatches() {
+		t.Run(m.Name, func(t *testing.T) {
+			if string(m.Batch[:4]) != "SLB1" || int(binary.LittleEndian.Uint32(m.Batch[4:8])) != m.Records {
+				t.Fatal("the host would refuse it before the plugin")
+			}
+			r, err := abi.NewBatchReader(m.Batch)
+			if err == nil {
+				vals := make([]abi.Value, len(r.Columns()))
+				for err == nil {
+					err = r.Next(vals)
+				}
+				if errors.Is(err, io.EOF) {
+					t.Fatal("the abi decoder accepts it")
+				}
+			}
+			t.Log(err)
+		})
 	}
 }
