@@ -135,8 +135,14 @@ func decompress(b []byte, compression string) (io.Reader, error) {
 	return nil, fmt.Errorf("compression %q", compression)
 }
 
-// records reads an object's records back.
-func (o dataObject) records() ([]outRecord, error) {
+// records reads an object's records back. A decoder's panic on bytes it cannot read is an
+// error: the suite never panics on what a plugin wrote.
+func (o dataObject) records() (recs []outRecord, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("unreadable %s: %v", o.format, p)
+		}
+	}()
 	if o.format == encode.FormatParquet {
 		return o.parquetRecords()
 	}
@@ -222,12 +228,10 @@ func (o dataObject) parquetRecords() ([]outRecord, error) {
 	if err != nil {
 		return nil, fmt.Errorf("parquet: %w", err)
 	}
-	idx := map[string]int{}
-	for i, fd := range f.Schema().Fields() {
-		for src, name := range o.names {
-			if fd.Name() == name {
-				idx[src] = i
-			}
+	idx := map[string]int{} // source column name -> leaf column index
+	for src, name := range o.names {
+		if leaf, ok := f.Schema().Lookup(name); ok {
+			idx[src] = leaf.ColumnIndex
 		}
 	}
 	rd := parquet.NewReader(f)
@@ -243,11 +247,15 @@ func (o dataObject) parquetRecords() ([]outRecord, error) {
 					if v.Column() != i || v.IsNull() {
 						continue
 					}
-					s := v.ByteArray()
-					if src == "uuid" && len(s) == 16 {
-						rec.set(src, uuidText(s))
-					} else {
-						rec.set(src, string(s))
+					switch v.Kind() {
+					case parquet.FixedLenByteArray, parquet.ByteArray:
+						if s := v.ByteArray(); src == "uuid" && len(s) == 16 {
+							rec.set(src, uuidText(s))
+						} else {
+							rec.set(src, string(s))
+						}
+					default:
+						rec.set(src, v.String())
 					}
 				}
 			}

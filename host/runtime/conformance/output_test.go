@@ -78,6 +78,12 @@ func TestCompareOutputOwnBytesAndRenames(t *testing.T) {
 	} else if !strings.Contains(msg, "4 records") {
 		t.Fatal(msg)
 	}
+	// Parquet with selected, reordered and renamed columns (as the s3 plugin writes it).
+	spec = abi.EncoderSpec{Format: "parquet", Compression: "zstd", Columns: []abi.ColumnSelect{
+		{Name: "team_id"}, {Name: "timestamp"}, {Name: "event", As: "name"}, {Name: "uuid"}, {Name: "distinct_id"}}}
+	if msg, _, err := compareOutput([]Commit{commitEncoded(t, spec, Batch(evs))}, evs); err != nil || !strings.Contains(msg, "4 records in 1 objects (parquet)") {
+		t.Fatalf("parquet with selected columns: %q %v", msg, err)
+	}
 	other := Events(4, 200, 6)
 	other[2].Event = "$other"
 	if _, _, err := compareOutput([]Commit{c}, other); err == nil || !strings.Contains(err.Error(), `event "$pageview", sent "$other"`) {
