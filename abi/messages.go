@@ -163,10 +163,14 @@ type RowFilter struct {
 	Equals string `json:"equals"`
 }
 
-// ColumnSelect picks a batch column and names it in the output.
+// ColumnSelect picks a batch column and names it in the output. Cast "string" (ABI 1.1)
+// writes a uuid column as its canonical text (a Parquet STRING instead of
+// FIXED_LEN_BYTE_ARRAY(16) UUID, which Spark and Databricks refuse to read); on string and
+// json columns, and in the text formats (where a uuid already is text), it changes nothing.
 type ColumnSelect struct {
 	Name string `json:"name"`
 	As   string `json:"as,omitempty"`
+	Cast string `json:"cast,omitempty"`
 }
 
 // HTTPRequest is the request of call("http", ...) with op "request" (ABI 1.1). URL is

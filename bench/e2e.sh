@@ -25,6 +25,9 @@
 #   SLUICE_E2E_EXPORTS  RSS runs: this many exports backfill the interval at once, in one process   default 1
 #   SLUICE_E2E_SLUICE_ARGS  extra arguments of sluice serve (e.g. "--backfill-parallelism 4")
 #   SLUICE_E2E_SLUICE   a sluice binary to measure instead of building this tree's
+#   SLUICE_E2E_DEST     RSS runs: the stores exported to, in turn for each size, comma-separated:
+#                       s3 (versitygw, s3 plugin) and/or azure (Azurite, azure-blob plugin, needs
+#                       SLUICE_TEST_AZURITE_CONNECTION_STRING; .ci/services/azurite.sh)   default s3
 # Needs ~8 GB free under /tmp (ClickHouse data + its external sort); the S3 objects are
 # deleted after each run. Nothing leaves the machine: ClickHouse and versitygw listen on
 # 127.0.0.1, and the helper refuses non-loopback endpoints.
@@ -47,6 +50,12 @@ if [ ! -f bin/plugins/s3.wasm ]; then
 fi
 eval "$(bash .ci/services/versitygw.sh)"
 eval "$(bash .ci/services/clickhouse.sh)"
+case ",${SLUICE_E2E_DEST:-s3}," in
+*,azure,*)
+	[ -f bin/plugins/azure-blob.wasm ] || make --no-print-directory bin/plugins/azure-blob.wasm >&2
+	eval "$(bash .ci/services/azurite.sh)"
+	;;
+esac
 for u in "$SLUICE_TEST_S3_ENDPOINT" "$SLUICE_TEST_CLICKHOUSE_DSN"; do
 	case "$u" in
 	http://127.* | clickhouse://127.*) ;;
@@ -94,7 +103,8 @@ args=(-sluice "$sluice" -work "$tmp" -db "${SLUICE_E2E_DB:-sluice_bench}"
 	-exports "${SLUICE_E2E_EXPORTS:-1}" -sluice-args "${SLUICE_E2E_SLUICE_ARGS:-}"
 	-e2e-events "${SLUICE_E2E_EVENTS:-2000000}" -reps "${SLUICE_E2E_REPS:-3}"
 	-rss "${SLUICE_E2E_RSS-2000000,5000000,10500000}"
-	-sluice-env "${SLUICE_E2E_SLUICE_ENV:-}" -label "${SLUICE_E2E_SLUICE_ENV:-defaults}")
+	-sluice-env "${SLUICE_E2E_SLUICE_ENV:-}" -label "${SLUICE_E2E_SLUICE_ENV:-defaults}"
+	-dest "${SLUICE_E2E_DEST:-s3}")
 if [ -n "${SLUICE_E2E_VARIANTS:-}" ]; then
 	IFS=';' read -ra vs <<<"$SLUICE_E2E_VARIANTS"
 	for v in "${vs[@]}"; do args+=(-variant "${v/@base/@$tmp/sluice-base}"); done

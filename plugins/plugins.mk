@@ -2,12 +2,13 @@
 # Included by the top-level Makefile. Two consecutive builds give identical bytes
 # (-trimpath, -buildid=, no cgo; rustc with a fixed command line and remapped paths).
 
-GO_PLUGINS   := s3 azure-blob gcs example bigquery snowflake http
+GO_PLUGINS   := s3 azure-blob gcs example bigquery snowflake http databricks
 RUST_PLUGINS := rust-jsonl
 PLUGINS_DIR  := bin/plugins
 RUSTC        ?= /usr/bin/rustc
 # Build tags per Go plugin: sluice_abi_1_1 makes the SDK declare ABI 1.1 (the http capability).
 GO_PLUGIN_TAGS_http := sluice_abi_1_1
+GO_PLUGIN_TAGS_databricks := sluice_abi_1_1
 
 GO_PLUGIN_WASM   := $(addprefix $(PLUGINS_DIR)/,$(addsuffix .wasm,$(GO_PLUGINS)))
 RUST_PLUGIN_WASM := $(addprefix $(PLUGINS_DIR)/,$(addsuffix .wasm,$(RUST_PLUGINS)))

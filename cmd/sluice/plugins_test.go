@@ -8,6 +8,7 @@ import (
 	"github.com/sluicehq/sluice/host/warehouse/bigquery/bqfake"
 	"github.com/sluicehq/sluice/host/warehouse/snowflake/sffake"
 	"github.com/sluicehq/sluice/internal/lockfile"
+	"github.com/sluicehq/sluice/plugins/databricks/dbxfake"
 )
 
 // Every first-party plugin pinned in plugins.lock matches its pin and passes the
@@ -29,12 +30,17 @@ func TestLockedPluginsPassConformance(t *testing.T) {
 	t.Setenv("SNOWFLAKE_DISABLE_PLATFORM_DETECTION", "true")
 	sf := sffake.New(sffake.Options{Password: "conformance", Schemas: []string{"ANALYTICS.PUBLIC"}})
 	t.Cleanup(sf.Close)
+	dbx := dbxfake.New(dbxfake.Options{Token: "conformance", Polls: 1})
+	t.Cleanup(dbx.Close)
+	t.Setenv("SLUICE_HTTP_ALLOW_PRIVATE", "true") // the databricks fake is on loopback
 	// Flags per plugin: warehouse plugins get their capability bound to a loopback fake.
 	args := map[string][]string{
 		"bigquery": {"--bigquery-endpoint", bq.Endpoint(), "--config", `{"project_id": "sluice-test", "dataset_id": "conformance"}`},
 		"snowflake": {"--snowflake-endpoint", sf.URL, "--config",
 			`{"account": "testaccount", "user": "sluice", "password": "conformance", "database": "analytics", "schema": "public", "warehouse": "WH"}`},
 		"azure-blob": {"--config", `{"container_name": "conformance"}`},
+		"databricks": {"--config", `{"server_hostname": "` + dbx.URL + `", "http_path": "/sql/1.0/warehouses/conformance",
+			"catalog": "main", "schema": "conformance", "table_name": "events", "access_token": "conformance"}`},
 	}
 	for _, p := range lock.Plugins {
 		t.Run(p.Name, func(t *testing.T) {

@@ -199,9 +199,10 @@ func Workers(n int) Option {
 
 // outCol is one output column: which batch column feeds it and under which name.
 type outCol struct {
-	src  int
-	name string
-	col  abi.Column // the batch column, Name as in the batch
+	src      int
+	name     string
+	col      abi.Column // the batch column, Name as in the batch
+	uuidText bool       // cast "string" of a uuid column: Parquet writes the canonical text
 }
 
 // rowEncoder is the per-format part of an Encoder.
@@ -315,7 +316,13 @@ func selectColumns(cols []abi.Column, sel []abi.ColumnSelect) ([]outCol, error) 
 			if name == "" {
 				name = s.Name
 			}
-			out = append(out, outCol{src: i, name: name, col: cols[i]})
+			switch {
+			case s.Cast == "":
+			case s.Cast == "string" && (cols[i].Kind == abi.KindUUID || cols[i].Kind == abi.KindString || cols[i].Kind == abi.KindJSON):
+			default:
+				return nil, fmt.Errorf("%w: column %q of kind %s: cast %q (want \"string\", on uuid, string or json columns)", ErrUnsupported, s.Name, cols[i].Kind, s.Cast)
+			}
+			out = append(out, outCol{src: i, name: name, col: cols[i], uuidText: s.Cast == "string" && cols[i].Kind == abi.KindUUID})
 		}
 	}
 	seen := make(map[string]bool, len(out))

@@ -993,3 +993,64 @@ func TestWhereKeepsMatchingRows(t *testing.T) {
 		}
 	}
 }
+
+// Cast "string" writes a uuid column as its canonical text in Parquet (a STRING column, not
+// FIXED_LEN_BYTE_ARRAY(16) UUID, which Spark and Databricks refuse), nulls kept; other kinds
+// refuse the cast.
+func TestParquetUUIDCastString(t *testing.T) {
+	u := [16]byte{0x01, 0x92, 0xf3, 0xa4, 0xb5, 0xc6, 0x7d, 0xe8, 0x9f, 0x0a, 0x1b, 0x2c, 0x3d, 0x4e, 0x5f, 0x60}
+	bw := abi.NewBatchWriter(abi.EventColumns, nil)
+	for i := range 300 { // more than one block of rows
+		ev := abi.Event{UUID: u, Event: "e", DistinctID: "d", Properties: "{}", Timestamp: time.Unix(int64(i), 0)}
+		if i%2 == 0 {
+			ev.PersonID = &u
+		}
+		bw.AppendEvent(&ev)
+		bw.EndRow()
+	}
+	var buf bytes.Buffer
+	enc, err := New(&buf, abi.EncoderSpec{Format: FormatParquet, Columns: []abi.ColumnSelect{{Name: "uuid", Cast: "string"},
+		{Name: "person_id", Cast: "string"}, {Name: "event", Cast: "string"}}}, abi.EventColumns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := enc.WriteBatch(bw.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if err := enc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := parquet.OpenFile(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range f.Schema().Fields() {
+		if lt := fd.Type().LogicalType(); fd.Type().Kind() != parquet.ByteArray || lt == nil || !isStringType(lt.Value) {
+			t.Errorf("column %s: %s, want a STRING", fd.Name(), fd.Type())
+		}
+	}
+	rows := make([]parquet.Row, 300)
+	n, _ := f.RowGroups()[0].Rows().ReadRows(rows)
+	const want = "0192f3a4-b5c6-7de8-9f0a-1b2c3d4e5f60"
+	for i, r := range rows[:n] {
+		if got := string(r[0].ByteArray()); got != want {
+			t.Fatalf("row %d uuid %q, want %q", i, got, want)
+		}
+		if got := r[1]; (i%2 == 0) != !got.IsNull() || (!got.IsNull() && string(got.ByteArray()) != want) {
+			t.Fatalf("row %d person_id %v", i, got)
+		}
+	}
+	if n != 300 {
+		t.Fatalf("%d rows", n)
+	}
+	for _, kind := range []string{"team_id", "timestamp"} {
+		if _, err := New(io.Discard, abi.EncoderSpec{Format: FormatParquet, Columns: []abi.ColumnSelect{{Name: kind, Cast: "string"}}}, abi.EventColumns); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("cast of %s: %v", kind, err)
+		}
+	}
+}
+
+func isStringType(v format.LogicalTypeValue) bool {
+	_, ok := v.(*format.StringType)
+	return ok
+}

@@ -66,7 +66,11 @@ func parquetNode(c abi.Column) (parquet.Node, error) {
 func parquetSchema(cols []outCol) (*parquet.Schema, error) {
 	g := orderedGroup{Group: parquet.Group{}}
 	for _, c := range cols {
-		n, err := parquetNode(c.col)
+		col := c.col
+		if c.uuidText {
+			col.Kind = abi.KindString
+		}
+		n, err := parquetNode(col)
 		if err != nil {
 			return nil, err
 		}
@@ -225,6 +229,12 @@ func (e *parquetEncoder) writeRow(vals []abi.Value) error {
 			pv = parquet.Int64Value(v.Int)
 			size += 8
 		case abi.KindUUID:
+			if c.uuidText {
+				// A fresh slice: the block's values are written after this row.
+				pv = parquet.ByteArrayValue(appendUUID(make([]byte, 0, 36), v.Bytes))
+				size += 40
+				break
+			}
 			pv = parquet.FixedLenByteArrayValue(v.Bytes)
 			size += 16
 		case abi.KindFloat64:

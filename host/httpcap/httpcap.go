@@ -118,6 +118,10 @@ func Bind(cfg Config, params map[string]string) (*Binding, error) {
 	if raw == "" {
 		return nil, errors.New("the destination config binds no URL (http.base_url)")
 	}
+	if !strings.Contains(raw, "://") {
+		// A bare host name (a service's "server hostname" field): HTTPS on its default port.
+		raw = "https://" + raw
+	}
 	base, err := url.Parse(raw)
 	if err != nil {
 		return nil, fmt.Errorf("http.base_url: %w", err)
@@ -338,7 +342,12 @@ func (b *Binding) Request(ctx context.Context, raw []byte, body runtime.Upload) 
 		}
 		payload = bd.buf.Bytes()
 	case r.Body != "":
-		payload = []byte(r.Body)
+		// {secret:NAME} in a string body too (an OAuth client_secret in a form body).
+		expanded, err := b.ExpandSecrets(r.Body)
+		if err != nil {
+			return nil, err
+		}
+		payload = []byte(expanded)
 	}
 	method := strings.ToUpper(r.Method)
 	if method == "" {

@@ -211,7 +211,13 @@ func TestFaults(t *testing.T) {
 }
 
 func TestSecrets(t *testing.T) {
+	var gotBody atomic.Value
+	gotBody.Store("")
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/form" {
+			raw, _ := io.ReadAll(r.Body)
+			gotBody.Store(string(raw))
+		}
 		w.Header().Set("X-Echo", r.Header.Get("Authorization"))
 		if r.Header.Get("Authorization") != "Bearer "+testSecret {
 			http.Error(w, "invalid token "+r.Header.Get("Authorization"), http.StatusUnauthorized)
@@ -225,6 +231,15 @@ func TestSecrets(t *testing.T) {
 		ResponseHeaders: []string{"X-Echo"}}, nil)
 	if err != nil || resp.Status != 200 || resp.Body != "hello Bearer "+redactedSecret || resp.Headers["X-Echo"] != "Bearer "+redactedSecret {
 		t.Fatalf("echoed secret not redacted, or not sent: %+v %v", resp, err)
+	}
+	// A string body: {secret:NAME} expanded as in headers (a form-encoded client secret).
+	resp, err = do(t, b, abi.HTTPRequest{URL: "/form", Method: "POST", Headers: map[string]string{"Authorization": "Bearer {secret:token}"},
+		Body: "grant_type=client_credentials&client_secret={secret:token}"}, nil)
+	if err != nil || resp.Status != 200 || gotBody.Load() != "grant_type=client_credentials&client_secret="+testSecret {
+		t.Fatalf("secret in a string body not expanded: %+v %v, server read %q", resp, err, gotBody.Load())
+	}
+	if _, err := do(t, b, abi.HTTPRequest{URL: "/", Body: "x={secret:other}"}, nil); status(err) != abi.StatusBadArgument {
+		t.Fatalf("unknown secret in a body: %v", err)
 	}
 	_, err = do(t, b, abi.HTTPRequest{URL: "/", Headers: map[string]string{"Authorization": "Bearer {secret:other}"}}, nil)
 	var ce *runtime.CapabilityError
@@ -286,10 +301,24 @@ func TestBindErrors(t *testing.T) {
 		{map[string]string{"base_url": "http://u:p@x/"}, "user information"},
 		{map[string]string{"base_url": "http://x/", "secret_Bad": "v"}, "secret name"},
 		{map[string]string{"base_url": "http://x/", "headers": "v"}, "unknown http binding"},
+		{map[string]string{"base_url": "u:p@x.example"}, "user information"}, // bare host: https://u:p@x.example
 	} {
 		_, err := Bind(Config{}, c.params)
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "u:p") {
 			t.Errorf("%v: %v, want %q", c.params, err, c.want)
 		}
+	}
+}
+
+// A base URL without a scheme is a bare host name: HTTPS on its default port.
+func TestBindBareHost(t *testing.T) {
+	for raw, want := range map[string]string{"dbc-1.cloud.databricks.com": "https://dbc-1.cloud.databricks.com",
+		"dbc-1.cloud.databricks.com:8443": "https://dbc-1.cloud.databricks.com:8443", "http://127.0.0.1:9": "http://127.0.0.1:9"} {
+		b, err := Bind(Config{}, map[string]string{"base_url": raw})
+		if err != nil || b.Origin() != want {
+			t.Errorf("%q: origin %v, %v; want %s", raw, b, err, want)
+			continue
+		}
+		_ = b.Close()
 	}
 }

@@ -96,6 +96,8 @@ type config struct {
 	throttle                   float64  // MB/s per connection to S3, 0: none
 	exports                    int      // RSS runs: exports backfilling the same interval at once
 	sluiceArgs                 []string // extra arguments of sluice serve
+	dests                      []string // RSS runs: stores exported to in turn, "s3", "azure"
+	azureConn                  string   // Azurite connection string
 }
 
 func main() {
@@ -132,6 +134,9 @@ func main() {
 	flag.Float64Var(&c.throttle, "s3-throttle", 0, "RSS runs: send sluice's S3 traffic through a loopback proxy limiting each connection's upload to this many MB/s (a slow S3)")
 	flag.IntVar(&c.exports, "exports", 1, "RSS runs: this many exports backfill the same interval at once (one run each, in one process; run with --backfill-parallelism >= this in -sluice-args to run them all at once)")
 	var sargs string
+	var dests string
+	flag.StringVar(&dests, "dest", "s3", "RSS runs: the stores exported to, in turn for each size, comma-separated: s3 (versitygw, s3 plugin), azure (Azurite, azure-blob plugin); the e2e comparison uses the first")
+	flag.StringVar(&c.azureConn, "azure-conn", os.Getenv("SLUICE_TEST_AZURITE_CONNECTION_STRING"), "Azurite connection string (-dest azure)")
 	flag.StringVar(&sargs, "sluice-args", "", "extra arguments of sluice serve, space-separated (e.g. --backfill-parallelism 4)")
 	flag.Parse()
 	c.sluiceArgs = strings.Fields(sargs)
@@ -157,6 +162,16 @@ func main() {
 	_ = os.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	check(loopback(c.dsn, "dsn"))
 	check(loopback(c.s3Endpoint, "s3-endpoint"))
+	for _, d := range strings.Split(dests, ",") {
+		switch d = strings.TrimSpace(d); d {
+		case "s3":
+		case "azure":
+			check(loopback(azureEndpoint(c.azureConn), "azure-conn BlobEndpoint"))
+		default:
+			check(fmt.Errorf("-dest %q: want s3 or azure", d))
+		}
+		c.dests = append(c.dests, d)
+	}
 	if c.work == "" {
 		d, err := os.MkdirTemp("", "sluice-e2e-")
 		check(err)
@@ -208,6 +223,8 @@ func run(ctx context.Context, c config) error {
 	}
 	s3c := s3.New(s3.Options{Region: "us-east-1", BaseEndpoint: aws.String(c.s3Endpoint), UsePathStyle: true,
 		Credentials: credentials.NewStaticCredentialsProvider(c.access, c.secret, "")})
+	stores := map[string]store{"s3": s3Store{s3c}, "azure": azureStore{c.azureConn}}
+	first := stores[c.dests[0]]
 
 	// One shared wazero compilation cache, so that each fresh process starts from compiled
 	// plugins like a long-running server (compiling is not what is measured).
@@ -216,7 +233,7 @@ func run(ctx context.Context, c config) error {
 		return err
 	}
 	if !c.skipE2E {
-		if err := e2e(ctx, c, s3c, sets[c.e2eEvents], cache); err != nil {
+		if err := e2e(ctx, c, first, sets[c.e2eEvents], cache); err != nil {
 			return err
 		}
 	}
@@ -231,17 +248,22 @@ func run(ctx context.Context, c config) error {
 	}
 	if len(c.rss) > 0 {
 		fmt.Printf("\n== peak RSS of sluice serve exporting one interval with %d export(s) at once (fresh process per size; %s; %s)\n", c.exports, c.label, c.sluice)
-		var rows []rssRow
+		rows := map[string][]rssRow{}
 		for _, n := range c.rss {
-			r, err := sluiceRun(ctx, c, s3c, sets[n], cache)
-			if err != nil {
-				return err
+			for _, dest := range c.dests {
+				r, err := sluiceRun(ctx, c, stores[dest], sets[n], cache)
+				if err != nil {
+					return err
+				}
+				rows[dest] = append(rows[dest], rssRow{sets[n], r})
+				fmt.Printf("   %s, %d events: %.1fs, CPU %.1fs, VmHWM %s (before backfill %s), peak sampled VmRSS %s (anon %s, file %s), Go HeapInuse peak %s, Sys peak %s, load %s\n",
+					dest, n, r.elapsed.Seconds(), r.cpu.Seconds(), mib(r.hwmAfter), mib(r.hwmBefore), mib(r.rssPeak), mib(r.anonAtPeak), mib(r.fileAtPeak), mib(r.heapPeak), mib(r.sysPeak), bench.LoadAvg())
 			}
-			rows = append(rows, rssRow{sets[n], r})
-			fmt.Printf("   %d events: %.1fs, CPU %.1fs, VmHWM %s (before backfill %s), peak sampled VmRSS %s (anon %s, file %s), Go HeapInuse peak %s, Sys peak %s, load %s\n",
-				n, r.elapsed.Seconds(), r.cpu.Seconds(), mib(r.hwmAfter), mib(r.hwmBefore), mib(r.rssPeak), mib(r.anonAtPeak), mib(r.fileAtPeak), mib(r.heapPeak), mib(r.sysPeak), bench.LoadAvg())
 		}
-		printRSS(rows, c.label)
+		for _, dest := range c.dests {
+			fmt.Printf("\n-- to %s\n", dest)
+			printRSS(rows[dest], c.label+", "+dest)
+		}
 	}
 	return nil
 }
@@ -424,7 +446,7 @@ func parseVariant(s, defBin string) (variant, error) {
 	return v, nil
 }
 
-func e2e(ctx context.Context, c config, s3c *s3.Client, d dataset, cache string) error {
+func e2e(ctx context.Context, c config, st store, d dataset, cache string) error {
 	vs := c.variants
 	if len(vs) == 0 {
 		vs = []variant{{name: "sluice", bin: c.sluice}}
@@ -452,7 +474,7 @@ func e2e(ctx context.Context, c config, s3c *s3.Client, d dataset, cache string)
 			vc := c
 			vc.sluice, vc.lightPoll = v.bin, true
 			vc.sluiceEnv = append(slices.Clone(c.sluiceEnv), v.env...)
-			sr, err := sluiceRun(ctx, vc, s3c, d, cache)
+			sr, err := sluiceRun(ctx, vc, st, d, cache)
 			return sr.elapsed, fmt.Sprintf("run %.2fs in the API, %d records, %.1f MB gz, VmHWM %s, CPU %.1fs (%.2f cores), load %s",
 				sr.runTime.Seconds(), sr.records, float64(sr.objBytes)/1e6, mib(sr.hwmAfter), sr.cpu.Seconds(), sr.cpu.Seconds()/sr.elapsed.Seconds(), bench.LoadAvg()), err
 		}})
@@ -499,7 +521,7 @@ func e2e(ctx context.Context, c config, s3c *s3.Client, d dataset, cache string)
 		}
 		pc.sluiceEnv = append(slices.Clone(c.sluiceEnv), vs[0].env...)
 		pc.sluiceEnv = append(pc.sluiceEnv, "SLUICE_BENCH_PPROF_ADDR="+addr)
-		sr, err := sluiceRun(ctx, pc, s3c, d, cache)
+		sr, err := sluiceRun(ctx, pc, st, d, cache)
 		if err != nil {
 			return fmt.Errorf("profiled run: %w", err)
 		}
@@ -616,7 +638,7 @@ type sluiceResult struct {
 
 var runSeq atomic.Int64
 
-func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache string) (res sluiceResult, err error) {
+func sluiceRun(ctx context.Context, c config, st store, d dataset, cache string) (res sluiceResult, err error) {
 	seq := runSeq.Add(1)
 	data := filepath.Join(c.work, fmt.Sprintf("data-%d", seq))
 	if err := os.MkdirAll(filepath.Join(data, "cache"), 0o750); err != nil {
@@ -667,20 +689,17 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 		return res, err
 	}
 	bucket := fmt.Sprintf("sluice-e2e-%d-%d", time.Now().UnixNano(), seq)
-	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &bucket}); err != nil {
-		return res, fmt.Errorf("create bucket: %w", err)
+	if err := st.create(ctx, bucket); err != nil {
+		return res, fmt.Errorf("create %s bucket: %w", st.name(), err)
 	}
-	defer emptyBucket(context.Background(), s3c, bucket)
+	defer st.remove(context.Background(), bucket)
 	api := bench.API{Base: base, Token: token}
 	ids := make([]string, c.exports)
 	for i := range ids {
 		var exp struct{ ID string }
+		plugin, cfg := st.destination(c, bucket, i)
 		if err := api.Do("POST", "/api/v1/batch_exports", map[string]any{"name": fmt.Sprintf("bench-%s-%d", bucket, i), "interval": "hour",
-			"destination": map[string]any{"type": "s3", "config": map[string]any{
-				"bucket_name": bucket, "region": "us-east-1", "endpoint_url": c.s3Endpoint,
-				"aws_access_key_id": c.access, "aws_secret_access_key": c.secret,
-				"prefix": fmt.Sprintf("posthog-%d/{year}/{month}/{day}", i), "file_format": "JSONLines", "compression": "gzip",
-			}}}, 201, &exp); err != nil {
+			"destination": map[string]any{"type": plugin, "config": cfg}}, 201, &exp); err != nil {
 			return res, err
 		}
 		ids[i] = exp.ID
@@ -813,14 +832,12 @@ func sluiceRun(ctx context.Context, c config, s3c *s3.Client, d dataset, cache s
 			res.runTime = max(res.runTime, r.FinishedAt.Sub(*r.StartedAt))
 		}
 	}
-	list, err := s3c.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &bucket})
+	objects, size, err := st.written(ctx, bucket)
 	if err != nil {
 		return res, err
 	}
-	for _, o := range list.Contents {
-		res.objBytes += aws.ToInt64(o.Size)
-	}
-	if len(list.Contents) == 0 {
+	res.objBytes = size
+	if objects == 0 {
 		return res, errors.New("no object written")
 	}
 	return res, nil
@@ -933,7 +950,7 @@ func printRSS(rows []rssRow, label string) {
 			mib(x.r.rssPeak), mib(x.r.hwmAfter), mib(x.r.heapPeak), mib(x.r.sysPeak))
 	}
 	w.Flush()
-	if len(rows) >= 2 {
+	if len(rows) >= 2 && rows[0].d.bytes != rows[len(rows)-1].d.bytes { // repetitions of one size: no slope
 		a, b := rows[0], rows[len(rows)-1]
 		slope := float64(b.r.hwmAfter-a.r.hwmAfter) / (float64(b.d.bytes-a.d.bytes) / 1e9)
 		fmt.Printf("VmHWM slope %s: %+.1f MiB per GB of event data (%d -> %d events)\n", label, slope/(1<<20), a.d.n, b.d.n)
