@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"runtime/debug"
@@ -21,7 +22,8 @@ var registration struct {
 // run is the state of the run in progress on this instance.
 var run struct {
 	dest    Destination
-	opened  bool // Open succeeded
+	opened  bool  // Open succeeded
+	failed  error // the first WriteBatch error of the run: Finish refuses to succeed after it
 	batch   Batch
 	uploads []*Upload
 }
@@ -197,7 +199,7 @@ func open(in []byte) []byte {
 		if err := json.Unmarshal(in, &rc.OpenRequest); err != nil {
 			return nil, WithCode(fmt.Errorf("sdk: open: bad request: %w", err), "", abi.StatusBadArgument)
 		}
-		run.dest, run.opened = registration.newDest(), false
+		run.dest, run.opened, run.failed = registration.newDest(), false, nil
 		if err := run.dest.Open(&rc); err != nil {
 			return nil, err
 		}
@@ -213,7 +215,18 @@ func writeBatch(handle, records uint32) []byte {
 		}
 		b := &run.batch
 		b.handle, b.records, b.n = handle, int(records), -1
-		return nil, run.dest.WriteBatch(b)
+		prev := run.failed
+		if prev == nil { // stays set if WriteBatch panics
+			run.failed = errors.New("write_batch panicked")
+		}
+		if err := run.dest.WriteBatch(b); err != nil {
+			if prev == nil {
+				run.failed = err
+			}
+			return nil, err
+		}
+		run.failed = prev
+		return nil, nil
 	})
 }
 
@@ -221,6 +234,11 @@ func finish() []byte {
 	return guard("finish", func() (any, error) {
 		if !run.opened {
 			return nil, errNotOpen("finish")
+		}
+		if run.failed != nil {
+			// The run misses a batch: committing it would lose records (the host never calls
+			// finish after a failed write; a plugin must not succeed if one does).
+			return nil, fmt.Errorf("sdk: finish after a failed write_batch: %w", run.failed)
 		}
 		res, err := run.dest.Finish()
 		if err != nil {
@@ -277,7 +295,7 @@ func test(in []byte) []byte {
 func closeRun() []byte {
 	return guard("close", func() (any, error) {
 		d := run.dest
-		run.dest, run.opened = nil, false
+		run.dest, run.opened, run.failed = nil, false, nil
 		var err error
 		if c, ok := d.(Closer); ok {
 			err = c.Close()

@@ -128,6 +128,10 @@ func TestPanicIsRecovered(t *testing.T) {
 		!strings.Contains(ee.Err.Message, "assignment to entry in nil map") || !strings.Contains(ee.Err.Message, "WriteBatch") {
 		t.Fatalf("got %v", err)
 	}
+	// A host that calls finish anyway gets the failure, not a committed partial run.
+	if res, err := h.Finish(); err == nil || !strings.Contains(err.Error(), "finish after a failed write_batch") {
+		t.Fatalf("finish after a failed write_batch: %+v, %v", res, err)
+	}
 	if err := h.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -5,10 +5,13 @@ package conformance
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +49,7 @@ type Options struct {
 type Step struct {
 	Name     string
 	OK       bool
+	Skipped  bool // OK, but not checked: Message says why
 	Message  string
 	Duration time.Duration
 }
@@ -75,8 +79,11 @@ func (r *Report) String() string {
 	fmt.Fprintf(&b, "plugin %s (sha256 %s)\n", r.Plugin, r.SHA256)
 	for _, s := range r.Steps {
 		mark := "PASS"
-		if !s.OK {
+		switch {
+		case !s.OK:
 			mark = "FAIL"
+		case s.Skipped:
+			mark = "SKIP"
 		}
 		fmt.Fprintf(&b, "  %s %-28s %8s  %s\n", mark, s.Name, s.Duration.Round(time.Microsecond), s.Message)
 	}
@@ -99,6 +106,11 @@ func (r *runner) step(name string, f func() (string, error)) bool {
 	}
 	r.rep.Steps = append(r.rep.Steps, s)
 	return s.OK
+}
+
+// skip records a step that was not checked, and why.
+func (r *runner) skip(name, why string) {
+	r.rep.Steps = append(r.rep.Steps, Step{Name: name, OK: true, Skipped: true, Message: why})
 }
 
 func (r *runner) bindings(opts Options) runtime.Bindings {
@@ -131,8 +143,9 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 		opts.RowsPerBatch = 100
 	}
 	if opts.Encoders == nil {
-		opts.Encoders = Encoders
+		opts.Encoders = hostEncoders
 	}
+	opts.Encoders = TrackEncoders(opts.Encoders)
 	opts.Limits.PoolSize = 1
 
 	// Install checks with everything granted tell us what the plugin requests.
@@ -160,6 +173,7 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 	}
 	defer rt.Unload(context.WithoutCancel(ctx), p)
 
+	filled := map[string]any{} // required fields without a default nor a value in opts.Config
 	r.step("manifest sanity", func() (string, error) {
 		m := p.Manifest
 		var probs []string
@@ -168,7 +182,7 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 		}
 		for _, f := range m.Config {
 			if f.Required && f.Default == nil && !f.Secret && opts.Config[f.Name] == nil {
-				probs = append(probs, fmt.Sprintf("required field %q has no default: give it a value with sluice plugins test -config '{%q: ...}' (Options.Config from Go)", f.Name, f.Name))
+				filled[f.Name] = valueOfType(f)
 			}
 			if f.Secret && f.Binding == "" {
 				probs = append(probs, fmt.Sprintf("secret field %q binds no capability parameter (the plugin never sees it)", f.Name))
@@ -177,7 +191,7 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 		if len(probs) > 0 {
 			return "", errors.New(strings.Join(probs, "; "))
 		}
-		return fmt.Sprintf("%d config fields", len(m.Config)), nil
+		return fmt.Sprintf("%d config fields", len(m.Config)) + filledNote(filled), nil
 	})
 
 	config := map[string]any{}
@@ -191,11 +205,14 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 			config[f.Name] = f.Default
 		}
 	}
-	for k, v := range opts.Config {
-		config[k] = v
-	}
+	maps.Copy(config, filled)
+	maps.Copy(config, opts.Config)
 	r.step("validate config with defaults", func() (string, error) {
-		return "", p.Validate(ctx, abi.ValidateRequest{Config: config, SecretsSet: secrets})
+		err := p.Validate(ctx, abi.ValidateRequest{Config: config, SecretsSet: secrets})
+		if err != nil && len(filled) > 0 {
+			return "", fmt.Errorf("%w (the suite gave required fields without a default a value of their type%s)", err, filledNote(filled))
+		}
+		return "", err
 	})
 
 	start := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -206,35 +223,46 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 	}
 	b := r.bindings(opts)
 
-	// Run 1: open, three batches, finish, classify, close.
+	// Run 1: open, three batches, finish, compare the output, classify, close.
 	var s *runtime.Session
 	okOpen := r.step("open", func() (string, error) {
 		var err error
 		s, err = p.Open(ctx, openReq("run-1"), b)
 		return "", err
 	})
-	sent := 0
 	if okOpen {
-		r.step("write 3 batches", func() (string, error) {
+		var sent []abi.Event
+		n0 := r.store.NumCommits()
+		var werr error
+		okWrite := r.step("write 3 batches", func() (string, error) {
 			for i := range 3 {
-				batch := Batch(Events(opts.RowsPerBatch, 500, i))
-				if err := s.WriteBatch(ctx, batch, opts.RowsPerBatch); err != nil {
-					return "", fmt.Errorf("batch %d: %w", i, err)
+				evs := Events(opts.RowsPerBatch, 500, i)
+				if werr = s.WriteBatch(ctx, Batch(evs), opts.RowsPerBatch); werr != nil {
+					return "", fmt.Errorf("batch %d: %w", i, werr)
 				}
-				sent += opts.RowsPerBatch
+				sent = append(sent, evs...)
 			}
-			return fmt.Sprintf("%d records", sent), nil
+			return fmt.Sprintf("%d records", len(sent)), nil
 		})
-		r.step("finish", func() (string, error) {
+		if !okWrite {
+			// As the host does: no sluice_finish after a failed write; classify, then close.
+			r.skip("finish", "sluice_write_batch failed: the host classifies the failure and closes the run without sluice_finish")
+			r.step("classify the write failure", func() (string, error) {
+				c := s.Classify(ctx, werr)
+				return fmt.Sprintf("%s: %s", c.Outcome, c.Reason), nil
+			})
+		} else if r.step("finish", func() (string, error) {
 			res, err := s.Finish(ctx)
 			if err != nil {
 				return "", err
 			}
-			if res.Records != int64(sent) {
-				return "", fmt.Errorf("result records %d, sent %d", res.Records, sent)
+			if res.Records != int64(len(sent)) {
+				return "", fmt.Errorf("result records %d, sent %d", res.Records, len(sent))
 			}
 			return fmt.Sprintf("records %d, bytes %d, outputs %d", res.Records, res.Bytes, len(res.Outputs)), nil
-		})
+		}) {
+			r.outputStep("output matches input", p.Manifest, r.store.Commits(n0), sent)
+		}
 		r.step("classify retryable error", func() (string, error) {
 			c := s.Classify(ctx, &runtime.PluginError{Plugin: p.Manifest.Name, Export: abi.ExportWriteBatch,
 				Err: abi.Error{Message: "SlowDown: please reduce your request rate", Status: abi.StatusRetryableIO.String(), Code: "SlowDown"}})
@@ -261,7 +289,9 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 			return "", err
 		}
 		defer s.Close(ctx)
-		if err := s.WriteBatch(ctx, Batch(Events(7, 500, 9)), 7); err != nil {
+		n0 := r.store.NumCommits()
+		evs := Events(7, 500, 9)
+		if err := s.WriteBatch(ctx, Batch(evs), 7); err != nil {
 			return "", err
 		}
 		res, err := s.Finish(ctx)
@@ -270,6 +300,13 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 		}
 		if res.Records != 7 {
 			return "", fmt.Errorf("result records %d, sent 7 (state leaked from the first run?)", res.Records)
+		}
+		msg, compared, err := compareOutput(r.store.Commits(n0), evs)
+		if err != nil {
+			return "", err
+		}
+		if compared {
+			return "records 7; " + msg, s.Close(ctx)
 		}
 		return "records 7", s.Close(ctx)
 	})
@@ -288,6 +325,7 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 		}
 		return "records 0", s.Close(ctx)
 	})
+	r.malformedSteps(ctx, p, wasm, func(i int) abi.OpenRequest { return openReq(fmt.Sprintf("malformed-%d", i)) }, b)
 	r.step("no upload left open", func() (string, error) {
 		if n := r.store.Open(); n != 0 {
 			return "", fmt.Errorf("%d uploads neither committed nor aborted", n)
@@ -313,4 +351,40 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) *R
 		})
 	}
 	return rep
+}
+
+// valueOfType is the value the suite gives a required field without a default: its first
+// enum value, else a plain value of its type.
+func valueOfType(f abi.Field) any {
+	if len(f.Enum) > 0 {
+		return f.Enum[0]
+	}
+	switch f.Type {
+	case abi.TypeInteger:
+		return 1
+	case abi.TypeNumber:
+		return 1.5
+	case abi.TypeBoolean:
+		return true
+	case abi.TypeStringList:
+		return []any{"conformance"}
+	case abi.TypeObject:
+		return map[string]any{}
+	}
+	return "conformance"
+}
+
+// filledNote names the fields valueOfType filled and the CLI flag that gives real values.
+func filledNote(filled map[string]any) string {
+	if len(filled) == 0 {
+		return ""
+	}
+	names := slices.Sorted(maps.Keys(filled))
+	var vals []string
+	for _, n := range names {
+		b, _ := json.Marshal(filled[n])
+		vals = append(vals, fmt.Sprintf("%s=%s", n, b))
+	}
+	return fmt.Sprintf("; required without a default, given %s: give real values with sluice plugins test -config '{%q: ...}' (Options.Config from Go)",
+		strings.Join(vals, ", "), names[0])
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"sync"
 
@@ -22,6 +23,7 @@ type MemStore struct {
 	objects map[string][]byte
 	open    int
 	aborted int
+	commits []Commit
 	// FailCommit, when set, is returned by every Commit.
 	FailCommit error
 }
@@ -37,7 +39,35 @@ func (s *MemStore) Create(ctx context.Context, key string, opts runtime.ObjectOp
 	s.mu.Lock()
 	s.open++
 	s.mu.Unlock()
-	return &memUpload{s: s, key: key}, nil
+	return &memUpload{s: s, key: key, opts: opts}, nil
+}
+
+// Commit is one committed upload, in commit order: a key written twice has two.
+type Commit struct {
+	Key     string
+	Data    []byte
+	Options runtime.ObjectOptions
+	// Encoders are the specs of the host encoders the plugin opened on the upload (via
+	// Encoders or an EncoderFactory wrapped by TrackEncoders), in order; none when the plugin
+	// wrote its bytes itself.
+	Encoders []abi.EncoderSpec
+}
+
+// Commits returns the committed uploads from the n-th on, in commit order.
+func (s *MemStore) Commits(n int) []Commit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n >= len(s.commits) {
+		return nil
+	}
+	return slices.Clone(s.commits[n:])
+}
+
+// NumCommits is the number of commits so far.
+func (s *MemStore) NumCommits() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.commits)
 }
 
 // Objects returns the committed object keys, sorted.
@@ -75,10 +105,12 @@ func (s *MemStore) Aborted() int {
 }
 
 type memUpload struct {
-	s    *MemStore
-	key  string
-	buf  bytes.Buffer
-	done bool
+	s     *MemStore
+	key   string
+	opts  runtime.ObjectOptions
+	specs []abi.EncoderSpec
+	buf   bytes.Buffer
+	done  bool
 }
 
 var errClosed = errors.New("memstore: upload closed")
@@ -103,7 +135,9 @@ func (u *memUpload) Commit(ctx context.Context) (runtime.ObjectInfo, error) {
 	u.s.mu.Lock()
 	defer u.s.mu.Unlock()
 	u.s.open--
-	u.s.objects[u.key] = bytes.Clone(u.buf.Bytes())
+	data := bytes.Clone(u.buf.Bytes())
+	u.s.objects[u.key] = data
+	u.s.commits = append(u.s.commits, Commit{Key: u.key, Data: data, Options: u.opts, Encoders: u.specs})
 	return runtime.ObjectInfo{Key: u.key, Bytes: int64(u.buf.Len()), ETag: fmt.Sprintf("mem-%d", u.buf.Len())}, nil
 }
 
@@ -120,7 +154,24 @@ func (u *memUpload) Abort(ctx context.Context) error {
 }
 
 // Encoders is the host's encoder factory (package host/encode) as a runtime.EncoderFactory.
+// Opened on a MemStore upload, it records the spec on the upload's Commit.
 func Encoders(w io.Writer, spec abi.EncoderSpec, cols []abi.Column) (runtime.BatchEncoder, error) {
+	return TrackEncoders(hostEncoders)(w, spec, cols)
+}
+
+// TrackEncoders wraps an encoder factory so that the specs opened on MemStore uploads are
+// recorded on their Commit (the conformance suite decodes the object by them).
+func TrackEncoders(f runtime.EncoderFactory) runtime.EncoderFactory {
+	return func(w io.Writer, spec abi.EncoderSpec, cols []abi.Column) (runtime.BatchEncoder, error) {
+		e, err := f(w, spec, cols)
+		if u, ok := w.(*memUpload); ok && err == nil {
+			u.specs = append(u.specs, spec)
+		}
+		return e, err
+	}
+}
+
+func hostEncoders(w io.Writer, spec abi.EncoderSpec, cols []abi.Column) (runtime.BatchEncoder, error) {
 	opts, err := httpcap.EncodeOptions(w, spec)
 	if err != nil {
 		return nil, err

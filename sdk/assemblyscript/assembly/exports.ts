@@ -57,23 +57,35 @@ export function sluice_validate(ptr: usize, len: i32): i64 {
   return result(newDestination().validate(cfg, secrets));
 }
 
+/**
+ * The first sluice_write_batch failure of the open run: sluice_finish then fails too (the
+ * run misses a batch; the host never calls finish after a failed write, and a plugin must
+ * not succeed if one does).
+ */
+let writeFailed: PluginError | null = null;
+
 export function sluice_open(ptr: usize, len: i32): i64 {
   const req = inputDoc(ptr, len);
   if (req == null) return result(PluginError.plugin("sluice_open: the request is not JSON"));
   const d = newDestination();
   dest = d;
+  writeFailed = null;
   return result(d.open(RunContext.parse(req)));
 }
 
 export function sluice_write_batch(batch: i32, records: i32): i64 {
   const d = dest;
   if (d == null) return result(PluginError.plugin("sluice_write_batch before sluice_open"));
-  return result(d.writeBatch(new Batch(batch, records)));
+  const err = d.writeBatch(new Batch(batch, records));
+  if (err != null && writeFailed == null) writeFailed = err;
+  return result(err);
 }
 
 export function sluice_finish(): i64 {
   const d = dest;
   if (d == null) return result(PluginError.plugin("sluice_finish before sluice_open"));
+  const failed = writeFailed;
+  if (failed != null) return result(PluginError.plugin("sluice_finish after a failed sluice_write_batch: " + failed.message));
   const res = new Result();
   const err = d.finish(res);
   if (err != null) return result(err);
@@ -102,6 +114,7 @@ export function sluice_classify(ptr: usize, len: i32): i64 {
 export function sluice_close(): i64 {
   const d = dest;
   dest = null;
+  writeFailed = null;
   if (d != null) d.close();
   return 0;
 }

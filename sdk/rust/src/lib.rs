@@ -894,7 +894,13 @@ pub mod rt {
         done(D::default().validate(input(ptr, len)))
     }
 
+    /// Set when a write_batch of the open run failed: finish then fails too (the run misses
+    /// a batch; the host never calls finish after a failed write, and a plugin must not
+    /// succeed if one does). The instance runs one call at a time.
+    static mut WRITE_FAILED: bool = false;
+
     pub fn open<D: Destination>(slot: &mut Option<D>, ptr: i32, len: i32) -> i64 {
+        unsafe { WRITE_FAILED = false };
         let mut d = D::default();
         let r = OpenRequest::parse(input(ptr, len)).and_then(|req| d.open(&req));
         *slot = Some(d);
@@ -903,12 +909,21 @@ pub mod rt {
 
     pub fn write_batch<D: Destination>(slot: &mut Option<D>, batch: i32, records: i32) -> i64 {
         match slot {
-            Some(d) => done(d.write_batch(&Batch { handle: batch, records: records as u32 })),
+            Some(d) => {
+                let r = d.write_batch(&Batch { handle: batch, records: records as u32 });
+                if r.is_err() {
+                    unsafe { WRITE_FAILED = true };
+                }
+                done(r)
+            }
             None => error(&Error::new("sluice_write_batch before sluice_open")),
         }
     }
 
     pub fn finish<D: Destination>(slot: &mut Option<D>) -> i64 {
+        if unsafe { WRITE_FAILED } {
+            return error(&Error::new("sluice_finish after a failed sluice_write_batch: the run misses a batch"));
+        }
         match slot {
             Some(d) => match d.finish() {
                 Ok(res) => output(res.to_json()),
@@ -930,6 +945,7 @@ pub mod rt {
     }
 
     pub fn close<D: Destination>(slot: &mut Option<D>) -> i64 {
+        unsafe { WRITE_FAILED = false };
         if let Some(mut d) = slot.take() {
             d.close();
         }

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -150,6 +151,7 @@ var run struct {
 	batch   []byte
 	out     []byte
 	vals    []abi.Value
+	failed  bool // a write_batch of this run failed
 }
 
 //go:wasmexport sluice_open
@@ -162,7 +164,7 @@ func open(ptr, n int32) int64 {
 	if run.mode == "" {
 		run.mode = "native"
 	}
-	run.upload, run.encoder, run.records = 0, 0, 0
+	run.upload, run.encoder, run.records, run.failed = 0, 0, 0, false
 	logf("open run " + run.req.RunID + " mode " + run.mode)
 	return ret(struct{}{})
 }
@@ -193,6 +195,14 @@ func ensureUpload() int64 {
 
 //go:wasmexport sluice_write_batch
 func writeBatch(batch, records int32) int64 {
+	r := writeBatchRun(batch, records)
+	if bytes.HasPrefix(lastDoc, []byte(`{"error"`)) {
+		run.failed = true // finish must not commit a run that misses a batch
+	}
+	return r
+}
+
+func writeBatchRun(batch, records int32) int64 {
 	switch run.mode {
 	case "panic":
 		panic("goguest: boom in write_batch")
@@ -316,6 +326,9 @@ func appendJSONString(out, s []byte) []byte {
 
 //go:wasmexport sluice_finish
 func finish() int64 {
+	if run.failed {
+		return retErr("finish after a failed write_batch", "")
+	}
 	res := abi.Result{Records: run.records}
 	if run.upload != 0 {
 		var n uint64
@@ -358,7 +371,7 @@ func closeRun() int64 {
 	if run.upload != 0 {
 		uploadAbort(run.upload)
 	}
-	run.upload, run.encoder, run.records = 0, 0, 0
+	run.upload, run.encoder, run.records, run.failed = 0, 0, 0, false
 	run.req = abi.OpenRequest{}
 	return ret(struct{}{})
 }
