@@ -50,6 +50,9 @@ const (
 	maxManifestBytes = 4 << 20
 )
 
+// ErrInvalidReference: the reference does not parse, or names neither a tag nor a digest.
+var ErrInvalidReference = errors.New("invalid plugin reference")
+
 // ErrRegistryNotAllowed: the reference names a registry the operator did not allow.
 var ErrRegistryNotAllowed = errors.New("registry not allowed")
 
@@ -128,21 +131,21 @@ type Ref struct {
 func ParseRef(s string) (Ref, error) {
 	r, err := registry.ParseReference(s)
 	if err != nil {
-		return Ref{}, fmt.Errorf("reference %q: %w", s, err)
+		return Ref{}, fmt.Errorf("%w %q: %w", ErrInvalidReference, s, err)
 	}
 	out := Ref{Reference: r}
 	path, dgst, hasDigest := strings.Cut(s[len(r.Registry)+1:], "@")
 	if hasDigest {
 		out.Digest = digest.Digest(dgst)
 		if out.Digest.Algorithm() != digest.SHA256 {
-			return Ref{}, fmt.Errorf("reference %q: the digest must be sha256:<64 hex digits>", s)
+			return Ref{}, fmt.Errorf("%w %q: the digest must be sha256:<64 hex digits>", ErrInvalidReference, s)
 		}
 	}
 	if i := strings.LastIndex(path, ":"); i >= 0 {
 		out.Tag = path[i+1:]
 	}
 	if out.Tag == "" && !hasDigest {
-		return Ref{}, fmt.Errorf("reference %q names neither a tag nor a digest (registry/repository:tag, @sha256:..., or both)", s)
+		return Ref{}, fmt.Errorf("%w %q: it names neither a tag nor a digest (registry/repository:tag, @sha256:..., or both)", ErrInvalidReference, s)
 	}
 	return out, nil
 }
