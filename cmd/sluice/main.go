@@ -4,6 +4,8 @@
 //	sluice plugins verify        check built plugins against plugins.lock
 //	sluice plugins lock          rewrite plugins.lock from the built plugins
 //	sluice plugins test X.wasm   run a plugin through the conformance suite
+//	sluice plugins keygen/sign   signing keys and signatures (docs/plugin-authors.md)
+//	sluice plugins push/pull     plugins as OCI artifacts in a registry
 //	sluice demo                  seed synthetic events into the embedded store
 //	sluice secrets rotate        re-seal every destination secret with the newest key
 //	sluice version
@@ -54,6 +56,14 @@ func run(ctx context.Context, args []string) error {
 			return pluginsLock(ctx, args[2:])
 		case "test":
 			return pluginsTest(ctx, args[2:])
+		case "keygen":
+			return pluginsKeygen(args[2:])
+		case "sign":
+			return pluginsSign(ctx, args[2:])
+		case "push":
+			return pluginsPush(ctx, args[2:])
+		case "pull":
+			return pluginsPull(ctx, args[2:])
 		}
 	case "demo":
 		return demoSeed(ctx, args[1:])
@@ -72,6 +82,12 @@ func usage() error {
   sluice plugins verify [--plugins-dir D] [--lock F]
   sluice plugins lock [--plugins-dir D] [--lock F]
   sluice plugins test PATH.wasm           run a plugin through the conformance suite
+  sluice plugins keygen [--out NAME]      write a signing key pair (NAME.key, NAME.pub)
+  sluice plugins sign --key K PATH.wasm   sign a module into PATH.wasm.sig (--lock F: every pin into F.sig)
+  sluice plugins push [--signature S] PATH.wasm REGISTRY/REPO:TAG
+                                          store a plugin (and signatures) as an OCI artifact
+  sluice plugins pull [-o PATH] [--trusted-keys K] REGISTRY/REPO[:TAG][@sha256:D]
+                                          fetch a plugin artifact and its signatures
   sluice demo [--data-dir D] [--events N] seed synthetic events into the embedded store
   sluice secrets rotate [--data-dir D] [--database-url U] [--secret-key K]
                                           re-seal every destination secret with the first key

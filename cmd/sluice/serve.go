@@ -53,6 +53,7 @@ func serve(ctx context.Context, args []string) error {
 	ambientDef, ambientErr := envBool("SLUICE_S3_AMBIENT_CREDENTIALS")
 	s3Ambient := fs.Bool("s3-ambient-credentials", ambientDef, "let S3 exports without an access key use this host's own AWS credentials (environment, shared files, instance or container role) for any bucket and endpoint they name: only when every user with the write scope may use them (SLUICE_S3_AMBIENT_CREDENTIALS)")
 	httpPrivDef, httpPrivErr := envBool("SLUICE_HTTP_ALLOW_PRIVATE")
+	pluginPolicy := pluginRegistryFlags(fs) // pluginreg.go
 	httpPrivate := fs.Bool("http-allow-private", httpPrivDef, "let plugins' http capability reach loopback, private and link-local addresses (refused by default; for a receiver on this network or tests) (SLUICE_HTTP_ALLOW_PRIVATE)")
 	pluginMemMiB := fs.Int("plugin-memory-budget-mib", envInt("SLUICE_PLUGIN_MEMORY_BUDGET_MIB", runtime.DefaultMemoryBudgetBytes>>20), "linear memory all plugin instances together may reach, in MiB; each instance reserves its memory limit (256 MiB by default) from it (SLUICE_PLUGIN_MEMORY_BUDGET_MIB)")
 	alertURL := fs.String("alert-webhook-url", env("SLUICE_ALERT_WEBHOOK_URL", ""), "http(s) URL receiving failure and auto-pause alerts of exports without a webhook of their own (SLUICE_ALERT_WEBHOOK_URL)")
@@ -81,6 +82,10 @@ func serve(ctx context.Context, args []string) error {
 	}
 	if httpPrivErr != nil && !flagSet(fs, "http-allow-private") {
 		return httpPrivErr
+	}
+	pluginTrust, pluginRegistry, err := pluginPolicy()
+	if err != nil {
+		return err
 	}
 	if chCaptureErr != nil && !flagSet(fs, "clickhouse-capture") {
 		return chCaptureErr
@@ -167,6 +172,8 @@ func serve(ctx context.Context, args []string) error {
 		EncoderWorkers:       mem.encoders,
 		S3AmbientCredentials: *s3Ambient,
 		HTTP:                 httpcap.Config{AllowPrivate: *httpPrivate},
+		PluginTrust:          pluginTrust,
+		PluginRegistry:       pluginRegistry,
 		BackfillParallelism:  *backfillPar,
 		SnowflakeEndpoint:    *sfEndpoint,
 		GCSEndpoint:          *gcsEndpoint,
