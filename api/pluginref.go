@@ -30,6 +30,13 @@ type installReferenceRequest struct {
 	Capabilities []string `json:"capabilities"`
 }
 
+// referenceBody: a plugin install with this media type is a JSON reference request; JSON
+// bodies are decoded whatever their type elsewhere too, so `curl -d` (form-urlencoded)
+// and a missing type count. A module upload is multipart/form-data.
+func referenceBody(mediaType string) bool {
+	return mediaType == "application/json" || mediaType == "" || mediaType == "application/x-www-form-urlencoded"
+}
+
 func (s *Server) installPluginReference(c echo.Context) error {
 	var req installReferenceRequest
 	if err := decodeJSON(c, &req); err != nil {

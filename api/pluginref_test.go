@@ -33,10 +33,15 @@ func TestInstallPluginByReference(t *testing.T) {
 			}
 		})
 	}
+	// `curl -d` sends form-urlencoded: still JSON, like every JSON body of the API.
+	r := e.raw("POST", "/api/v1/plugins", adminToken, strings.NewReader(`{"capabilities": []}`), "Content-Type", "application/x-www-form-urlencoded")
+	if r.Status != 400 || r.err(t).fieldNames()[0] != "reference" {
+		t.Fatalf("curl -d: %d %s", r.Status, r.Body)
+	}
 	if len(e.ctl.sources) != 0 {
 		t.Fatalf("refused requests reached the controller: %+v", e.ctl.sources)
 	}
-	r := e.do("POST", "/api/v1/plugins", `{"reference": " `+ref+` ", "capabilities": ["object", "object,http"]}`)
+	r = e.do("POST", "/api/v1/plugins", `{"reference": " `+ref+` ", "capabilities": ["object", "object,http"]}`)
 	if r.Status != http.StatusBadGateway || r.err(t).Code != api.CodeRegistryUnavailable || r.err(t).Message != "fake: no registry" {
 		t.Fatalf("controller's error: %d %s", r.Status, r.Body)
 	}

@@ -63,7 +63,7 @@ func (s *Server) pluginView(c echo.Context, p storage.Plugin) (pluginView, error
 func (s *Server) installPlugin(c echo.Context) error {
 	r := c.Request()
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt == "application/json" {
+	if referenceBody(mt) {
 		return s.installPluginReference(c) // pluginref.go
 	}
 	if mt != "multipart/form-data" {
