@@ -141,6 +141,13 @@ func TestInstallPluginFromRegistry(t *testing.T) {
 	wantStatus(t, "digest not in the registry", st, body, 422, "has no manifest")
 	st, body = e.installRef("127.0.0.1:1/sluice/example:"+entry.Version, "object")
 	wantStatus(t, "registry not allowed", st, body, 400, "not among the registries")
+	// Allowed by name, but on loopback: refused at dial time without AllowPrivate.
+	strict := newEnv(t, "", func(c *control.Config) {
+		c.PluginsDir, c.LockFile = "", ""
+		c.PluginRegistry = pluginreg.Policy{Registries: []string{reg}}
+	})
+	st, body = strict.installRef(pushed.Ref.String(), "object")
+	wantStatus(t, "loopback registry without allow-private", st, body, 400, "SLUICE_PLUGIN_REGISTRY_ALLOW_PRIVATE")
 	st, body = e.installRef(reg+"/sluice/missing:1.0", "object")
 	wantStatus(t, "tag not in the registry", st, body, 422, "not found")
 	st, body = e.installRef(pushed.Ref.String())

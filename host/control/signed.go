@@ -98,7 +98,7 @@ func (h *Host) lockedSignatures() (func(lockfile.Entry) error, error) {
 }
 
 // InstallPluginFrom installs an upload with its signatures, or pulls a reference: a bad or
-// forbidden reference is a 400 naming the field, a refused artifact, digest or signature a
+// forbidden reference (registry not allowed, a private address) is a 400 naming the field, a refused artifact, digest or signature a
 // 422, a registry that cannot be reached or fails a 502.
 func (a API) InstallPluginFrom(ctx context.Context, src api.PluginSource, granted []string) (*storage.Plugin, error) {
 	if src.Reference == "" {
@@ -110,7 +110,7 @@ func (a API) InstallPluginFrom(ctx context.Context, src api.PluginSource, grante
 	switch {
 	case err == nil:
 		return p, nil
-	case errors.Is(err, pluginreg.ErrInvalidReference), errors.Is(err, pluginreg.ErrRegistryNotAllowed):
+	case errors.Is(err, pluginreg.ErrInvalidReference), errors.Is(err, pluginreg.ErrRegistryNotAllowed), errors.Is(err, pluginreg.ErrAddressRefused):
 		return nil, api.BadRequest(err.Error(), api.FieldError{Field: "reference", Message: err.Error()})
 	case errors.Is(err, pluginreg.ErrDigestMismatch), errors.Is(err, pluginreg.ErrNotPlugin), errors.Is(err, errdef.ErrNotFound),
 		errors.As(err, &rerr) && rerr.StatusCode == http.StatusNotFound:

@@ -56,6 +56,10 @@ var ErrInvalidReference = errors.New("invalid plugin reference")
 // ErrRegistryNotAllowed: the reference names a registry the operator did not allow.
 var ErrRegistryNotAllowed = errors.New("registry not allowed")
 
+// ErrAddressRefused: a registry connection would reach a loopback, private or otherwise
+// non-public address, and the policy does not allow private addresses.
+var ErrAddressRefused = errors.New("registry address refused")
+
 // ErrDigestMismatch: the registry's content is not the digest the reference pins.
 var ErrDigestMismatch = errors.New("digest mismatch")
 
@@ -114,7 +118,7 @@ func (c *Client) checkAddress(_, address string, _ syscall.RawConn) error {
 		return fmt.Errorf("dialling %q: not an IP address", address)
 	}
 	if why := httpcap.Blocked(a); why != "" {
-		return fmt.Errorf("plugin registry address %s is %s; set SLUICE_PLUGIN_REGISTRY_ALLOW_PRIVATE=true to pull from this network", a.Unmap(), why)
+		return fmt.Errorf("%w: plugin registry address %s is %s; set SLUICE_PLUGIN_REGISTRY_ALLOW_PRIVATE=true to pull from this network", ErrAddressRefused, a.Unmap(), why)
 	}
 	return nil
 }

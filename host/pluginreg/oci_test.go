@@ -91,7 +91,7 @@ func TestPullRefusals(t *testing.T) {
 		{"unknown digest", c, host + "/plugins/demo@sha256:" + strings.Repeat("0", 64), ErrDigestMismatch, "has no manifest"},
 		{"registry not allowed", NewClient(Policy{Registries: []string{"127.0.0.1:1"}, AllowPrivate: true}), pushed.Ref.String(), ErrRegistryNotAllowed, "not among the registries"},
 		{"no registry allowed", NewClient(Policy{AllowPrivate: true}), pushed.Ref.String(), ErrRegistryNotAllowed, "SLUICE_PLUGIN_REGISTRIES is empty"},
-		{"loopback refused", NewClient(Policy{Registries: []string{host}}), pushed.Ref.String(), nil, "SLUICE_PLUGIN_REGISTRY_ALLOW_PRIVATE"},
+		{"loopback refused", NewClient(Policy{Registries: []string{host}}), pushed.Ref.String(), ErrAddressRefused, "SLUICE_PLUGIN_REGISTRY_ALLOW_PRIVATE"},
 		{"no tag, no digest", c, host + "/plugins/demo", nil, "neither a tag nor a digest"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
