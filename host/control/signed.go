@@ -60,7 +60,9 @@ func (h *Host) checkSignatures(ctx context.Context, wasm []byte, signatures [][]
 // or both) under Config.PluginRegistry, then installs its module as InstallSignedPlugin
 // with the signatures attached to it in the registry.
 func (h *Host) InstallPluginFromRegistry(ctx context.Context, ref string, granted []string) (*storage.Plugin, error) {
-	a, err := pluginreg.NewClient(h.cfg.PluginRegistry).Pull(ctx, ref)
+	c := pluginreg.NewClient(h.cfg.PluginRegistry)
+	defer c.Close()
+	a, err := c.Pull(ctx, ref)
 	if err != nil {
 		return nil, err
 	}

@@ -105,6 +105,9 @@ func NewClient(p Policy) *Client {
 	return c
 }
 
+// Close closes the client's idle connections.
+func (c *Client) Close() { c.http.Client.CloseIdleConnections() }
+
 func (c *Client) checkAddress(_, address string, _ syscall.RawConn) error {
 	if c.policy.AllowPrivate {
 		return nil
