@@ -83,7 +83,9 @@ func usage() error {
   sluice plugins lock [--plugins-dir D] [--lock F]
   sluice plugins test PATH.wasm           run a plugin through the conformance suite
   sluice plugins keygen [--out NAME]      write a signing key pair (NAME.key, NAME.pub)
-  sluice plugins sign --key K PATH.wasm   sign a module into PATH.wasm.sig (--lock F: every pin into F.sig)
+  sluice plugins sign --key K [--attach REF] PATH.wasm
+                                          sign a module into PATH.wasm.sig, attach it to REF
+                                          (--lock F instead of PATH: every pin into F.sig)
   sluice plugins push [--signature S] PATH.wasm REGISTRY/REPO:TAG
                                           store a plugin (and signatures) as an OCI artifact
   sluice plugins pull [-o PATH] [--trusted-keys K] REGISTRY/REPO[:TAG][@sha256:D]

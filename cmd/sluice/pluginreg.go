@@ -72,11 +72,12 @@ func pluginsSign(ctx context.Context, args []string) error {
 	keyFile := fs.String("key", "", "private key file (`sluice plugins keygen`)")
 	out := fs.String("out", "", "signature file (default PATH.wasm.sig)")
 	lock := fs.String("lock", "", "sign every plugin pinned in this lock file into LOCK.sig instead of one module")
+	attach := fs.String("attach", "", "also attach the signature to this plugin artifact in a registry (REGISTRY/REPOSITORY:TAG), which must hold the same module")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *keyFile == "" || (fs.NArg() == 1) == (*lock != "") {
-		return errors.New("usage: sluice plugins sign --key FILE [--out FILE] PATH.wasm | sluice plugins sign --key FILE --lock plugins.lock")
+		return errors.New("usage: sluice plugins sign --key FILE [--out FILE] [--attach REGISTRY/REPO:TAG] PATH.wasm | sluice plugins sign --key FILE --lock plugins.lock")
 	}
 	key, err := pluginreg.ReadPrivateKey(*keyFile)
 	if err != nil {
@@ -113,6 +114,13 @@ func pluginsSign(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("signed %s %s (sha256 %s, capabilities [%s]) into %s\n", m.Name, m.Version, sha, strings.Join(s.Capabilities, ","), *out)
+	if *attach != "" {
+		r, err := registryClient().PushSignature(ctx, *attach, s.Marshal())
+		if err != nil {
+			return err
+		}
+		fmt.Printf("attached the signature to %s\n", r)
+	}
 	return nil
 }
 

@@ -68,6 +68,13 @@ func TestPluginsSignPushPull(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "other.wasm")); err == nil {
 		t.Fatal("a module refused by its signatures was written")
 	}
+	// A second signer attaches a signature to the pushed artifact.
+	if err := pluginsSign(ctx, []string{"--key", filepath.Join(dir, "b.key"), "--out", filepath.Join(dir, "b.sig"), "--attach", ref, mod}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pluginsPull(ctx, []string{"-o", filepath.Join(dir, "other.wasm"), "--trusted-keys", filepath.Join(dir, "b.pub"), ref}); err != nil {
+		t.Fatalf("pull after a second signature was attached: %v", err)
+	}
 }
 
 // plugins.lock.sig signs every pin with the repository's test key; a changed pin or

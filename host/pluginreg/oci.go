@@ -245,13 +245,25 @@ func (c *Client) Push(ctx context.Context, ref string, module, manifestJSON []by
 	return Pushed{Ref: r, Module: layer}, nil
 }
 
-// PushSignature attaches a signature document to the plugin artifact ref names.
+// PushSignature attaches a signature document to the plugin artifact ref names, after
+// checking that it signs that artifact's module (the layer's digest is the module's sha256).
 func (c *Client) PushSignature(ctx context.Context, ref string, signature []byte) (Ref, error) {
 	r, repo, desc, err := c.resolve(ctx, ref)
 	if err != nil {
 		return r, err
 	}
 	r.Digest = desc.Digest
+	m, err := pluginManifest(ctx, repo, r, desc)
+	if err != nil {
+		return r, err
+	}
+	s, err := ParseSignature(signature)
+	if err != nil {
+		return r, err
+	}
+	if module := m.Layers[0].Digest; module.Encoded() != s.SHA256 {
+		return r, fmt.Errorf("the signature is for module sha256 %s; %s holds module %s", s.SHA256, r, module)
+	}
 	return r, pushSignature(ctx, repo, desc, signature)
 }
 
@@ -330,20 +342,9 @@ func (c *Client) Pull(ctx context.Context, ref string) (*Artifact, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := content.FetchAll(ctx, repo, desc) // verifies size and digest
+	m, err := pluginManifest(ctx, repo, r, desc)
 	if err != nil {
-		return nil, fmt.Errorf("fetch manifest %s@%s: %w", r.Repository, desc.Digest, err)
-	}
-	if r.Digest != "" && digest.FromBytes(raw) != r.Digest {
-		return nil, fmt.Errorf("%w: the manifest fetched for %s has digest %s", ErrDigestMismatch, r, digest.FromBytes(raw))
-	}
-	var m ocispec.Manifest
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("%w: %s: manifest: %w", ErrNotPlugin, r, err)
-	}
-	if m.ArtifactType != ArtifactType || len(m.Layers) != 1 || m.Layers[0].MediaType != ModuleMediaType {
-		return nil, fmt.Errorf("%w: %s has artifactType %q and %d layer(s); a plugin has artifactType %q and one %q layer (push it with `sluice plugins push`)",
-			ErrNotPlugin, r, m.ArtifactType, len(m.Layers), ArtifactType, ModuleMediaType)
+		return nil, err
 	}
 	layer := m.Layers[0]
 	if layer.Size > c.policy.MaxModuleBytes {
@@ -359,6 +360,27 @@ func (c *Client) Pull(ctx context.Context, ref string) (*Artifact, error) {
 	}
 	r.Digest = desc.Digest
 	return &Artifact{Ref: r, Module: module, ManifestJSON: m.Annotations[AnnotationManifest], Signatures: sigs}, nil
+}
+
+// pluginManifest fetches the manifest desc describes (checked against its digest, and the
+// reference's) and checks that it is a plugin artifact: one module layer.
+func pluginManifest(ctx context.Context, repo *remote.Repository, r Ref, desc ocispec.Descriptor) (ocispec.Manifest, error) {
+	var m ocispec.Manifest
+	raw, err := content.FetchAll(ctx, repo, desc) // verifies size and digest
+	if err != nil {
+		return m, fmt.Errorf("fetch manifest %s@%s: %w", r.Repository, desc.Digest, err)
+	}
+	if r.Digest != "" && digest.FromBytes(raw) != r.Digest {
+		return m, fmt.Errorf("%w: the manifest fetched for %s has digest %s", ErrDigestMismatch, r, digest.FromBytes(raw))
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return m, fmt.Errorf("%w: %s: manifest: %w", ErrNotPlugin, r, err)
+	}
+	if m.ArtifactType != ArtifactType || len(m.Layers) != 1 || m.Layers[0].MediaType != ModuleMediaType {
+		return m, fmt.Errorf("%w: %s has artifactType %q and %d layer(s); a plugin has artifactType %q and one %q layer (push it with `sluice plugins push`)",
+			ErrNotPlugin, r, m.ArtifactType, len(m.Layers), ArtifactType, ModuleMediaType)
+	}
+	return m, nil
 }
 
 // signatures reads the signature documents attached to a manifest (at most maxSignatures).

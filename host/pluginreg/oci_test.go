@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/opencontainers/go-digest"
 	oras "oras.land/oras-go/v2"
 )
 
@@ -38,7 +39,8 @@ func TestPushPull(t *testing.T) {
 			ctx := context.Background()
 			host := newRegistry(t, referrersAPI)
 			c := NewClient(Policy{Registries: []string{host}, AllowPrivate: true})
-			sig := Sign(key(t, 1), sha, []string{"object"}).Marshal()
+			moduleSHA := digest.FromBytes(testModule).Encoded()
+			sig := Sign(key(t, 1), moduleSHA, []string{"object"}).Marshal()
 			pushed, err := c.Push(ctx, host+"/plugins/demo:0.1.0", testModule, testManifest, sig)
 			if err != nil {
 				t.Fatal(err)
@@ -48,9 +50,13 @@ func TestPushPull(t *testing.T) {
 			if err != nil || again.Ref.Digest != pushed.Ref.Digest {
 				t.Fatalf("push again: %v, digest %s vs %s", err, again.Ref.Digest, pushed.Ref.Digest)
 			}
-			sig2 := Sign(key(t, 2), sha, []string{"object"}).Marshal()
+			sig2 := Sign(key(t, 2), moduleSHA, []string{"object"}).Marshal()
 			if _, err := c.PushSignature(ctx, host+"/plugins/demo:0.1.0", sig2); err != nil {
 				t.Fatal(err)
+			}
+			// A signature of another module is not attached.
+			if _, err := c.PushSignature(ctx, host+"/plugins/demo:0.1.0", Sign(key(t, 2), sha, nil).Marshal()); err == nil || !strings.Contains(err.Error(), "holds module sha256:"+moduleSHA) {
+				t.Fatalf("signature of another module attached: %v", err)
 			}
 			for _, ref := range []string{pushed.Ref.String(), host + "/plugins/demo:0.1.0", host + "/plugins/demo@" + pushed.Ref.Digest.String()} {
 				a, err := c.Pull(ctx, ref)
