@@ -24,7 +24,7 @@ FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/sluice /usr/bin/sluice
 COPY bin/plugins/ /usr/share/sluice/plugins/
-COPY plugins.lock /usr/share/sluice/plugins.lock
+COPY plugins.lock plugins.lock.sig /usr/share/sluice/
 COPY --from=build --chown=65532:65532 /out/data /var/lib/sluice
 COPY --from=build /out/tmp /tmp
 ENV SLUICE_HTTP_ADDR=0.0.0.0:8080 \

@@ -42,8 +42,8 @@ bench-guard: plugins ## fail if a performance ratio is more than 30% below bench
 bench-go: plugins ## run the Go benchmarks once each
 	$(GO) test -run '^$$' -bench . -benchtime 3x ./...
 
-verify-plugins: plugins build ## fail if a built plugin differs from plugins.lock
-	$(BIN)/sluice plugins verify --plugins-dir $(BIN)/plugins --lock plugins.lock
+verify-plugins: plugins build ## fail if a built plugin differs from plugins.lock, or a pin lacks its signature in plugins.lock.sig
+	$(BIN)/sluice plugins verify --plugins-dir $(BIN)/plugins --lock plugins.lock --trusted-keys $(PLUGIN_TRUSTED_KEYS)
 
 cluster: build $(GO_PLUGIN_WASM) ## start 3 hosts on 127.0.0.1:8081-8083 sharing one PostgreSQL (SLUICE_DATABASE_URL or the loopback test server)
 	@bash deploy/cluster.sh start

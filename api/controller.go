@@ -33,6 +33,15 @@ type BackfillEstimate struct {
 	TimedOut bool
 }
 
+// PluginSource is where a module to install comes from: Module (an upload) with the
+// Signatures sent alongside it, or Reference (registry/repository:tag@sha256:...), which
+// the host pulls, with the signatures attached to it in the registry.
+type PluginSource struct {
+	Module     []byte
+	Signatures [][]byte
+	Reference  string
+}
+
 // Controller is what the API needs from the host (host/control implements it). The API
 // reads and writes exports, runs, backfills, logs and tokens in storage itself; it calls
 // the Controller for whatever needs the plugin runtime, the scheduler or the queue.
@@ -45,6 +54,10 @@ type Controller interface {
 	// InstallPlugin validates and stores a module with the granted capabilities.
 	// A refused module: InvalidPlugin(msg) (422).
 	InstallPlugin(ctx context.Context, wasm []byte, granted []string) (*storage.Plugin, error)
+	// InstallPluginFrom installs a module from a PluginSource: an upload with its signature
+	// documents, or a reference the host pulls from an OCI registry. A refused module,
+	// signature or artifact: InvalidPlugin (422); a refused reference: BadRequest (400).
+	InstallPluginFrom(ctx context.Context, src PluginSource, granted []string) (*storage.Plugin, error)
 	// PluginManifest returns the manifest of an installed plugin.
 	PluginManifest(ctx context.Context, p *storage.Plugin) (abi.Manifest, error)
 	// ValidateDestination runs the plugin's sluice_validate on a config that already

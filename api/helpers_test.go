@@ -71,6 +71,8 @@ type fakeControl struct {
 	estimate *api.BackfillEstimate // EstimateBackfill's answer; nil: 10 records an hour
 	requests []api.BackfillRequest // RequestBackfill and EstimateBackfill requests
 	tested   []configschema.Stored // TestConnection configs
+	sources  []api.PluginSource    // InstallPluginFrom sources
+	granted  [][]string            // InstallPluginFrom grants
 }
 
 func (f *fakeControl) record(name string) {
@@ -116,6 +118,18 @@ func (f *fakeControl) InstallPlugin(ctx context.Context, wasm []byte, granted []
 		return nil, err
 	}
 	return &p, nil
+}
+
+// InstallPluginFrom records the source; an upload is installed as InstallPlugin does, a
+// reference is refused (no registry here: host/control's tests pull from a real one).
+func (f *fakeControl) InstallPluginFrom(ctx context.Context, src api.PluginSource, granted []string) (*storage.Plugin, error) {
+	f.mu.Lock()
+	f.sources, f.granted = append(f.sources, src), append(f.granted, granted)
+	f.mu.Unlock()
+	if src.Reference != "" {
+		return nil, api.RegistryUnavailable("fake: no registry")
+	}
+	return f.InstallPlugin(ctx, src.Module, granted)
 }
 
 func (f *fakeControl) PluginManifest(_ context.Context, p *storage.Plugin) (abi.Manifest, error) {

@@ -67,9 +67,12 @@ func (s *Server) pluginView(c echo.Context, p storage.Plugin) (pluginView, error
 func (s *Server) installPlugin(c echo.Context) error {
 	r := c.Request()
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if referenceBody(mt) {
+		return s.installPluginReference(c) // pluginref.go
+	}
 	if mt != "multipart/form-data" {
 		return &Error{Status: http.StatusUnsupportedMediaType, Code: CodeUnsupportedMedia,
-			Message: "expected multipart/form-data with a \"module\" file (curl -F module=@plugin.wasm)"}
+			Message: "expected multipart/form-data with a \"module\" file (curl -F module=@plugin.wasm), or JSON with a \"reference\""}
 	}
 	if err := r.ParseMultipartForm(8 << 20); err != nil {
 		var mbe *http.MaxBytesError
@@ -80,13 +83,13 @@ func (s *Server) installPlugin(c echo.Context) error {
 	}
 	defer r.MultipartForm.RemoveAll()
 	for k := range r.MultipartForm.Value {
-		if k != "capabilities" {
-			return BadRequest("unknown field", fieldErr(k, "unknown field; expected module and capabilities"))
+		if k != "capabilities" && k != "signature" {
+			return BadRequest("unknown field", fieldErr(k, "unknown field; expected module, capabilities and signature"))
 		}
 	}
 	for k := range r.MultipartForm.File {
-		if k != "module" {
-			return BadRequest("unknown field", fieldErr(k, "unknown file field; expected module"))
+		if k != "module" && k != "signature" {
+			return BadRequest("unknown field", fieldErr(k, "unknown file field; expected module or signature"))
 		}
 	}
 	files := r.MultipartForm.File["module"]
@@ -105,30 +108,53 @@ func (s *Server) installPlugin(c echo.Context) error {
 	if len(wasm) < 8 || string(wasm[:4]) != "\x00asm" {
 		return BadRequest("module: not a WebAssembly binary", fieldErr("module", "not a WebAssembly binary (missing the \\0asm magic)"))
 	}
+	granted, err := grants(r.MultipartForm.Value["capabilities"])
+	if err != nil {
+		return err
+	}
+	sigs, err := formSignatures(r.MultipartForm) // pluginref.go
+	if err != nil {
+		return err
+	}
+	var p *storage.Plugin
+	if len(sigs) > 0 {
+		p, err = s.ctl.InstallPluginFrom(r.Context(), PluginSource{Module: wasm, Signatures: sigs}, granted)
+	} else {
+		p, err = s.ctl.InstallPlugin(r.Context(), wasm, granted)
+	}
+	if err != nil {
+		return err
+	}
+	return s.installed(c, p)
+}
+
+// installed answers an install: 201 with the plugin.
+func (s *Server) installed(c echo.Context, p *storage.Plugin) error {
+	v, err := s.pluginView(c, *p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, v)
+}
+
+// grants parses capability grants: values each a comma list; names checked, each once.
+func grants(values []string) ([]string, error) {
 	granted := []string{}
-	for _, v := range r.MultipartForm.Value["capabilities"] {
+	for _, v := range values {
 		for _, cap := range strings.Split(v, ",") {
 			cap = strings.TrimSpace(cap)
 			if cap == "" {
 				continue
 			}
 			if !pluginNameRE.MatchString(cap) {
-				return BadRequest("capabilities: invalid name", fieldErr("capabilities", "invalid capability name "+quote(cap)))
+				return nil, BadRequest("capabilities: invalid name", fieldErr("capabilities", "invalid capability name "+quote(cap)))
 			}
 			if !contains(granted, cap) {
 				granted = append(granted, cap)
 			}
 		}
 	}
-	p, err := s.ctl.InstallPlugin(r.Context(), wasm, granted)
-	if err != nil {
-		return err
-	}
-	v, err := s.pluginView(c, *p)
-	if err != nil {
-		return err
-	}
-	return c.JSON(http.StatusCreated, v)
+	return granted, nil
 }
 
 // listPlugins: one item per plugin name (its latest version, with every version), by

@@ -41,8 +41,17 @@ $(PLUGINS_DIR)/%.wasm: plugins/%/src/lib.rs $(RUST_SDK_RLIB)
 	$(RUSTC) $(RUSTFLAGS_WASM) --crate-type cdylib -C lto -C strip=symbols \
 		--extern sluice_sdk=$(RUST_SDK_RLIB) -o $@ $<
 
-plugins-lock: plugins ## rewrite plugins.lock from the built plugins (after an intended change)
+plugins-lock: plugins ## rewrite plugins.lock from the built plugins (after an intended change), then re-sign it
 	$(GO) run ./cmd/sluice plugins lock --plugins-dir $(PLUGINS_DIR) --lock plugins.lock
+	@$(MAKE) --no-print-directory plugins-sign
+
+# Signatures of the pinned plugins (plugins.lock.sig). The default key is the repository's
+# TEST key (keys/README.md): a release signs with the project's real key instead,
+# PLUGIN_SIGNING_KEY=/path/to/key (docs/plugin-authors.md, "Signing first-party plugins").
+PLUGIN_SIGNING_KEY  ?= keys/TEST-ONLY-plugin-signing.key
+PLUGIN_TRUSTED_KEYS ?= keys/TEST-ONLY-plugin-signing.pub
+plugins-sign: ## sign every plugin pinned in plugins.lock into plugins.lock.sig (PLUGIN_SIGNING_KEY; the test key by default)
+	$(GO) run ./cmd/sluice plugins sign --key $(PLUGIN_SIGNING_KEY) --lock plugins.lock
 
 plugins-repro: ## build the plugins twice and fail if any module differs
 	@rm -rf $(PLUGINS_DIR) && $(MAKE) --no-print-directory plugins >/dev/null && \
@@ -52,4 +61,4 @@ plugins-repro: ## build the plugins twice and fail if any module differs
 		echo "plugins are reproducible:" && cat /tmp/sluice-plugins.sha256.1
 
 FORCE:
-.PHONY: plugins plugins-lock plugins-repro FORCE
+.PHONY: plugins plugins-lock plugins-sign plugins-repro FORCE

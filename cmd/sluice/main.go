@@ -6,6 +6,8 @@
 //	sluice plugins test X.wasm   run a plugin through the conformance suite
 //	sluice plugins run X.wasm    one run over recorded batches into a memory store
 //	sluice plugins new NAME      write a plugin project (--lang go|rust|assemblyscript)
+//	sluice plugins keygen/sign   signing keys and signatures (docs/plugin-authors.md)
+//	sluice plugins push/pull     plugins as OCI artifacts in a registry
 //	sluice demo                  seed synthetic events into the embedded store
 //	sluice secrets rotate        re-seal every destination secret with the newest key
 //	sluice version
@@ -60,6 +62,14 @@ func run(ctx context.Context, args []string) error {
 			return pluginsRun(ctx, args[2:])
 		case "new":
 			return pluginsNew(args[2:])
+		case "keygen":
+			return pluginsKeygen(args[2:])
+		case "sign":
+			return pluginsSign(ctx, args[2:])
+		case "push":
+			return pluginsPush(ctx, args[2:])
+		case "pull":
+			return pluginsPull(ctx, args[2:])
 		}
 	case "demo":
 		return demoSeed(ctx, args[1:])
@@ -82,6 +92,14 @@ func usage() error {
                                           one run over recorded batches, objects to D
   sluice plugins new --lang go|rust|assemblyscript [--dir D] NAME
                                           write a plugin project that builds and tests
+  sluice plugins keygen [--out NAME]      write a signing key pair (NAME.key, NAME.pub)
+  sluice plugins sign --key K [--attach REF] PATH.wasm
+                                          sign a module into PATH.wasm.sig, attach it to REF
+                                          (--lock F instead of PATH: every pin into F.sig)
+  sluice plugins push [--signature S] PATH.wasm REGISTRY/REPO:TAG
+                                          store a plugin (and signatures) as an OCI artifact
+  sluice plugins pull [-o PATH] [--trusted-keys K] REGISTRY/REPO[:TAG][@sha256:D]
+                                          fetch a plugin artifact and its signatures
   sluice demo [--data-dir D] [--events N] seed synthetic events into the embedded store
   sluice secrets rotate [--data-dir D] [--database-url U] [--secret-key K]
                                           re-seal every destination secret with the first key

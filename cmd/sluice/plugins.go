@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluicehq/sluice/abi"
 	"github.com/sluicehq/sluice/host/httpcap"
+	"github.com/sluicehq/sluice/host/pluginreg"
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/host/runtime/conformance"
 	"github.com/sluicehq/sluice/host/sqlcap"
@@ -31,9 +32,11 @@ func pluginFlags(name string) (*flag.FlagSet, *string, *string) {
 	return fs, dir, lock
 }
 
-// pluginsVerify fails when a built first-party plugin differs from its pin.
+// pluginsVerify fails when a built first-party plugin differs from its pin, or, with
+// --trusted-keys, when a pin's signature in <lock>.sig is missing or not by a trusted key.
 func pluginsVerify(args []string) error {
 	fs, dir, lock := pluginFlags("plugins verify")
+	keys := fs.String("trusted-keys", "", "also check LOCK.sig: every pinned plugin signed by one of these keys (as SLUICE_PLUGIN_TRUSTED_KEYS)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -45,6 +48,13 @@ func pluginsVerify(args []string) error {
 		return err
 	}
 	fmt.Printf("%d plugins match %s\n", len(l.Plugins), *lock)
+	if *keys == "" {
+		return nil
+	}
+	if err := verifyLockSignatures(l, *lock, *keys); err != nil {
+		return err
+	}
+	fmt.Printf("%d plugins are signed by a trusted key in %s\n", len(l.Plugins), lockfile.SignaturesPath(*lock))
 	return nil
 }
 
@@ -71,8 +81,7 @@ func pluginsLock(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		all := []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP, abi.CapSQL}
-		p, err := rt.Validate(ctx, wasm, all)
+		p, err := rt.Validate(ctx, wasm, grantable)
 		if err != nil {
 			return fmt.Errorf("%s: %w", f, err)
 		}
@@ -80,29 +89,13 @@ func pluginsLock(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s: manifest name %q must match the file name %q", f, p.Manifest.Name, want)
 		}
 		l.Plugins = append(l.Plugins, lockfile.Entry{Name: p.Manifest.Name, Version: p.Manifest.Version,
-			ABIVersion: p.Manifest.ABIVersion, SHA256: p.SHA256, Capabilities: requested(p.Manifest.Capabilities)})
+			ABIVersion: p.Manifest.ABIVersion, SHA256: p.SHA256, Capabilities: pluginreg.Requested(p.Manifest.Capabilities)})
 	}
 	if err := lockfile.Write(*lock, l); err != nil {
 		return err
 	}
 	fmt.Printf("pinned %d plugins in %s\n", len(l.Plugins), *lock)
 	return nil
-}
-
-// requested drops the always-granted capabilities from a manifest's list.
-func requested(caps []string) []string {
-	out := []string{}
-	for _, c := range caps {
-		always := false
-		for _, a := range abi.AlwaysGranted {
-			always = always || a == c
-		}
-		if !always {
-			out = append(out, c)
-		}
-	}
-	sort.Strings(out)
-	return out
 }
 
 // pluginsTest runs a module through the conformance suite with in-memory capabilities.
@@ -157,7 +150,7 @@ func bindWarehouses(ctx context.Context, rt *runtime.Runtime, wasm []byte, bqEnd
 			_ = c()
 		}
 	}
-	v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP, abi.CapSQL})
+	v, err := rt.Validate(ctx, wasm, grantable)
 	if err != nil {
 		return release, err
 	}

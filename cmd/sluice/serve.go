@@ -54,6 +54,7 @@ func serve(ctx context.Context, args []string) error {
 	ambientDef, ambientErr := envBool("SLUICE_S3_AMBIENT_CREDENTIALS")
 	s3Ambient := fs.Bool("s3-ambient-credentials", ambientDef, "let S3 exports without an access key use this host's own AWS credentials (environment, shared files, instance or container role) for any bucket and endpoint they name: only when every user with the write scope may use them (SLUICE_S3_AMBIENT_CREDENTIALS)")
 	httpPrivDef, httpPrivErr := envBool("SLUICE_HTTP_ALLOW_PRIVATE")
+	pluginPolicy := pluginRegistryFlags(fs) // pluginreg.go
 	httpPrivate := fs.Bool("http-allow-private", httpPrivDef, "let plugins' http capability reach loopback, private and link-local addresses (refused by default; for a receiver on this network or tests) (SLUICE_HTTP_ALLOW_PRIVATE)")
 	sqlPrivDef, sqlPrivErr := envBoolDefault("SLUICE_SQL_ALLOW_PRIVATE", true)
 	sqlPrivate := fs.Bool("sql-allow-private", sqlPrivDef, "let plugins' sql capability reach databases on private addresses (RFC 1918, fc00::/7, CGNAT; allowed by default: a self-hosted database on the local network) (SLUICE_SQL_ALLOW_PRIVATE)")
@@ -92,6 +93,10 @@ func serve(ctx context.Context, args []string) error {
 	}
 	if sqlLoopErr != nil && !flagSet(fs, "sql-allow-loopback") {
 		return sqlLoopErr
+	}
+	pluginTrust, pluginRegistry, err := pluginPolicy()
+	if err != nil {
+		return err
 	}
 	if chCaptureErr != nil && !flagSet(fs, "clickhouse-capture") {
 		return chCaptureErr
@@ -179,6 +184,8 @@ func serve(ctx context.Context, args []string) error {
 		S3AmbientCredentials: *s3Ambient,
 		HTTP:                 httpcap.Config{AllowPrivate: *httpPrivate},
 		SQL:                  sqlcap.Config{RefusePrivate: !*sqlPrivate, AllowLoopback: *sqlLoopback},
+		PluginTrust:          pluginTrust,
+		PluginRegistry:       pluginRegistry,
 		BackfillParallelism:  *backfillPar,
 		SnowflakeEndpoint:    *sfEndpoint,
 		GCSEndpoint:          *gcsEndpoint,

@@ -7,6 +7,7 @@ import (
 
 	"github.com/sluicehq/sluice/abi"
 	"github.com/sluicehq/sluice/api"
+	"github.com/sluicehq/sluice/host/pluginreg"
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/internal/configschema"
 	"github.com/sluicehq/sluice/storage"
@@ -18,16 +19,21 @@ type API struct{ *Host }
 
 var _ api.Controller = API{}
 
-// InstallPlugin refuses bad modules with a 422 naming what is wrong.
+// InstallPlugin refuses bad modules with a 422 naming what is wrong; with trusted keys
+// configured, an upload without a signature too.
 func (a API) InstallPlugin(ctx context.Context, wasm []byte, granted []string) (*storage.Plugin, error) {
-	p, err := a.Host.InstallPlugin(ctx, wasm, granted)
+	p, err := a.Host.InstallSignedPlugin(ctx, wasm, granted, nil)
+	return p, installError(err)
+}
+
+func installError(err error) error {
 	switch {
-	case errors.Is(err, runtime.ErrInvalidPlugin):
-		return nil, api.InvalidPlugin(err.Error())
+	case errors.Is(err, runtime.ErrInvalidPlugin), errors.Is(err, pluginreg.ErrUnsigned), errors.Is(err, pluginreg.ErrUntrusted):
+		return api.InvalidPlugin(err.Error())
 	case errors.Is(err, ErrPluginConflict):
-		return nil, fmt.Errorf("%w: %w", storage.ErrConflict, err)
+		return fmt.Errorf("%w: %w", storage.ErrConflict, err)
 	}
-	return p, err
+	return err
 }
 
 // ValidateDestination reports the plugin's refusal as a 422 naming the config field.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sluicehq/sluice/host/alert"
 	"github.com/sluicehq/sluice/host/httpcap"
+	"github.com/sluicehq/sluice/host/pluginreg"
 	"github.com/sluicehq/sluice/host/queue"
 	"github.com/sluicehq/sluice/host/runtime"
 	"github.com/sluicehq/sluice/host/schedule"
@@ -111,6 +112,15 @@ type Config struct {
 
 	// Alerts: where and how often failed runs and auto-pauses are notified (docs/alerts.md).
 	Alerts alert.Config
+
+	// PluginTrust: with keys, every module installed (upload, registry, plugins.lock) must
+	// come with a signature by one of them over its sha256 and requested capabilities
+	// (SLUICE_PLUGIN_TRUSTED_KEYS); without, signatures are not checked. PluginRegistry:
+	// the registries plugins may be installed from by reference, and their address policy
+	// (SLUICE_PLUGIN_REGISTRIES, SLUICE_PLUGIN_REGISTRY_ALLOW_PRIVATE). See
+	// docs/plugin-authors.md, "Signed plugins from an OCI registry".
+	PluginTrust    pluginreg.Trust
+	PluginRegistry pluginreg.Policy
 
 	Runtime runtime.Config
 	Clock   clockwork.Clock // default the real clock; tests drive a fake one

@@ -337,6 +337,10 @@ func (h *Host) installLocked(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	signed, err := h.lockedSignatures()
+	if err != nil {
+		return err
+	}
 	for _, e := range lock.Plugins {
 		path := filepath.Join(h.cfg.PluginsDir, e.Name+".wasm")
 		wasm, err := os.ReadFile(path)
@@ -350,6 +354,9 @@ func (h *Host) installLocked(ctx context.Context) error {
 		if got := runtime.SHA256(wasm); got != e.SHA256 {
 			h.log.Error("refusing plugin: sha256 differs from plugins.lock", slog.String("plugin", e.Name), slog.String("want", e.SHA256), slog.String("got", got))
 			continue
+		}
+		if signed(e) != nil {
+			continue // logged
 		}
 		p, err := h.InstallPlugin(ctx, wasm, e.Capabilities)
 		if err != nil && !errors.Is(err, ErrPluginConflict) {

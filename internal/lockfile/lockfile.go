@@ -76,3 +76,44 @@ func SHA256(b []byte) string {
 	s := sha256.Sum256(b)
 	return hex.EncodeToString(s[:])
 }
+
+// SignaturesPath is the file next to a lock holding its plugins' signatures: <lock>.sig.
+func SignaturesPath(lock string) string { return lock + ".sig" }
+
+// signatures is the signature file: one signature document (host/pluginreg's format) per
+// pinned plugin name.
+type signatures struct {
+	Plugins map[string]json.RawMessage `json:"plugins"`
+}
+
+// ReadSignatures reads a signature file: plugin name -> signature document.
+func ReadSignatures(path string) (map[string][]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var s signatures
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	out := make(map[string][]byte, len(s.Plugins))
+	for name, doc := range s.Plugins {
+		out[name] = doc
+	}
+	return out, nil
+}
+
+// WriteSignatures writes a signature file (names sorted, so it diffs cleanly).
+func WriteSignatures(path string, sigs map[string][]byte) error {
+	s := signatures{Plugins: map[string]json.RawMessage{}}
+	for name, doc := range sigs {
+		s.Plugins[name] = doc
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}

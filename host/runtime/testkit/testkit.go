@@ -81,7 +81,7 @@ func Run(ctx context.Context, rt *runtime.Runtime, wasm []byte, opts Options) (*
 		}
 		counts[i] = r.Records()
 	}
-	v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP})
+	v, err := rt.Validate(ctx, wasm, []string{abi.CapObject, abi.CapBigQuery, abi.CapSnowflake, abi.CapHTTP, abi.CapSQL})
 	if err != nil {
 		return nil, err
 	}
