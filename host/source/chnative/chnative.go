@@ -128,26 +128,25 @@ func dial(ctx context.Context, addr string, o Options) (*Conn, error) {
 }
 
 // watch closes the connection when ctx ends before the returned stop is called; stop
-// reports ctx's error if that happened.
+// waits for the watcher and reports ctx's error if it closed the connection.
 func (c *Conn) watch(ctx context.Context) (stop func() error) {
 	done := make(chan struct{})
-	closed := make(chan struct{})
+	closed := make(chan bool, 1)
 	go func() {
 		select {
 		case <-ctx.Done():
 			c.conn.Close()
-			close(closed)
+			closed <- true
 		case <-done:
+			closed <- false
 		}
 	}()
 	return func() error {
 		close(done)
-		select {
-		case <-closed:
+		if <-closed {
 			return ctx.Err()
-		default:
-			return nil
 		}
+		return nil
 	}
 }
 
