@@ -4,9 +4,10 @@
 // Why not ch-go's client: it sends the query's client info only to servers of revision
 // 54420 or later, so every query to ClickHouse 18.16 (revision 54412) fails with "Unknown
 // setting". Why not clickhouse-go: it decodes every block into fresh column buffers
-// (docs/performance.md). This client announces protocol revision 54405, which every
+// (docs/performance.md). This client announces protocol revision 54404, which every
 // server from 18.x to today speaks: no server logs, no profile events, no settings
-// serialized as strings (Exec a SET statement instead). It runs one query at a time.
+// serialized as strings (Exec a SET statement instead), and LowCardinality columns come
+// as their plain type. It runs one query at a time.
 package chnative
 
 import (
@@ -24,10 +25,10 @@ import (
 	"github.com/ClickHouse/ch-go/proto"
 )
 
-// Revision is the protocol revision the client speaks (ClickHouse's DBMS_TCP_PROTOCOL_VERSION
-// as of 18.14): block info, temporary tables, server timezone, quota key and version patch
-// in the client info; below server logs (54406).
-const Revision = 54405
+// Revision is the protocol revision the client speaks: block info, temporary tables, server
+// timezone, quota key and version patch in the client info; below LowCardinality (54405:
+// older clients get such columns converted to their plain type) and server logs (54406).
+const Revision = 54404
 
 // Options configure a connection.
 type Options struct {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -86,6 +87,27 @@ func TestQueryBlocks(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestLowCardinalityArrivesPlain: below revision 54405 the server converts LowCardinality
+// columns to their plain type, so a String column reads them.
+func TestLowCardinalityArrivesPlain(t *testing.T) {
+	c := dial(t, options(t))
+	var str proto.ColStr
+	var got []string
+	err := c.Query(context.Background(), "SELECT toLowCardinality(toString(number % 3)) AS s FROM system.numbers LIMIT 6",
+		proto.Results{{Name: "s", Data: &str}}, func(rows int) error {
+			for i := range rows {
+				got = append(got, str.Row(i))
+			}
+			return nil
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(got, ",") != "0,1,2,0,1,2" {
+		t.Fatalf("got %q", got)
 	}
 }
 
