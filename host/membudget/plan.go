@@ -33,7 +33,8 @@ const (
 	BaseHeap = 48 * MiB
 
 	// RunBase is what one run holds besides its part buffers and encoder blocks: the
-	// source's decoded blocks (ClickHouse: ~20 MB), the batch being built (8 MiB at most),
+	// source's decoded blocks (ClickHouse's native reader: one block's columns, reused, a
+	// few MB at 4,096 rows; clickhouse-go over HTTP: ~20 MB), the batch being built (8 MiB at most),
 	// the plugin session, and room for the garbage made between two collections.
 	RunBase = 32 * MiB
 

@@ -146,6 +146,47 @@ func BenchmarkClickHouseStream200k(b *testing.B) {
 	}
 }
 
+// BenchmarkClickHouseReaders streams the same 200k rows through both readers over the
+// native protocol, one sub-benchmark each: "native" (package chnative, reused column
+// buffers) and "clickhouse-go" (rows.Scan, the reader before it). Per event: bytes and
+// objects allocated, and time. Run with -benchmem; alternate with -count to pair them.
+func BenchmarkClickHouseReaders(b *testing.B) {
+	const n = 200_000
+	dsn, table := benchTable(b, n)
+	for _, reader := range []string{"native", "clickhouse-go"} {
+		b.Run(reader, func(b *testing.B) {
+			src, err := source.NewClickHouse(context.Background(), source.ClickHouseConfig{DSN: dsn, Table: table})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer src.Close()
+			if reader == "clickhouse-go" {
+				source.ReadViaRows(src)
+			}
+			var before, after runtime.MemStats
+			var elapsed time.Duration
+			var bytes int
+			runtime.ReadMemStats(&before)
+			b.ResetTimer()
+			for range b.N {
+				st := streamAll(b, src, false)
+				if st.rows != n {
+					b.Fatalf("streamed %d rows, want %d", st.rows, n)
+				}
+				elapsed += st.elapsed
+				bytes = st.bytes
+			}
+			b.StopTimer()
+			runtime.ReadMemStats(&after)
+			events := float64(n) * float64(b.N)
+			b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/events, "B/event")
+			b.ReportMetric(float64(after.Mallocs-before.Mallocs)/events, "allocs/event")
+			b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc)/float64(bytes*b.N), "B/batch-byte")
+			b.ReportMetric(float64(elapsed.Nanoseconds())/events, "ns/event")
+		})
+	}
+}
+
 // TestClickHouseStreamMemoryFlat streams 200k and 1M rows and compares the peak heap.
 // Slow (generates 1.2M rows once, then keeps the tables): SLUICE_TEST_MEMORY=1 to run.
 func TestClickHouseStreamMemoryFlat(t *testing.T) {

@@ -3,6 +3,7 @@ package source
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -64,10 +65,14 @@ func (c *ClickHouseColumns) defaults() {
 // (DateTime64(6, 'UTC'), Nullable, LowCardinality); DateTime64 columns are detected and
 // compared with microsecond literals.
 type ClickHouse struct {
-	conn  driver.Conn
-	cfg   ClickHouseConfig
-	table string
-	c     quotedColumns
+	conn driver.Conn
+	opts *clickhouse.Options // parsed DSN: the native reader dials its own connection from it
+	// viaRows makes Stream read through clickhouse-go's rows whatever the protocol (tests
+	// and benchmarks compare the two readers).
+	viaRows bool
+	cfg     ClickHouseConfig
+	table   string
+	c       quotedColumns
 	// column types by configured name, from system.columns
 	types map[string]string
 }
@@ -105,7 +110,7 @@ func NewClickHouse(ctx context.Context, cfg ClickHouseConfig) (*ClickHouse, erro
 	if err != nil {
 		return nil, fmt.Errorf("source: clickhouse open: %w", err)
 	}
-	s := &ClickHouse{conn: conn, cfg: cfg, types: map[string]string{}}
+	s := &ClickHouse{conn: conn, opts: opts, cfg: cfg, types: map[string]string{}}
 	db, tbl := "", cfg.Table
 	if i := strings.IndexByte(cfg.Table, '.'); i >= 0 {
 		db, tbl = cfg.Table[:i], cfg.Table[i+1:]
@@ -180,45 +185,47 @@ func (s *ClickHouse) Conn() driver.Conn { return s.conn }
 // timeArg renders a bound time comparison operand for a column: DateTime columns hold
 // whole seconds, so a bound is rounded up (x >= 10.5 <=> x >= 11 for integer x) when up is
 // set, which keeps [Start, End) exact; DateTime64 columns get a microsecond literal.
-func (s *ClickHouse) timeArg(colName string, t time.Time, up bool, args *[]any) string {
+func (s *ClickHouse) timeArg(colName string, t time.Time, up bool) string {
 	if strings.Contains(s.types[colName], "DateTime64") {
-		*args = append(*args, t.UTC().Format("2006-01-02 15:04:05.000000"))
-		return "toDateTime64(?, 6, 'UTC')"
+		return "toDateTime64(" + chString(t.UTC().Format("2006-01-02 15:04:05.000000")) + ", 6, 'UTC')"
 	}
 	sec := t.Unix()
 	if up && t.Nanosecond() != 0 {
 		sec++
 	}
-	*args = append(*args, sec)
-	return "toDateTime(?, 'UTC')"
+	return "toDateTime(" + strconv.FormatInt(sec, 10) + ", 'UTC')"
 }
+
+// chQuote escapes a string literal the way clickhouse-go's client-side binding does.
+var chQuote = strings.NewReplacer(`\`, `\\`, `'`, `\'`, "\x00", `\0`)
+
+// chString renders s as a ClickHouse string literal. Queries carry their values as
+// literals (no client-side binding): the native reader (ch-go) has no binding, and
+// ClickHouse 18.16 has no query parameters.
+func chString(s string) string { return "'" + chQuote.Replace(s) + "'" }
 
 // chValue is a property's value as text: strings unquoted, other values as raw JSON text.
 // 18.16 has no JSONExtract; visitParam* find the first "key": anywhere in the text (a
 // nested object's key can match) and expect PostHog's compact JSON (no space before ':').
-func chValue(props string) string {
-	raw := "visitParamExtractRaw(" + props + ", ?)"
-	return "if(substring(" + raw + ", 1, 1) = '\"', visitParamExtractString(" + props + ", ?), " + raw + ")"
+func chValue(props, key string) string {
+	raw := "visitParamExtractRaw(" + props + ", " + key + ")"
+	return "if(substring(" + raw + ", 1, 1) = '\"', visitParamExtractString(" + props + ", " + key + "), " + raw + ")"
 }
 
-func (s *ClickHouse) filter(f PropertyFilter, args *[]any) string {
-	p := s.c.properties
+func (s *ClickHouse) filter(f PropertyFilter) string {
+	p, k, v := s.c.properties, chString(f.Key), chString(f.Value)
+	has := "visitParamHas(" + p + ", " + k + ")"
 	switch f.Op {
 	case OpIsSet:
-		*args = append(*args, f.Key)
-		return "visitParamHas(" + p + ", ?)"
+		return has
 	case OpIsNotSet:
-		*args = append(*args, f.Key)
-		return "NOT visitParamHas(" + p + ", ?)"
+		return "NOT " + has
 	case OpExact:
-		*args = append(*args, f.Key, f.Key, f.Key, f.Key, f.Value) // visitParamHas + chValue (3)
-		return "(visitParamHas(" + p + ", ?) AND " + chValue(p) + " = ?)"
+		return "(" + has + " AND " + chValue(p, k) + " = " + v + ")"
 	case OpIsNot:
-		*args = append(*args, f.Key, f.Key, f.Key, f.Key, f.Value) // visitParamHas + chValue (3)
-		return "NOT (visitParamHas(" + p + ", ?) AND " + chValue(p) + " = ?)"
+		return "NOT (" + has + " AND " + chValue(p, k) + " = " + v + ")"
 	case OpIContains:
-		*args = append(*args, f.Key, f.Key, f.Key, f.Key, f.Value) // visitParamHas + chValue (3)
-		return "(visitParamHas(" + p + ", ?) AND positionCaseInsensitiveUTF8(" + chValue(p) + ", ?) > 0)"
+		return "(" + has + " AND positionCaseInsensitiveUTF8(" + chValue(p, k) + ", " + v + ") > 0)"
 	}
 	panic("unreachable")
 }
@@ -236,45 +243,47 @@ func (s *ClickHouse) insExpr() string {
 	return s.c.insertedAt
 }
 
-// where renders the conditions of q, on the alias aliasIns for the insertion time. With
-// interval unset the [Start, End) bounds and the timestamp guard are left out (Earliest).
-func (s *ClickHouse) where(q Query, interval bool) ([]string, []any) {
+// where renders the conditions of q, on the alias aliasIns for the insertion time, with
+// values as literals. With interval unset the [Start, End) bounds and the timestamp guard
+// are left out (Earliest).
+func (s *ClickHouse) where(q Query, interval bool) []string {
 	c := s.c
 	insCol := s.cfg.Columns.InsertedAt
-	var args []any
 	var where []string
 	if interval {
-		where = append(where, aliasIns+" >= "+s.timeArg(insCol, q.Start, true, &args))
-		where = append(where, aliasIns+" < "+s.timeArg(insCol, q.End, true, &args))
+		where = append(where, aliasIns+" >= "+s.timeArg(insCol, q.Start, true))
+		where = append(where, aliasIns+" < "+s.timeArg(insCol, q.End, true))
 		if lo, hi, ok := tsBounds(q); ok {
 			tsCol := s.cfg.Columns.Timestamp
-			where = append(where, c.timestamp+" >= "+s.timeArg(tsCol, lo, false, &args))
-			where = append(where, c.timestamp+" < "+s.timeArg(tsCol, hi, true, &args))
+			where = append(where, c.timestamp+" >= "+s.timeArg(tsCol, lo, false))
+			where = append(where, c.timestamp+" < "+s.timeArg(tsCol, hi, true))
 		}
 	}
 	if q.TeamID != nil {
-		where = append(where, c.teamID+" = ?")
-		args = append(args, *q.TeamID)
+		where = append(where, c.teamID+" = "+strconv.FormatInt(*q.TeamID, 10))
 	}
 	if len(q.IncludeEvents) > 0 {
-		where = append(where, c.event+" IN ("+placeholders(len(q.IncludeEvents))+")")
-		for _, e := range q.IncludeEvents {
-			args = append(args, e)
-		}
+		where = append(where, c.event+" IN ("+chStrings(q.IncludeEvents)+")")
 	}
 	if len(q.ExcludeEvents) > 0 {
-		where = append(where, c.event+" NOT IN ("+placeholders(len(q.ExcludeEvents))+")")
-		for _, e := range q.ExcludeEvents {
-			args = append(args, e)
-		}
+		where = append(where, c.event+" NOT IN ("+chStrings(q.ExcludeEvents)+")")
 	}
 	for _, f := range q.PropertyFilters {
-		where = append(where, s.filter(f, &args))
+		where = append(where, s.filter(f))
 	}
 	if len(where) == 0 {
 		where = append(where, "1")
 	}
-	return where, args
+	return where
+}
+
+// chStrings renders a list of string literals.
+func chStrings(vs []string) string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = chString(v)
+	}
+	return strings.Join(out, ", ")
 }
 
 // dedupe is Stream's de-duplication: one row per (event, distinct_id, uuid).
@@ -283,9 +292,9 @@ func (s *ClickHouse) dedupe() string {
 }
 
 // buildQuery renders the query; see docs/sources.md for its shape.
-func (s *ClickHouse) buildQuery(q Query) (string, []any) {
+func (s *ClickHouse) buildQuery(q Query) string {
 	c := s.c
-	where, args := s.where(q, true)
+	where := s.where(q, true)
 	// uuids are ordered by their canonical text: byte order, like Position and SQLite.
 	// (ClickHouse orders the UUID type by its halves, not bytewise.)
 	query := `SELECT ` + c.uuid + `, ` + c.event + `, ` + c.distinctID + `, toNullable(` + c.personID + `), toInt64(` + c.teamID + `), ` +
@@ -295,7 +304,7 @@ FROM ` + s.table + `
 WHERE ` + strings.Join(where, "\n  AND ") + `
 ORDER BY ` + aliasIns + `, ` + aliasUUID + `
 ` + s.dedupe()
-	return query, args
+	return query
 }
 
 // Count implements Counter: the rows Stream sends for q, de-duplicated the same way (a
@@ -306,13 +315,13 @@ func (s *ClickHouse) Count(ctx context.Context, q Query) (int64, error) {
 		return 0, err
 	}
 	c := s.c
-	where, args := s.where(q, true)
+	where := s.where(q, true)
 	query := `SELECT count() FROM (SELECT ` + c.event + `, ` + c.distinctID + `, ` + c.uuid + `, ` + s.insExpr() + ` AS ` + aliasIns + `
 FROM ` + s.table + `
 WHERE ` + strings.Join(where, "\n  AND ") + `
 ` + s.dedupe() + `)`
 	var n uint64
-	if err := s.conn.QueryRow(ctx, query, args...).Scan(&n); err != nil {
+	if err := s.conn.QueryRow(ctx, query).Scan(&n); err != nil {
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
@@ -324,7 +333,7 @@ WHERE ` + strings.Join(where, "\n  AND ") + `
 // Earliest implements Counter: the smallest insertion time of the rows q's filters select,
 // whatever the interval; ok is false when there is none.
 func (s *ClickHouse) Earliest(ctx context.Context, q Query) (time.Time, bool, error) {
-	where, args := s.where(q, false)
+	where := s.where(q, false)
 	query := `SELECT count(), min(` + aliasIns + `) FROM (SELECT ` + s.insExpr() + ` AS ` + aliasIns + `
 FROM ` + s.table + `
 WHERE ` + strings.Join(where, "\n  AND ") + `)`
@@ -332,7 +341,7 @@ WHERE ` + strings.Join(where, "\n  AND ") + `)`
 		n   uint64
 		min time.Time
 	)
-	if err := s.conn.QueryRow(ctx, query, args...).Scan(&n, &min); err != nil {
+	if err := s.conn.QueryRow(ctx, query).Scan(&n, &min); err != nil {
 		if ctx.Err() != nil {
 			return time.Time{}, false, ctx.Err()
 		}
@@ -344,17 +353,37 @@ WHERE ` + strings.Join(where, "\n  AND ") + `)`
 	return min.UTC(), true, nil
 }
 
-// Stream implements Source. Rows are read with rows.Next() block by block; the server sorts.
+// Stream implements Source. The server sorts; rows arrive block by block. Over the native
+// protocol the blocks are decoded into reused column buffers (streamNative); over HTTP
+// through clickhouse-go's rows (streamRows).
 func (s *ClickHouse) Stream(ctx context.Context, q Query, opts BatchOptions, fn BatchFunc) error {
 	q, opts, err := normalize(q, opts)
 	if err != nil {
 		return err
 	}
-	query, args := s.buildQuery(q)
+	query := s.buildQuery(q)
+	b := newBatcher(ctx, opts, fn)
+	if s.opts.Protocol == clickhouse.Native && !s.viaRows {
+		err = s.streamNative(ctx, query, b)
+	} else {
+		err = s.streamRows(ctx, query, b)
+	}
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.flush()
+}
+
+// streamRows reads the query through clickhouse-go's rows (the HTTP protocol): each block
+// is decoded into fresh buffers and each string value copied once more by Scan.
+func (s *ClickHouse) streamRows(ctx context.Context, query string, b *batcher) error {
 	qctx := clickhouse.Context(ctx, clickhouse.WithSettings(clickhouse.Settings{
 		"max_block_size": s.cfg.MaxBlockSize,
 	}))
-	rows, err := s.conn.Query(qctx, query, args...)
+	rows, err := s.conn.Query(qctx, query)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -362,7 +391,6 @@ func (s *ClickHouse) Stream(ctx context.Context, q Query, opts BatchOptions, fn 
 		return fmt.Errorf("source: clickhouse query: %w", err)
 	}
 	defer rows.Close()
-	b := newBatcher(ctx, opts, fn)
 	var (
 		e          abi.Event
 		id         uuid.UUID
@@ -406,10 +434,7 @@ func (s *ClickHouse) Stream(ctx context.Context, q Query, opts BatchOptions, fn 
 		}
 		return fmt.Errorf("source: clickhouse rows: %w", err)
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	return b.flush()
+	return nil
 }
 
 var _ Counter = (*ClickHouse)(nil)

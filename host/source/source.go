@@ -157,10 +157,11 @@ type batcher struct {
 	opts BatchOptions
 	fn   BatchFunc
 	last Position
-	// previous row, for dropping adjacent duplicates (event, distinct_id, uuid)
+	// previous row, for dropping adjacent duplicates (event, distinct_id, uuid); copied,
+	// because a row's strings may alias the source's reused buffers (streamNative)
 	prevOK            bool
 	prevUUID          [16]byte
-	prevEvent, prevID string
+	prevEvent, prevID []byte
 }
 
 func newBatcher(ctx context.Context, opts BatchOptions, fn BatchFunc) *batcher {
@@ -178,12 +179,14 @@ func rowSizeBound(e *abi.Event) int {
 
 // add appends one row, flushing before it when the byte bound would be passed and after it
 // when the record bound is reached. Rows equal to the previous one on (event, distinct_id,
-// uuid) are dropped.
+// uuid) are dropped. e's strings are copied: they need to stay valid only during the call.
 func (b *batcher) add(e *abi.Event) error {
-	if b.prevOK && e.UUID == b.prevUUID && e.Event == b.prevEvent && e.DistinctID == b.prevID {
+	if b.prevOK && e.UUID == b.prevUUID && e.Event == string(b.prevEvent) && e.DistinctID == string(b.prevID) {
 		return nil
 	}
-	b.prevOK, b.prevUUID, b.prevEvent, b.prevID = true, e.UUID, e.Event, e.DistinctID
+	b.prevOK, b.prevUUID = true, e.UUID
+	b.prevEvent = append(b.prevEvent[:0], e.Event...)
+	b.prevID = append(b.prevID[:0], e.DistinctID...)
 	if b.w.Records() > 0 && b.w.Len()+rowSizeBound(e) > b.opts.MaxBytes {
 		if err := b.flush(); err != nil {
 			return err
