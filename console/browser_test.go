@@ -118,13 +118,15 @@ func fetchStatus(t *testing.T, ctx context.Context, path string, withCSRF bool) 
 }
 
 func TestBrowser(t *testing.T) {
-	ctx := browser(t)
+	// The host first (it installs every locked plugin, which takes minutes under -race on
+	// a busy machine), then the browser, whose 4-minute budget is for the pages alone.
 	e := newEnv(t)
 	// An export whose runs the retry and chart use.
 	demoID := e.createExport("demo", localConfig("demo"))
 	e.api("POST", "/api/v1/batch_exports/"+demoID+"/backfills", map[string]any{
 		"start_at": t0.Truncate(time.Hour).Add(-12 * time.Hour).Format(time.RFC3339),
 		"end_at":   t0.Truncate(time.Hour).Add(-6 * time.Hour).Format(time.RFC3339)}, 201)
+	ctx := browser(t)
 	long := chromedp.WithPollingTimeout(90 * time.Second)
 
 	t.Run("sign in", func(t *testing.T) {

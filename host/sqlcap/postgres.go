@@ -3,6 +3,7 @@ package sqlcap
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -345,6 +346,7 @@ type rowSource struct {
 	out     []any
 	nulls   []any // what a null becomes per target column (nil: NULL)
 	left    int
+	pos     int // rows of the batch consumed so far
 	err     error
 	convErr error
 }
@@ -385,13 +387,18 @@ func (r *rowSource) skip(n int) error {
 		if err := r.rd.Next(r.vals); err != nil {
 			return badArg("load: %v", err)
 		}
+		r.pos++
 	}
 	return nil
 }
 
 // Next decodes the next row (CopyFromSource).
 func (r *rowSource) Next() bool {
-	if r.left == 0 || r.err != nil {
+	if r.err != nil {
+		return false
+	}
+	if r.left == 0 {
+		r.checkEnd()
 		return false
 	}
 	if err := r.rd.Next(r.vals); err != nil {
@@ -401,6 +408,7 @@ func (r *rowSource) Next() bool {
 		return false
 	}
 	r.left--
+	r.pos++
 	for i, j := range r.idx {
 		v := r.vals[j]
 		if v.Null {
@@ -419,6 +427,23 @@ func (r *rowSource) Next() bool {
 		r.out[i] = out
 	}
 	return true
+}
+
+// checkEnd, once a range that ends at the batch's last row is consumed, reads past it so
+// that a malformed tail (trailing bytes) fails the load as the whole batch's decode would,
+// instead of being loaded as if the batch were sound (SPEC 8: such a batch is rejected).
+func (r *rowSource) checkEnd() {
+	if r.pos != r.rd.Records() {
+		return
+	}
+	r.pos++ // once
+	if err := r.rd.Next(r.vals); err != io.EOF {
+		if err == nil {
+			err = errors.New("a row past the declared record count")
+		}
+		r.convErr = badArg("load: %v", err)
+		r.err = r.convErr
+	}
 }
 
 // Values is the current row (CopyFromSource).

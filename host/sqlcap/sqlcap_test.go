@@ -241,6 +241,8 @@ func TestPostgresRefusalsAndErrors(t *testing.T) {
 		{abi.SQLRequest{Op: "load", Batch: 1, Table: "other.events", Columns: loadCols}, eventBatch(1), abi.StatusBadArgument, "", "invalid table name"},
 		{abi.SQLRequest{Op: "load", Batch: 1, Table: "pg_class", Columns: loadCols}, eventBatch(1), abi.StatusDenied, "", "pg_* tables are not allowed"},
 		{abi.SQLRequest{Op: "load", Table: "events", Columns: loadCols}, nil, abi.StatusBadArgument, "", "needs the current batch"},
+		// A batch with bytes after its last row is malformed (SPEC 8): nothing is loaded.
+		{abi.SQLRequest{Op: "load", Batch: 1, Table: "events", Columns: loadCols}, append(eventBatch(2), 0), abi.StatusBadArgument, "", "trailing bytes"},
 	}
 	for _, c := range cases {
 		err := call(t, b, c.req, c.batch, nil)

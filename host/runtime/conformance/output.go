@@ -418,7 +418,7 @@ func (r *runner) outputStep(name string, m abi.Manifest, commits []Commit, sent 
 	}
 	var elsewhere []string
 	for _, c := range m.Capabilities {
-		if c == abi.CapBigQuery || c == abi.CapSnowflake || c == abi.CapHTTP {
+		if c == abi.CapBigQuery || c == abi.CapSnowflake || c == abi.CapHTTP || c == abi.CapSQL {
 			elsewhere = append(elsewhere, c)
 		}
 	}
